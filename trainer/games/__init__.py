@@ -1,0 +1,49 @@
+"""Game adapters and built-in ROMs. `game.adapter` in the spec names an entry of `ADAPTERS`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from trainer.games.base import GameAdapter, GameError
+
+#: adapter name → "module:Class" (imported on use, so listing adapters imports no game code).
+ADAPTERS: dict[str, str] = {
+    "dungeon": "trainer.games.dungeon:DungeonAdapter",
+}
+
+ROMS_DIR = Path(__file__).parent / "roms"
+#: `builtin:<name>` → ROM file shipped inside the package.
+BUILTIN_ROMS: dict[str, Path] = {
+    "dungeon": ROMS_DIR / "dungeon" / "dungeon.gb",
+}
+
+
+def make_adapter(name: str, reward_overrides: Mapping[str, float] | None = None) -> GameAdapter:
+    """The adapter registered as `name`, with the spec's reward overrides applied."""
+    try:
+        target = ADAPTERS[name]
+    except KeyError:
+        raise GameError(f"game.adapter: unknown adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(reward_overrides)
+
+
+def resolve_rom(rom: str) -> Path:
+    """`builtin:<name>` or a file path → an existing ROM file (GameError naming `game.rom` otherwise)."""
+    if rom.startswith("builtin:"):
+        key = rom.removeprefix("builtin:")
+        if key not in BUILTIN_ROMS:
+            raise GameError(f"game.rom: unknown built-in ROM {rom!r}; built-in: {', '.join('builtin:' + k for k in BUILTIN_ROMS)}")
+        return BUILTIN_ROMS[key]
+    path = Path(rom).expanduser()
+    if not path.is_file():
+        raise GameError(
+            f"game.rom: ROM file not found: {path} — mount your ROM into the pod (volume) or bake it "
+            "into a derived image, and give its path here"
+        )
+    return path
+
+
+__all__ = ["ADAPTERS", "BUILTIN_ROMS", "GameAdapter", "GameError", "make_adapter", "resolve_rom"]
