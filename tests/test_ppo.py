@@ -1,0 +1,168 @@
+"""The PPO math, checked against hand computations (SB3's tests/test_gae.py is the model)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.ppo import Agent, Batch, LossConfig, annealed_lr, compute_gae, make_optimizer, ppo_losses, ppo_update
+
+GAMMA, LAM = 0.9, 0.8
+
+
+def gae_by_hand(rewards, values, ends, next_value, gamma=GAMMA, lam=LAM):
+    """Plain-Python GAE for one environment: δ_t = r_t + γ V_{t+1} (1-end_t) - V_t."""
+    adv = [0.0] * len(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        v_next = next_value if t == len(rewards) - 1 else values[t + 1]
+        nonterminal = 1.0 - ends[t]
+        delta = rewards[t] + gamma * v_next * nonterminal - values[t]
+        running = delta + gamma * lam * nonterminal * running
+        adv[t] = running
+    return adv
+
+
+@pytest.mark.parametrize(
+    "name, rewards, values, ends, next_value",
+    [
+        ("no ending", [1.0, 0.0, 2.0], [0.5, 0.4, 0.3], [0, 0, 0], 0.7),
+        ("terminated mid-rollout", [1.0, 5.0, 2.0, -1.0], [0.5, 0.4, 0.3, 0.2], [0, 1, 0, 0], 0.7),
+        ("ends at the last step", [1.0, 1.0], [0.1, 0.2], [0, 1], 9.0),
+        ("every step ends", [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1, 1, 1], 4.0),
+    ],
+)
+def test_gae_matches_hand_computation(name, rewards, values, ends, next_value):
+    adv, ret = compute_gae(
+        torch.tensor(rewards)[:, None],
+        torch.tensor(values)[:, None],
+        torch.tensor(ends, dtype=torch.float32)[:, None],
+        torch.tensor([next_value]),
+        GAMMA,
+        LAM,
+    )
+    expected = gae_by_hand(rewards, values, ends, next_value)
+    assert np.allclose(adv[:, 0].numpy(), expected, atol=1e-6), name
+    assert np.allclose(ret[:, 0].numpy(), np.array(expected) + np.array(values), atol=1e-6)
+
+
+def test_gae_first_steps_by_explicit_numbers():
+    # Two steps, the first ends the episode: A_0 = r_0 - V_0 ; A_1 = r_1 + γ V_next - V_1.
+    adv, _ = compute_gae(
+        torch.tensor([[2.0], [1.0]]), torch.tensor([[0.5], [0.25]]), torch.tensor([[1.0], [0.0]]), torch.tensor([1.0]), GAMMA, LAM
+    )
+    assert adv[0, 0].item() == pytest.approx(1.5)
+    assert adv[1, 0].item() == pytest.approx(1.0 + 0.9 * 1.0 - 0.25)
+
+
+def test_truncation_bootstrap_equals_continuing_value():
+    """A truncated step whose reward carries γ·V(final_obs) gives the same advantage as if the
+    episode had continued into a state of that value (Pardo et al. 2018)."""
+    v_final = 3.0
+    adv_trunc, _ = compute_gae(
+        torch.tensor([[1.0 + GAMMA * v_final]]), torch.tensor([[0.5]]), torch.tensor([[1.0]]), torch.tensor([123.0]), GAMMA, LAM
+    )
+    adv_cont, _ = compute_gae(torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[0.0]]), torch.tensor([v_final]), GAMMA, LAM)
+    assert adv_trunc.item() == pytest.approx(adv_cont.item())
+
+
+def test_gae_is_per_environment():
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    values = torch.zeros(2, 2)
+    ends = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    adv, _ = compute_gae(rewards, values, ends, torch.tensor([2.0, 2.0]), GAMMA, LAM)
+    for env in range(2):
+        expected = gae_by_hand(rewards[:, env].tolist(), [0.0, 0.0], ends[:, env].tolist(), 2.0)
+        assert np.allclose(adv[:, env].numpy(), expected)
+
+
+CFG = LossConfig(clip_coef=0.2, clip_vloss=True, norm_adv=False, ent_coef=0.01, vf_coef=0.5)
+
+
+def test_losses_by_hand():
+    old_logp = torch.log(torch.tensor([0.5, 0.5]))
+    new_logp = torch.log(torch.tensor([0.75, 0.25]))  # ratios 1.5 and 0.5
+    adv = torch.tensor([1.0, -2.0])
+    returns = torch.tensor([1.0, 0.0])
+    old_values = torch.tensor([0.0, 0.0])
+    new_values = torch.tensor([0.5, 0.5])
+    entropy = torch.tensor([0.6, 0.4])
+    out = ppo_losses(new_logp, entropy, new_values, old_logp, adv, returns, old_values, CFG)
+    # policy: max(-A r, -A clip(r)) → sample 0: max(-1.5, -1.2) = -1.2 ; sample 1: max(1.0, 1.6) = 1.6
+    assert out["policy_loss"].item() == pytest.approx((-1.2 + 1.6) / 2)
+    # value: unclipped (0.5-1)²=0.25, (0.5-0)²=0.25 ; clipped v=0.2: (0.2-1)²=0.64, (0.2-0)²=0.04
+    assert out["value_loss"].item() == pytest.approx(0.5 * (0.64 + 0.25) / 2)
+    assert out["entropy"].item() == pytest.approx(0.5)
+    expected_loss = 0.2 - 0.01 * 0.5 + 0.5 * out["value_loss"].item()
+    assert out["loss"].item() == pytest.approx(expected_loss)
+    assert out["clipfrac"].item() == pytest.approx(1.0)
+    ratio = torch.tensor([1.5, 0.5])
+    assert out["approx_kl"].item() == pytest.approx(((ratio - 1) - ratio.log()).mean().item())
+
+
+def test_unclipped_value_loss_and_advantage_normalization():
+    cfg = LossConfig(clip_coef=0.2, clip_vloss=False, norm_adv=True, ent_coef=0.0, vf_coef=1.0)
+    logp = torch.zeros(2)
+    out = ppo_losses(logp, torch.zeros(2), torch.tensor([2.0, 0.0]), logp, torch.tensor([3.0, 1.0]), torch.tensor([0.0, 0.0]), torch.zeros(2), cfg)
+    assert out["value_loss"].item() == pytest.approx(0.5 * (4.0 + 0.0) / 2)
+    # normalized advantages are ±1/√2·… with ratio 1: policy loss = -mean(norm adv) = 0
+    assert out["policy_loss"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("obs_type, shape, dtype", [("tiles", (1, 18, 20), torch.int16), ("pixels", (2, 72, 80), torch.uint8)])
+def test_agent_shapes(obs_type, shape, dtype):
+    agent = Agent(shape, num_actions=5, obs_type=obs_type, hidden=32)
+    obs = torch.randint(0, 200, (3, *shape)).to(dtype)
+    action, logp, ent, value = agent.get_action_and_value(obs)
+    assert action.shape == logp.shape == ent.shape == value.shape == (3,)
+    assert agent.get_value(obs).shape == (3,)
+    assert torch.all(ent <= math.log(5) + 1e-5)
+
+
+def test_update_moves_policy_towards_advantaged_action():
+    torch.manual_seed(0)
+    agent = Agent((1, 4, 4), num_actions=3, obs_type="tiles", hidden=16)
+    obs = torch.zeros(64, 1, 4, 4, dtype=torch.int16)
+    actions = torch.full((64,), 2)
+    with torch.no_grad():
+        _, logp, _, values = agent.get_action_and_value(obs, actions)
+    batch = Batch(obs, actions, logp, torch.ones(64), values + 1.0, values)
+    opt = make_optimizer(agent, 1e-2)
+    stats = ppo_update(agent, opt, batch, update_epochs=4, minibatch_size=16, max_grad_norm=0.5, target_kl=None, cfg=CFG)
+    with torch.no_grad():
+        _, new_logp, _, _ = agent.get_action_and_value(obs, actions)
+    assert new_logp.mean() > logp.mean()
+    assert {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"} <= set(stats)
+
+
+def test_zero_learning_rate_changes_nothing():
+    torch.manual_seed(0)
+    agent = Agent((1, 4, 4), num_actions=3, obs_type="tiles", hidden=16)
+    before = [p.detach().clone() for p in agent.parameters()]
+    obs = torch.zeros(8, 1, 4, 4, dtype=torch.int16)
+    actions = torch.zeros(8, dtype=torch.long)
+    with torch.no_grad():
+        _, logp, _, values = agent.get_action_and_value(obs, actions)
+    batch = Batch(obs, actions, logp, torch.ones(8), values, values)
+    ppo_update(agent, make_optimizer(agent, 0.0), batch, update_epochs=2, minibatch_size=4, max_grad_norm=0.5, target_kl=None, cfg=CFG)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.parameters(), strict=True))
+
+
+def test_target_kl_stops_epochs_early():
+    torch.manual_seed(0)
+    agent = Agent((1, 4, 4), num_actions=3, obs_type="tiles", hidden=16)
+    obs = torch.zeros(32, 1, 4, 4, dtype=torch.int16)
+    actions = torch.full((32,), 1)
+    with torch.no_grad():
+        _, logp, _, values = agent.get_action_and_value(obs, actions)
+    batch = Batch(obs, actions, logp, torch.ones(32) * 10, values, values)
+    stats = ppo_update(agent, make_optimizer(agent, 0.5), batch, update_epochs=10, minibatch_size=32, max_grad_norm=10.0, target_kl=1e-6, cfg=CFG)
+    assert stats["epochs"] < 10
+
+
+@pytest.mark.parametrize("step, anneal, expected", [(0, True, 1.0), (50, True, 0.5), (100, True, 0.0), (50, False, 1.0)])
+def test_annealed_lr(step, anneal, expected):
+    assert annealed_lr(1.0, step, 100, anneal) == pytest.approx(expected)

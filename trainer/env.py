@@ -1,0 +1,165 @@
+"""`GameBoyEnv`: one PyBoy emulator as an RL environment.
+
+Boot once, save a state at the start of play, and reset episodes with `load_state` (never by
+re-creating PyBoy). A step holds the action's button for `hold_frames`, releases it, and ticks
+the rest of `frame_skip` frames; the screen is rendered only on the last frame and only when the
+observation needs pixels (`tick(count, render)` renders just the last frame: PyBoy docs).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.games import GameError, make_adapter, resolve_rom
+from trainer.spec import JobSpec
+
+# Visible screen in tiles: the observation for `tiles` (PyBoy's game_area, scrolling followed).
+SCREEN_TILES_W, SCREEN_TILES_H = 20, 18
+SCREEN_W, SCREEN_H = 160, 144
+#: Distinct tile ids in a tiles observation: 384 DMG tiles + the same again for sprites.
+NUM_TILE_IDS = 768
+
+
+class GameBoyEnv:
+    """One emulator. Not thread-safe: create it in the process (worker) that steps it.
+
+    Observations are `(frame_stack, H, W)` arrays: tile ids (uint16, 18×20) for `tiles`, or
+    grayscale pixels (uint8, 144/d × 160/d) for `pixels`. `step` returns
+    `(obs, reward, terminated, truncated, info)`; `info` is empty except on the last step of
+    an episode, where it holds `episode_return`, `episode_length` and the adapter's stats.
+    """
+
+    def __init__(self, spec: JobSpec, index: int = 0):
+        from pyboy import PyBoy  # imported here: the launcher and CLI must not pay for it
+
+        self.index = index
+        game, env = spec.game, spec.env
+        rom_path = resolve_rom(game.rom)
+        rom = rom_path.read_bytes()
+        self.adapter = make_adapter(game.adapter, game.reward)
+        self.adapter.check_rom(rom, rom_path)
+
+        self.frame_skip = env.frame_skip
+        self.hold_frames = env.hold_frames
+        self.episode_length = env.episode_length
+        self.obs_type = env.obs.type
+        self.downsample = env.obs.downsample
+        self._buttons: list[str | None] = [None if a == "noop" else a for a in env.actions]
+        self.num_actions = len(self._buttons)
+
+        # PyBoy looks for <rom>.ram next to a path ROM; pass the bytes to keep runs hermetic.
+        self.pyboy = PyBoy(
+            io.BytesIO(rom),
+            window="null",
+            sound_emulated=False,
+            log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
+        )
+        self.pyboy.set_emulation_speed(0)
+        # The visible 20×18 tiles, following SCX/SCY (default is the whole 32×32 tilemap).
+        self.pyboy.game_area_dimensions(0, 0, SCREEN_TILES_W, SCREEN_TILES_H, True)
+        self.adapter.configure(self.pyboy)
+        if game.state:
+            self._load_state_file(Path(game.state))
+        else:
+            self.adapter.boot(self.pyboy)
+        # One rendered frame so the start observation exists in pixels too; then save the state
+        # every episode starts from, and the observation that goes with it.
+        self.pyboy.tick(1, True)
+        self._start_state = io.BytesIO()
+        self.pyboy.save_state(self._start_state)
+        self._start_ram = self.adapter.read(self.pyboy)
+        self._start_frame = self._frame(rendered=True)
+
+        self.observation_dtype = self._start_frame.dtype
+        self.observation_shape = (env.obs.frame_stack, *self._start_frame.shape)
+        self._frames = np.empty(self.observation_shape, dtype=self.observation_dtype)
+        self._ram: Any = self._start_ram
+        self._steps = 0
+        self._return = 0.0
+        self._needs_reset = True
+
+    # ---- public API -----------------------------------------------------------------------
+    def reset(self) -> np.ndarray:
+        """Restore the saved start state; returns the first observation."""
+        self._start_state.seek(0)
+        self.pyboy.load_state(self._start_state)
+        self._ram = self._start_ram
+        self._steps = 0
+        self._return = 0.0
+        self._frames[:] = self._start_frame
+        self._needs_reset = False
+        return self._frames.copy()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, float]]:
+        if self._needs_reset:
+            raise RuntimeError("GameBoyEnv.step called before reset() or after the episode ended")
+        button = self._buttons[action]
+        render = self.obs_type == "pixels"
+        rest = self.frame_skip - self.hold_frames
+        if button is None:
+            self.pyboy.tick(self.frame_skip, render)
+        else:
+            self.pyboy.button_press(button)
+            self.pyboy.tick(self.hold_frames, render and rest == 0)
+            self.pyboy.button_release(button)  # takes effect on the next tick
+            if rest:
+                self.pyboy.tick(rest, render)
+        ram = self.adapter.read(self.pyboy)
+        reward = self.adapter.reward(self._ram, ram)
+        self._ram = ram
+        self._steps += 1
+        self._return += reward
+        terminated = self.adapter.terminated(ram)
+        truncated = not terminated and self._steps >= self.episode_length
+        if len(self._frames) > 1:
+            self._frames[:-1] = self._frames[1:]
+        self._frames[-1] = self._frame(rendered=render)
+        info: dict[str, float] = {}
+        if terminated or truncated:
+            self._needs_reset = True
+            info = {
+                "episode_return": self._return,
+                "episode_length": float(self._steps),
+                **self.adapter.episode_stats(ram),
+            }
+        return self._frames.copy(), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        pyboy, self.pyboy = getattr(self, "pyboy", None), None
+        if pyboy is not None:
+            pyboy.stop(save=False)
+
+    def __del__(self) -> None:  # best effort; close() is the contract
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # ---- internals ------------------------------------------------------------------------
+    def _frame(self, rendered: bool) -> np.ndarray:
+        if self.obs_type == "tiles":
+            return np.asarray(self.pyboy.game_area(), dtype=np.uint16)
+        # screen.ndarray is one reused RGBA buffer: copy what we keep (ARCHITECTURE.md). The DMG
+        # palette is gray, so one channel is the grayscale image.
+        return np.ascontiguousarray(self.pyboy.screen.ndarray[:: self.downsample, :: self.downsample, 0])
+
+    def _load_state_file(self, path: Path) -> None:
+        try:
+            with path.open("rb") as f:
+                self.pyboy.load_state(f)
+        except FileNotFoundError:
+            raise GameError(f"game.state: save state not found: {path}") from None
+        except Exception as exc:  # PyBoy raises various errors on a foreign state
+            raise GameError(f"game.state: {path} is not a PyBoy save state for this ROM ({exc})") from None
+
+
+def make_env(spec: JobSpec, index: int = 0) -> GameBoyEnv:
+    """Environment `index` of a job (picklable as `functools.partial(make_env, spec, i)`)."""
+    logging.getLogger("pyboy").setLevel(logging.ERROR)
+    return GameBoyEnv(spec, index)

@@ -1,0 +1,257 @@
+"""PPO, CleanRL-style: the policy network, GAE and the clipped update, top to bottom.
+
+Sources: CleanRL `ppo_atari.py` (Huang et al.); "The 37 Implementation Details of Proximal Policy
+Optimization" (Huang et al., ICLR blog track 2022) — numbered below as "detail N"; Schulman et al.
+2017 (PPO) and 2016 (GAE). Unlike CleanRL we bootstrap on time-limit truncation (Pardo et al.
+2018, "Time Limits in Reinforcement Learning"): the env's pool returns the final observation and
+the trainer adds γ·V(final_obs) to the truncated step's reward, as SB3 does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions.categorical import Categorical
+
+
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights, constant bias (detail 2)."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class TileEncoder(nn.Module):
+    """Tile ids (B, C, H, W) → features. Each tile id gets a learned embedding (tile ids are
+    categories, not intensities), then a small conv net sized for a 2-core CPU learner."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_tile_ids: int, hidden: int, embed_dim: int = 8):
+        super().__init__()
+        stack, height, width = obs_shape
+        self.num_tile_ids = num_tile_ids
+        self.embed = nn.Embedding(num_tile_ids, embed_dim)
+        self.conv = nn.Sequential(
+            layer_init(nn.Conv2d(stack * embed_dim, 32, 3, padding=1)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 32, 3, stride=2, padding=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, stack * embed_dim, height, width)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(flat, hidden)), nn.ReLU())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        ids = obs.long().clamp_(0, self.num_tile_ids - 1)  # (B, C, H, W)
+        x = self.embed(ids)  # (B, C, H, W, E)
+        x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, C·E, H, W)
+        return self.fc(self.conv(x))
+
+
+class PixelEncoder(nn.Module):
+    """Grayscale frames (B, C, H, W) uint8 → features: the Nature-DQN conv net (detail 7's
+    `/ 255` scaling), with strides that suit 72×80 or 144×160 inputs."""
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int):
+        super().__init__()
+        stack, height, width = obs_shape
+        self.conv = nn.Sequential(
+            layer_init(nn.Conv2d(stack, 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, stack, height, width)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(flat, hidden)), nn.ReLU())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(obs.float() / 255.0))
+
+
+class Agent(nn.Module):
+    """Shared encoder, a policy head (std 0.01) and a value head (std 1) — detail 2."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, obs_type: str, hidden: int = 256, num_tile_ids: int = 768):
+        super().__init__()
+        if obs_type == "tiles":
+            self.encoder: nn.Module = TileEncoder(obs_shape, num_tile_ids, hidden)
+        elif obs_type == "pixels":
+            self.encoder = PixelEncoder(obs_shape, hidden)
+        else:
+            raise ValueError(f"env.obs.type: unknown observation type {obs_type!r}")
+        self.actor = layer_init(nn.Linear(hidden, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.encoder(obs)).squeeze(-1)
+
+    def get_action_and_value(
+        self, obs: torch.Tensor, action: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action, log π(action), entropy, value); samples an action when none is given."""
+        hidden = self.encoder(obs)
+        dist = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    episode_ends: torch.Tensor,
+    next_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016; detail 5).
+
+    Shapes: `rewards`, `values`, `episode_ends` are (T, N); `next_value` is (N,), the value of
+    the observation after the last step. `episode_ends[t]` is 1 where step t ended an episode
+    (terminated or truncated): no bootstrapping across it. For truncation the caller has already
+    added γ·V(final_obs) to `rewards[t]`. Returns `(advantages, returns)`, both (T, N).
+    """
+    steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(next_value)
+    for t in reversed(range(steps)):
+        next_values = next_value if t == steps - 1 else values[t + 1]
+        nonterminal = 1.0 - episode_ends[t]
+        delta = rewards[t] + gamma * next_values * nonterminal - values[t]
+        last_gae = delta + gamma * gae_lambda * nonterminal * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+@dataclass
+class Batch:
+    """A flattened rollout (the `b_` tensors of CleanRL), N·T samples."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    values: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.actions.shape[0]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    clip_coef: float
+    clip_vloss: bool
+    norm_adv: bool
+    ent_coef: float
+    vf_coef: float
+
+
+def ppo_losses(
+    newlogprob: torch.Tensor,
+    entropy: torch.Tensor,
+    newvalue: torch.Tensor,
+    mb_logprobs: torch.Tensor,
+    mb_advantages: torch.Tensor,
+    mb_returns: torch.Tensor,
+    mb_values: torch.Tensor,
+    cfg: LossConfig,
+) -> dict[str, torch.Tensor]:
+    """The clipped surrogate objective, (clipped) value loss and entropy bonus of one minibatch."""
+    logratio = newlogprob - mb_logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        # k3 estimator of KL(old‖new) (Schulman, "Approximating KL Divergence"; detail 12).
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+    if cfg.norm_adv and mb_advantages.numel() > 1:  # detail 7: per minibatch
+        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+    pg_loss1 = -mb_advantages * ratio
+    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+    if cfg.clip_vloss:  # detail 9
+        v_loss_unclipped = (newvalue - mb_returns) ** 2
+        v_clipped = mb_values + torch.clamp(newvalue - mb_values, -cfg.clip_coef, cfg.clip_coef)
+        v_loss_clipped = (v_clipped - mb_returns) ** 2
+        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
+    return {
+        "loss": loss,
+        "policy_loss": pg_loss,
+        "value_loss": v_loss,
+        "entropy": entropy_loss,
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+    }
+
+
+def ppo_update(
+    agent: Agent,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    *,
+    update_epochs: int,
+    minibatch_size: int,
+    max_grad_norm: float,
+    target_kl: float | None,
+    cfg: LossConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """`update_epochs` passes of shuffled minibatches (detail 6); returns the last-epoch stats
+    (CleanRL logs the last minibatch's; we average the last epoch's, which is less noisy)."""
+    size = len(batch)
+    minibatch_size = min(minibatch_size, size)
+    totals: dict[str, float] = {}
+    count = 0
+    epochs_run = 0
+    for _ in range(update_epochs):
+        epochs_run += 1
+        totals, count = {}, 0
+        order = torch.randperm(size, generator=generator)
+        approx_kl = 0.0
+        for start in range(0, size, minibatch_size):
+            mb = order[start : start + minibatch_size]
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(batch.obs[mb], batch.actions[mb])
+            losses = ppo_losses(
+                newlogprob, entropy, newvalue,
+                batch.logprobs[mb], batch.advantages[mb], batch.returns[mb], batch.values[mb], cfg,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)  # detail 11
+            optimizer.step()
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach())
+            count += 1
+            approx_kl = float(losses["approx_kl"])
+        if target_kl is not None and approx_kl > target_kl:  # detail 12: early stop
+            break
+    stats = {key: value / max(count, 1) for key, value in totals.items()}
+    y_pred, y_true = batch.values.cpu().numpy(), batch.returns.cpu().numpy()
+    var_y = np.var(y_true)
+    stats["explained_variance"] = float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+    stats["epochs"] = float(epochs_run)
+    return stats
+
+
+def make_optimizer(agent: Agent, learning_rate: float) -> torch.optim.Adam:
+    """Adam with eps 1e-5 (detail 3)."""
+    return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5)
+
+
+def annealed_lr(learning_rate: float, global_step: int, total_steps: int, anneal: bool) -> float:
+    """Linear decay to 0 over training (detail 4), by environment steps so resume is exact."""
+    if not anneal:
+        return learning_rate
+    return learning_rate * max(0.0, 1.0 - global_step / total_steps)
