@@ -351,6 +351,15 @@ class JobSpec(_Model):
         return _hash({"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo}, length)
 
 
+def job_name(spec: JobSpec, num_envs: int | str) -> str:
+    """The job's name and identity: `<name>-e<num_envs>-<spec hash>`, a DNS-1123 label ≤ 63.
+
+    The Kubernetes renderer names Jobs with it (and passes it to the pod as TRAINER_JOB_NAME);
+    a local run computes the same value, so its checkpoints and MLflow run are found again.
+    """
+    return f"{spec.name}-e{num_envs}-{spec.spec_hash(6)}"
+
+
 def check_batch(num_envs: int, rollout_steps: int, batch_size: int, where: str = "env.num_envs") -> None:
     rollout = num_envs * rollout_steps
     if batch_size > rollout:
