@@ -102,3 +102,34 @@ def schema() -> None:
     from trainer.spec import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@spec_argument
+@set_option
+@click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow (same as --set mlflow.enabled=false).")
+@click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint of this job and start over.")
+@click.option("--force", is_flag=True, help="Resume even if the checkpoint was written for a different spec.")
+@handle_errors
+def run(spec_path: str, overrides: tuple[str, ...], no_mlflow: bool, fresh: bool, force: bool) -> None:
+    """Train the PPO agent described by SPEC (what a Kubernetes pod runs).
+
+    Resumes from the job's latest checkpoint when one exists, in the same MLflow run. SIGTERM
+    writes a checkpoint and exits with 143 so the Job's retry continues from it.
+
+    \b
+    Environment overrides (the seed's Make variables): TRAIN_STEPS, TRAIN_ENVS,
+    TRAIN_EPISODE_LENGTH, TRAIN_UPDATE_EPOCHS, TRAIN_BATCH_SIZE, TRAIN_OUTPUT_DIR.
+    """
+    if no_mlflow:
+        overrides = (*overrides, "mlflow.enabled=false")
+    spec = read_spec(spec_path, overrides)
+    from trainer.train import EXIT_PREEMPTED, CheckpointMismatch, Preempted, train
+
+    try:
+        train(spec, force=force, fresh=fresh)
+    except CheckpointMismatch as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID_INPUT)
+    except Preempted:
+        sys.exit(EXIT_PREEMPTED)

@@ -528,6 +528,8 @@ def _valid_paths(model: type[BaseModel] = JobSpec, prefix: str = "") -> dict[str
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:  # e.g. 'ppo_settings' → 'ppo': a known key the word starts with
+        close = sorted((c for c in choices if word.startswith(c) or c.startswith(word)), key=len, reverse=True)[:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
