@@ -1,0 +1,548 @@
+"""Vector envs: both backends against the same contract, plus the process backend's faults.
+
+Fast (a few seconds): a toy env (tests/toy_env.py) stands in for PyBoy; the real-ROM tests at
+the end use `trainer.env.make_env` when the built-in game is available.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from toy_env import ToyEnv
+
+from trainer.vector import (
+    ProcessVecEnv,
+    SerialVecEnv,
+    StepResult,
+    WorkerError,
+    make_vec_env,
+    measure_steps_per_second,
+)
+
+BACKENDS = ["serial", "process"]
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def toy_fns(num_envs: int, **kwargs) -> list:
+    return [functools.partial(ToyEnv, index=i, **kwargs) for i in range(num_envs)]
+
+
+def make(backend: str, num_envs: int = 4, envs_per_worker: int | str = 2, **kwargs):
+    return make_vec_env(
+        toy_fns(num_envs, **kwargs), backend=backend, envs_per_worker=envs_per_worker
+    )
+
+
+def action_sequence(num_steps: int, num_envs: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, ToyEnv.num_actions, size=(num_steps, num_envs))
+
+
+def run(vec_env, actions: np.ndarray) -> list[StepResult]:
+    """Step through `actions`, copying every result (they are views valid for one step)."""
+    results = []
+    for row in actions:
+        r = vec_env.step(row)
+        results.append(
+            StepResult(
+                r.obs.copy(),
+                r.rewards.copy(),
+                r.terminated.copy(),
+                r.truncated.copy(),
+                r.final_obs.copy(),
+                r.infos,
+            )
+        )
+    return results
+
+
+def reference(num_envs: int, actions: np.ndarray, **kwargs) -> tuple[np.ndarray, list[StepResult]]:
+    """The same episodes computed by hand from bare ToyEnvs, with auto-reset."""
+    envs = [ToyEnv(index=i, **kwargs) for i in range(num_envs)]
+    first = np.stack([env.reset() for env in envs])
+    results = []
+    for row in actions:
+        obs, finals, rewards, terms, truncs, infos = [], [], [], [], [], []
+        for i, env in enumerate(envs):
+            o, r, te, tr, info = env.step(int(row[i]))
+            final = o
+            if te or tr:
+                infos.append({**info, "env_index": i})
+                o = env.reset()
+            obs.append(o)
+            finals.append(final)
+            rewards.append(r)
+            terms.append(te)
+            truncs.append(tr)
+        results.append(
+            StepResult(
+                np.stack(obs),
+                np.array(rewards, np.float32),
+                np.array(terms),
+                np.array(truncs),
+                np.stack(finals),
+                infos,
+            )
+        )
+    return first, results
+
+
+def worker_shm_files(pid: int) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if name.startswith(f"trainer-vec-{pid}-")]
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # a zombie is dead; its parent (gone too) just did not reap it
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Every test leaves no worker processes and no shared memory of this process behind."""
+    yield
+    assert wait_until(
+        lambda: not [p for p in mp.active_children() if p.name.startswith("trainer-vec")], 5.0
+    )
+    assert worker_shm_files(os.getpid()) == []
+
+
+# ---- the contract, for both backends ------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_shapes_and_dtypes(backend, dtype):
+    with make(backend, num_envs=4, envs_per_worker=2, dtype=dtype) as venv:
+        assert venv.num_envs == 4
+        assert venv.observation_shape == (6, 5)
+        assert venv.observation_dtype == np.dtype(dtype)
+        assert venv.num_actions == 5
+        obs = venv.reset()
+        assert obs.shape == (4, 6, 5) and obs.dtype == np.dtype(dtype)
+        r = venv.step(np.zeros(4, dtype=np.int32))
+        assert r.obs.shape == r.final_obs.shape == (4, 6, 5)
+        assert r.obs.dtype == r.final_obs.dtype == np.dtype(dtype)
+        assert r.rewards.shape == (4,) and r.rewards.dtype == np.float32
+        assert r.terminated.dtype == r.truncated.dtype == r.dones.dtype == np.bool_
+        assert venv.worker_restarts == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_reset_final_obs_and_infos_match_hand_computed_episodes(backend):
+    actions = action_sequence(40, 4, seed=3)
+    expected_first, expected = reference(4, actions)
+    with make(backend, num_envs=4, envs_per_worker=2) as venv:
+        np.testing.assert_array_equal(venv.reset(), expected_first)
+        got = run(venv, actions)
+    episodes = 0
+    for step, (g, e) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_array_equal(g.obs, e.obs, err_msg=f"obs at step {step}")
+        np.testing.assert_array_equal(g.rewards, e.rewards)
+        np.testing.assert_array_equal(g.terminated, e.terminated)
+        np.testing.assert_array_equal(g.truncated, e.truncated)
+        done = e.terminated | e.truncated
+        np.testing.assert_array_equal(
+            g.final_obs[done], e.final_obs[done], err_msg=f"final_obs at step {step}"
+        )
+        # After an ending, obs is the next episode's first observation (step counter 0).
+        assert (g.obs[done][:, -1, 2] == 0).all()
+        assert g.infos == e.infos
+        assert [info["env_index"] for info in g.infos] == list(np.flatnonzero(done))
+        episodes += len(g.infos)
+    assert episodes >= 8  # both kinds of endings happened
+    assert any(e.terminated.any() for e in expected) and any(e.truncated.any() for e in expected)
+
+
+def test_serial_and_process_give_identical_results():
+    actions = action_sequence(60, 6, seed=7)
+    with (
+        make("serial", num_envs=6) as serial,
+        make("process", num_envs=6, envs_per_worker=3) as process,
+    ):
+        np.testing.assert_array_equal(serial.reset(), process.reset())
+        for step, (a, b) in enumerate(
+            zip(run(serial, actions), run(process, actions), strict=True)
+        ):
+            for name in ("obs", "rewards", "terminated", "truncated"):
+                np.testing.assert_array_equal(
+                    getattr(a, name), getattr(b, name), err_msg=f"{name} at {step}"
+                )
+            np.testing.assert_array_equal(a.final_obs[a.dones], b.final_obs[b.dones])
+            assert a.infos == b.infos
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_is_step_async_plus_step_wait_and_order_is_enforced(backend):
+    with make(backend, num_envs=2, envs_per_worker=1) as venv:
+        with pytest.raises(RuntimeError, match="reset"):
+            venv.step(np.zeros(2, dtype=int))
+        venv.reset()
+        with pytest.raises(RuntimeError, match="without step_async"):
+            venv.step_wait()
+        venv.step_async(np.array([1, 2]))
+        with pytest.raises(RuntimeError, match="twice"):
+            venv.step_async(np.array([1, 2]))
+        assert venv.step_wait().obs.shape == (2, 6, 5)
+    with pytest.raises(RuntimeError, match="closed"):
+        venv.reset()
+    venv.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    "name, call, error, match",
+    [
+        ("empty env_fns", lambda: make_vec_env([]), ValueError, "env_fns: empty"),
+        ("not callables", lambda: make_vec_env([1, 2]), TypeError, r"env_fns\[0\]"),
+        (
+            "not dividing",
+            lambda: make_vec_env(toy_fns(4), envs_per_worker=3),
+            ValueError,
+            "envs_per_worker: 3 does not divide",
+        ),
+        (
+            "zero per worker",
+            lambda: make_vec_env(toy_fns(4), envs_per_worker=0),
+            ValueError,
+            "envs_per_worker",
+        ),
+        (
+            "unknown backend",
+            lambda: make_vec_env(toy_fns(2), backend="gpu"),
+            ValueError,
+            "backend: must be",
+        ),
+        (
+            "options on serial",
+            lambda: make_vec_env(toy_fns(1), worker_timeout=1),
+            ValueError,
+            "worker_timeout",
+        ),
+        (
+            "bad timeout",
+            lambda: ProcessVecEnv(toy_fns(2), worker_timeout=0),
+            ValueError,
+            "worker_timeout",
+        ),
+    ],
+)
+def test_misuse_fails_early_naming_the_argument(name, call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "actions, match",
+    [
+        (np.zeros(3, dtype=int), r"actions: expected shape \(4,\)"),
+        (np.zeros((4, 1), dtype=int), r"actions: expected shape \(4,\)"),
+        (np.zeros(4, dtype=np.float32), "actions: expected integers"),
+        (np.array([0, 1, 5, 0]), r"actions: every action must be in \[0, 5\)"),
+        (np.array([0, -1, 2, 0]), r"actions: every action must be in \[0, 5\)"),
+    ],
+)
+def test_bad_actions_fail_naming_the_argument(backend, actions, match):
+    with make(backend, num_envs=4) as venv:
+        venv.reset()
+        with pytest.raises(ValueError, match=match):
+            venv.step(actions)
+        venv.step(np.ones(4, dtype=np.uint8))  # still usable
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_envs_must_agree_on_shape(backend):
+    fns = [functools.partial(ToyEnv, index=0), functools.partial(ToyEnv, index=1, size=4)]
+    with pytest.raises((ValueError, WorkerError), match="same observation shape"):
+        make_vec_env(fns, backend=backend, envs_per_worker=2 if backend == "process" else "auto")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_env_constructor_failure_surfaces_with_traceback(backend):
+    fns = toy_fns(4)
+    fns[2] = functools.partial(ToyEnv, index=2, fail_on_create=True)
+    with pytest.raises((ValueError, WorkerError), match="refusing to start") as info:
+        make_vec_env(fns, backend=backend, envs_per_worker=2)
+    if backend == "process":
+        message = str(info.value)
+        assert "worker 1 (envs 2-3" in message and "creating its environments" in message
+        assert "Traceback (most recent call last)" in message and "toy_env.py" in message
+
+
+def test_env_exception_while_stepping_raises_and_closes_the_pool():
+    venv = make("process", num_envs=2, envs_per_worker=1, fail_at_step=3)
+    venv.reset()
+    venv.step(np.zeros(2, dtype=int))
+    venv.step(np.zeros(2, dtype=int))
+    with pytest.raises(
+        WorkerError,
+        match=r"(?s)worker 0 \(env 0, pid \d+\) failed while stepping:\n.*Traceback.*failing at step 3",
+    ):
+        venv.step(np.zeros(2, dtype=int))
+    assert venv.worker_restarts == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        venv.step(np.zeros(2, dtype=int))
+
+
+def test_worker_fails_loudly_on_unknown_command():
+    with make("process", num_envs=2, envs_per_worker=1) as venv:
+        venv.reset()
+        os.write(venv._state.workers[1].command.fileno(), b"x")
+        with pytest.raises(WorkerError, match="unknown command b'x'"):
+            venv.reset()
+
+
+# ---- faults in the process backend --------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["between steps", "during a step"])
+def test_sigkilled_worker_is_replaced_and_the_others_are_unaffected(when, caplog):
+    step_cost_us = 60_000 if when == "during a step" else 0  # a step of a worker: 120 ms
+    actions = action_sequence(12, 4, seed=11)
+    _, expected = reference(4, actions)
+    with make("process", num_envs=4, envs_per_worker=2, step_cost_us=step_cost_us) as venv:
+        venv.reset()
+        got = run(venv, actions[:5])
+        victim = venv.worker_pids()[1]
+        if when == "during a step":
+            venv.step_async(actions[5])
+            time.sleep(0.03)
+            os.kill(victim, signal.SIGKILL)
+            start = time.perf_counter()
+            r = venv.step_wait()
+        else:
+            os.kill(victim, signal.SIGKILL)
+            assert wait_until(lambda: process_gone(victim))
+            start = time.perf_counter()
+            r = venv.step(actions[5])
+        elapsed = time.perf_counter() - start
+        assert venv.worker_restarts == 1
+        assert venv.worker_pids()[1] != victim and process_gone(victim)
+        # Envs 0-1 (worker 0) carry on exactly; envs 2-3 start over, their episodes dropped.
+        np.testing.assert_array_equal(r.obs[:2], expected[5].obs[:2])
+        np.testing.assert_array_equal(r.rewards[:2], expected[5].rewards[:2])
+        assert r.truncated[2:].all() and not r.terminated[2:].any() and (r.rewards[2:] == 0).all()
+        first = np.stack([ToyEnv(index=i).reset() for i in (2, 3)])
+        np.testing.assert_array_equal(r.obs[2:], first)
+        np.testing.assert_array_equal(r.final_obs[2:], first)
+        assert all(info["env_index"] < 2 for info in r.infos)
+        got.append(
+            StepResult(r.obs.copy(), r.rewards, r.terminated, r.truncated, r.final_obs, r.infos)
+        )
+        got += run(venv, actions[6:])
+    for step in range(6, 12):
+        np.testing.assert_array_equal(got[step].obs[:2], expected[step].obs[:2])
+    assert "worker 1 (envs 2-3" in caplog.text and "SIGKILL" in caplog.text
+    # Detection is immediate (sentinel/EOF); the rest is starting a worker and one slow step.
+    assert elapsed < 2.0 + (0.25 if step_cost_us else 0), (
+        f"took {elapsed:.2f} s to detect and replace"
+    )
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_other_start_methods_survive_a_killed_worker(start_method):
+    # With fork, a worker that registered the block with a resource tracker of its own would
+    # have it unlinked when killed; the replacement could then not attach.
+    fns = toy_fns(2)
+    with make_vec_env(fns, backend="process", envs_per_worker=1, start_method=start_method) as venv:
+        venv.reset()
+        venv.step(np.zeros(2, dtype=int))
+        os.kill(venv.worker_pids()[0], signal.SIGKILL)
+        assert venv.step(np.zeros(2, dtype=int)).truncated[0]
+        assert os.path.exists(f"/dev/shm/{venv.shm_name}")
+        run(venv, action_sequence(10, 2))
+        assert venv.worker_restarts == 1
+
+
+def test_hung_worker_is_killed_after_worker_timeout_and_replaced():
+    fns = toy_fns(2)
+    fns[1] = functools.partial(ToyEnv, index=1, hang_at_step=3)
+    with make_vec_env(fns, backend="process", envs_per_worker=1, worker_timeout=0.5) as venv:
+        venv.reset()
+        run(venv, action_sequence(2, 2))
+        start = time.perf_counter()
+        r = venv.step(np.zeros(2, dtype=int))
+        assert 0.5 <= time.perf_counter() - start < 2.5
+        assert venv.worker_restarts == 1 and r.truncated[1] and not r.truncated[0]
+
+
+def test_too_many_restarts_give_up_with_worker_error():
+    with make_vec_env(toy_fns(2), backend="process", envs_per_worker=1, max_restarts=0) as venv:
+        venv.reset()
+        os.kill(venv.worker_pids()[0], signal.SIGKILL)
+        with pytest.raises(WorkerError, match="max_restarts=0"):
+            venv.step(np.zeros(2, dtype=int))
+
+
+def test_close_and_exceptions_leave_no_processes_or_shared_memory():
+    shm_before = set(os.listdir("/dev/shm"))
+    venv = make("process", num_envs=4, envs_per_worker=2)
+    pids, name = venv.worker_pids(), venv.shm_name
+    assert os.path.exists(f"/dev/shm/{name}") and len(pids) == 2
+    venv.reset()
+    venv.close()
+    assert all(process_gone(pid) for pid in pids) and not os.path.exists(f"/dev/shm/{name}")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with make("process", num_envs=2, envs_per_worker=1) as venv:
+            pids, name = venv.worker_pids(), venv.shm_name
+            r = venv.reset()  # a view into shared memory still alive after close: must not matter
+            raise RuntimeError("boom")
+    assert all(process_gone(pid) for pid in pids) and not os.path.exists(f"/dev/shm/{name}")
+    assert r.shape == (2, 6, 5)
+    assert not {f for f in set(os.listdir("/dev/shm")) - shm_before if f.startswith("trainer-vec-")}
+
+
+CHILD = textwrap.dedent(
+    """
+    import functools, os, sys, time
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from toy_env import ToyEnv
+    from trainer.vector import make_vec_env
+
+    if __name__ == "__main__":
+        venv = make_vec_env([functools.partial(ToyEnv, index=i) for i in range(4)], envs_per_worker=2)
+        venv.reset()
+        print(venv.shm_name, *venv.worker_pids(), flush=True)
+        mode = sys.argv[1]
+        if mode == "exit-without-close":
+            raise KeyboardInterrupt
+        if mode == "self-sigkill":
+            os.kill(os.getpid(), 9)
+        while True:  # wait for Ctrl-C while stepping
+            venv.step(np.zeros(4, dtype=int))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["exit-without-close", "ctrl-c", "self-sigkill"])
+def test_parent_exit_interrupt_or_crash_leaves_nothing_behind(mode, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(TESTS_DIR)))
+    child = subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal job
+    )
+    try:
+        name, *pids = child.stdout.readline().split()
+        assert name.startswith("trainer-vec-") and len(pids) == 2, child.stderr.read()
+        if mode == "ctrl-c":
+            time.sleep(0.3)
+            os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        child.wait(timeout=15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    stderr = child.stderr.read()
+    assert wait_until(lambda: all(process_gone(int(pid)) for pid in pids), 5.0), stderr
+    assert wait_until(lambda: not os.path.exists(f"/dev/shm/{name}"), 5.0), stderr
+    assert "Process trainer-vec-worker" not in stderr, stderr  # no worker tracebacks
+    if mode != "self-sigkill":
+        assert "leaked shared_memory" not in stderr, stderr  # closed by us, not the tracker
+
+
+def test_start_two_workers_quickly():
+    start = time.perf_counter()
+    with make("process", num_envs=2, envs_per_worker=1) as venv:
+        venv.reset()
+        elapsed = time.perf_counter() - start
+    assert elapsed < 3.0, f"starting 2 workers took {elapsed:.2f} s"
+
+
+def test_auto_backend_and_envs_per_worker(monkeypatch):
+    import trainer.spec
+
+    monkeypatch.setattr(trainer.spec, "available_cpus", lambda: 2)
+    with make_vec_env(toy_fns(1)) as venv:
+        assert isinstance(venv, SerialVecEnv)
+    with make_vec_env(toy_fns(5)) as venv:
+        assert isinstance(venv, ProcessVecEnv)
+        assert venv.num_workers == 2 and venv.envs_per_worker == 3
+        venv.reset()
+        assert venv.step(np.zeros(5, dtype=int)).obs.shape == (5, 6, 5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_measure_steps_per_second(backend):
+    with make(backend, num_envs=2, envs_per_worker=1) as venv:
+        assert measure_steps_per_second(venv, steps=20) > 0
+
+
+# ---- real emulators (the built-in game) ---------------------------------------------------
+
+ROM = Path(__file__).resolve().parents[1] / "trainer/games/roms/dungeon/dungeon.gb"
+needs_game = pytest.mark.skipif(
+    not ROM.exists()
+    or importlib.util.find_spec("trainer.env") is None
+    or importlib.util.find_spec("trainer.games.dungeon") is None,
+    reason="the built-in game (trainer/env.py, the dungeon adapter and its ROM) is not built yet",
+)
+
+
+def real_fns(num_envs: int, **env):
+    from trainer.env import make_env
+    from trainer.spec import JobSpec
+
+    spec = JobSpec(name="vector-test", env={"episode_length": 30, **env})
+    return [functools.partial(make_env, spec, i) for i in range(num_envs)]
+
+
+@needs_game
+@pytest.mark.parametrize("obs_type", ["tiles", "pixels"])
+def test_real_envs_serial_and_process_identical(obs_type):
+    fns = real_fns(2, obs={"type": obs_type})
+    start = time.perf_counter()
+    with make_vec_env(fns, backend="process", envs_per_worker=1) as process:
+        startup = time.perf_counter() - start
+        with make_vec_env(fns, backend="serial") as serial:
+            assert process.observation_shape == serial.observation_shape
+            actions = np.random.default_rng(0).integers(0, serial.num_actions, size=(70, 2))
+            np.testing.assert_array_equal(serial.reset(), process.reset())
+            for step, (a, b) in enumerate(
+                zip(run(serial, actions), run(process, actions), strict=True)
+            ):
+                for name in ("obs", "rewards", "terminated", "truncated"):
+                    np.testing.assert_array_equal(
+                        getattr(a, name), getattr(b, name), err_msg=f"{name} at {step}"
+                    )
+                np.testing.assert_array_equal(a.final_obs[a.dones], b.final_obs[b.dones])
+                assert a.infos == b.infos
+    assert startup < 3.0, f"starting 2 PyBoy workers took {startup:.2f} s"
+
+
+@needs_game
+def test_real_env_reset_restores_the_exact_start():
+    with make_vec_env(real_fns(1), backend="serial") as venv:
+        actions = np.random.default_rng(1).integers(0, venv.num_actions, size=(25, 1))
+        first = venv.reset().copy()
+        trajectory = [r.obs for r in run(venv, actions)]
+        np.testing.assert_array_equal(venv.reset(), first)
+        again = [r.obs for r in run(venv, actions)]
+        for step, (a, b) in enumerate(zip(trajectory, again, strict=True)):
+            np.testing.assert_array_equal(a, b, err_msg=f"obs at step {step} after reset")
