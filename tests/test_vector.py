@@ -414,6 +414,27 @@ def test_close_and_exceptions_leave_no_processes_or_shared_memory():
     assert not {f for f in set(os.listdir("/dev/shm")) - shm_before if f.startswith("trainer-vec-")}
 
 
+def test_keyboard_interrupt_while_waiting_closes_the_pool():
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with make("process", num_envs=2, envs_per_worker=1, step_cost_us=500_000) as venv:
+            venv.reset()
+            pids = venv.worker_pids()
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(KeyboardInterrupt):
+                venv.step(np.zeros(2, dtype=int))
+            assert all(process_gone(pid) for pid in pids)
+            assert not os.path.exists(f"/dev/shm/{venv.shm_name}")
+            with pytest.raises(RuntimeError, match="closed"):
+                venv.step(np.zeros(2, dtype=int))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 CHILD = textwrap.dedent(
     """
     import functools, os, sys, time

@@ -491,7 +491,8 @@ class ProcessVecEnv(VecEnv):
     and reset. In the step where that happens their episodes are dropped: `truncated=True`,
     `reward=0`, no info, and `final_obs` = `obs` = the new first observation (the last one was
     lost with the worker). A Python exception inside an env is a bug, not a crash: it closes the
-    pool and raises `WorkerError` with the worker's traceback.
+    pool and raises `WorkerError` with the worker's traceback. Any other exception while waiting
+    for the workers (KeyboardInterrupt) also closes the pool before it propagates.
     """
 
     def __init__(
@@ -572,7 +573,7 @@ class ProcessVecEnv(VecEnv):
         if self._pending:
             raise RuntimeError("reset() called between step_async() and step_wait()")
         self._broadcast(_RESET)
-        self._collect(restart_marks=False)
+        self._collect_or_close(restart_marks=False)
         self._needs_reset = False
         return self._buffers.obs
 
@@ -591,7 +592,7 @@ class ProcessVecEnv(VecEnv):
         if not self._pending:
             raise RuntimeError("step_wait() called without step_async()")
         self._pending = False
-        infos = self._collect(restart_marks=True)
+        infos = self._collect_or_close(restart_marks=True)
         b = self._buffers
         return StepResult(b.obs, b.rewards, b.terminated, b.truncated, b.final_obs, infos)
 
@@ -718,6 +719,15 @@ class ProcessVecEnv(VecEnv):
         label = worker.label
         self._finalizer()
         raise WorkerError(f"vector env: unexpected answer from {label}: {message!r}")
+
+    def _collect_or_close(self, restart_marks: bool) -> list[dict[str, Any]]:
+        # Interrupted half way (Ctrl-C, an error), the pipes hold answers nobody will match to
+        # their commands: the pool cannot be trusted any more, so close it rather than desync.
+        try:
+            return self._collect(restart_marks)
+        except BaseException:
+            self._finalizer()
+            raise
 
     def _collect(self, restart_marks: bool) -> list[dict[str, Any]]:
         workers = self._state.workers
