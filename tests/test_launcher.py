@@ -1,0 +1,493 @@
+"""The launcher: Kubernetes backend against a fake API at the client boundary (exact bodies,
+idempotency, partial failure, unreachable cluster), the CLI's exit codes, and the local backend
+with a tiny fake command instead of training."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_kube_tools import ROOT
+
+from trainer import kube, launcher
+from trainer.cli import main
+from trainer.spec import validate_spec
+
+SWEEP = {"name": "sweep", "sweep": {"num_envs": [1, 2, 4]}, "kubernetes": {"namespace": "ml"}}
+
+
+class FakeApiException(Exception):
+    """Shaped like kubernetes.client.exceptions.ApiException (status, reason, body)."""
+
+    def __init__(self, status: int, reason: str, message: str = ""):
+        super().__init__(f"({status}) {reason}")
+        self.status, self.reason = status, reason
+        self.body = json.dumps({"kind": "Status", "message": message or reason})
+
+
+class FakeCluster:
+    """Stands in for both BatchV1Api and CoreV1Api: keeps objects, records every call with a
+    deep copy of its body, and raises the exception queued for a given create call (1-based)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.fail_on: dict[int, BaseException] = {}
+        self.creates = 0
+        self.logs: dict[str, str] = {}
+
+    # -- create --
+    def _create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.creates += 1
+        self.calls.append(("create", kind, copy.deepcopy(body)))
+        if self.creates in self.fail_on:
+            raise self.fail_on[self.creates]
+        key = (kind, namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise FakeApiException(409, "Conflict", f'{kind.lower()}s "{key[2]}" already exists')
+        self.objects[key] = copy.deepcopy(body)
+        return body
+
+    def create_namespaced_job(self, namespace: str, body: dict, **kwargs: Any) -> dict:
+        return self._create("Job", namespace, body)
+
+    def create_namespaced_config_map(self, namespace: str, body: dict, **kwargs: Any) -> dict:
+        return self._create("ConfigMap", namespace, body)
+
+    # -- list --
+    def _list(self, kind: str, namespace: str, label_selector: str) -> dict[str, Any]:
+        self.calls.append(("list", kind, {"selector": label_selector}))
+        wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
+        items = [
+            obj
+            for (k, ns, _), obj in self.objects.items()
+            if k == kind
+            and ns == namespace
+            and wanted.items() <= (obj["metadata"].get("labels") or {}).items()
+        ]
+        return {"items": copy.deepcopy(items)}
+
+    def list_namespaced_job(self, namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        return self._list("Job", namespace, label_selector)
+
+    def list_namespaced_config_map(
+        self, namespace: str, label_selector: str = "", **kwargs: Any
+    ) -> dict:
+        return self._list("ConfigMap", namespace, label_selector)
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        return self._list("Pod", namespace, label_selector)
+
+    def read_namespaced_pod_log(
+        self, name: str, namespace: str, container: str, **kwargs: Any
+    ) -> str:
+        self.calls.append(("logs", "Pod", {"name": name, "container": container}))
+        return self.logs[name]
+
+    # -- delete --
+    def _delete(self, kind: str, name: str, namespace: str, **kwargs: Any) -> None:
+        self.calls.append(
+            (
+                "delete",
+                kind,
+                {"name": name, **{k: v for k, v in kwargs.items() if not k.startswith("_")}},
+            )
+        )
+        if self.objects.pop((kind, namespace, name), None) is None:
+            raise FakeApiException(404, "Not Found")
+
+    def delete_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> None:
+        self._delete("Job", name, namespace, **kwargs)
+
+    def delete_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> None:
+        self._delete("ConfigMap", name, namespace, **kwargs)
+
+    # -- helpers for tests --
+    def add_pod(self, job: str, namespace: str, phase: str, created: str) -> str:
+        name = f"{job}-{len(self.objects)}"
+        labels = {
+            **self.objects[("Job", namespace, job)]["metadata"]["labels"],
+            kube.LABEL_JOB_NAME: job,
+        }
+        self.objects[("Pod", namespace, name)] = {
+            "metadata": {"name": name, "labels": labels, "creationTimestamp": created},
+            "status": {"phase": phase},
+        }
+        return name
+
+    def created(self) -> list[tuple[str, str]]:
+        return [(kind, body["metadata"]["name"]) for op, kind, body in self.calls if op == "create"]
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+def launch(
+    cluster: FakeCluster, data: dict = SWEEP, envs: list[int] | None = None, **kwargs: Any
+) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    code = launcher.launch_kubernetes(
+        validate_spec(data),
+        envs,
+        echo=lines.append,
+        client_factory=lambda: kube.KubeClient(cluster, cluster),
+        **kwargs,
+    )
+    return code, lines
+
+
+def test_launch_sends_exactly_the_rendered_bodies(cluster: FakeCluster) -> None:
+    code, lines = launch(cluster)
+    assert code == 0
+    expected = kube.render(validate_spec(SWEEP))
+    assert [body for op, _, body in cluster.calls] == expected
+    assert [kind for _, kind, _ in cluster.calls] == ["ConfigMap", "Job"] * 3
+    assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
+
+
+def test_launch_again_creates_nothing_and_reports_what_exists(cluster: FakeCluster) -> None:
+    assert launch(cluster)[0] == 0
+    before = copy.deepcopy(cluster.objects)
+    code, lines = launch(cluster)
+    assert code == 0
+    assert cluster.objects == before
+    assert "Jobs: 0 created, 3 already existed (unchanged), 0 failed, 0 not attempted" in lines
+    assert sum("exists" in line and "exists, unchanged" in line for line in lines) == 6
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "expected_statuses"),
+    [
+        (
+            "API rejects the 3rd object",
+            FakeApiException(422, "Unprocessable Entity", "ConfigMap is invalid"),
+            ["created", "created", "failed", "skipped", "created", "created"],
+        ),
+        (
+            "forbidden",
+            FakeApiException(403, "Forbidden", "configmaps is forbidden"),
+            ["created", "created", "failed", "skipped", "created", "created"],
+        ),
+        (
+            "connection drops at the 3rd object",
+            ConnectionRefusedError(111, "Connection refused"),
+            ["created", "created", "failed", "skipped", "skipped", "skipped"],
+        ),
+    ],
+)
+def test_partial_failure_reports_and_a_retry_completes_without_duplicates(
+    cluster: FakeCluster, name: str, error: BaseException, expected_statuses: list[str]
+) -> None:
+    cluster.fail_on[3] = error
+    code, lines = launch(cluster)
+    assert code == 1
+    report = [
+        line.split()[0]
+        for line in lines
+        if line.startswith("  ") and line.split()[1] in ("ConfigMap", "Job")
+    ]
+    assert report == expected_statuses
+    assert any(line.startswith("error:") for line in lines)
+    created_first = {k for k in cluster.objects}
+    cluster.fail_on.clear()
+    code, lines = launch(cluster)
+    assert code == 0
+    all_names = [(m["kind"], m["metadata"]["name"]) for m in kube.render(validate_spec(SWEEP))]
+    assert sorted((k, n) for k, _, n in cluster.objects) == sorted(all_names)
+    second = cluster.created()[-6:]
+    assert second == all_names  # the retry tried each object once; existing ones answered 409
+    assert created_first < set(cluster.objects)
+
+
+def test_unreachable_cluster_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real client against a port nobody listens on: exit 1, a message, nothing else."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+                "clusters": [{"name": "dead", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "nobody"}}],
+                "users": [{"name": "nobody", "user": {"token": "x"}}],
+            }
+        )
+    )  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--backend", "kubernetes"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "cannot reach the Kubernetes API server" in result.output
+    assert "run the same command again" in result.output
+    assert time.monotonic() - started < 60
+
+
+def test_missing_kubeconfig_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--backend", "kubernetes"]
+    )
+    assert result.exit_code == 1
+    assert "no usable Kubernetes configuration" in result.output
+
+
+@pytest.fixture
+def cli_cluster(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    monkeypatch.setattr(
+        launcher, "make_client", lambda context=None: kube.KubeClient(cluster, cluster)
+    )
+    return cluster
+
+
+def write_spec(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args", "message"),
+    [
+        ("invalid value", "name: s\nppo:\n  update_epochs: 0\n", [], "ppo.update_epochs"),
+        ("unknown key", "name: s\nppo:\n  epochs: 3\n", [], "unknown key"),
+        ("bad --envs", "name: s\n", ["--envs", "0,1"], "--envs"),
+        (
+            "batch too large for an env count",
+            "name: s\nppo:\n  batch_size: 256\n",
+            ["--envs", "1,2"],
+            "ppo.batch_size",
+        ),
+        ("bad --set", "name: s\n", ["--set", "ppo.totl_steps=5"], "unknown key"),
+    ],
+)
+def test_invalid_input_exits_2_and_submits_nothing(
+    cli_cluster: FakeCluster, tmp_path: Path, name: str, text: str, args: list[str], message: str
+) -> None:
+    spec = write_spec(tmp_path, text)
+    result = CliRunner().invoke(main, ["launch", spec, "--backend", "kubernetes", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert cli_cluster.calls == []
+
+
+def test_cli_launch_dry_run_sends_nothing(cli_cluster: FakeCluster) -> None:
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/sweep.yaml"), "--backend", "kubernetes", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert cli_cluster.calls == []
+    assert "sweep-e4-" in result.output and "dry run" in result.output
+
+
+def test_cli_launch_status_logs_cancel(cli_cluster: FakeCluster) -> None:
+    spec = str(ROOT / "configs/sweep.yaml")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(main, ["launch", spec, "--backend", "kubernetes", "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    sweep, points = kube.plan(validate_spec({**_load(spec), "kubernetes": {"namespace": "ml"}}))
+    job = points[0].job_name
+    cli_cluster.objects[("Job", "ml", job)]["status"] = {"active": 1}
+    cli_cluster.objects[("Job", "ml", job)]["metadata"]["creationTimestamp"] = (
+        "2026-01-01T00:00:00Z"
+    )
+    old = cli_cluster.add_pod(job, "ml", "Failed", "2026-01-01T00:00:01Z")
+    new = cli_cluster.add_pod(job, "ml", "Running", "2026-01-01T00:05:00Z")
+    cli_cluster.logs[new] = "step 1\nstep 2\n"
+
+    result = runner.invoke(main, ["status", "--sweep", sweep, "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    assert job[:20] in result.output and "Running" in result.output
+
+    result = runner.invoke(main, ["status", spec, "-n", "ml"])  # the spec's sweep, found by its id
+    assert result.exit_code == 0 and job[:20] in result.output
+
+    result = runner.invoke(main, ["logs", job, "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "step 1\nstep 2\n"
+    assert (
+        "logs",
+        "Pod",
+        {"name": new, "container": "trainer"},
+    ) in cli_cluster.calls and old != new
+
+    result = runner.invoke(main, ["logs", "no-such-job", "-n", "ml"])
+    assert result.exit_code == 1 and "no pod of Job no-such-job" in result.output
+
+    result = runner.invoke(main, ["cancel", "--sweep", sweep, "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    deletes = [(kind, body) for op, kind, body in cli_cluster.calls if op == "delete"]
+    assert sorted(b["name"] for k, b in deletes if k == "Job") == sorted(p.job_name for p in points)
+    assert all(b["propagation_policy"] == "Background" for k, b in deletes if k == "Job")
+    assert not [k for k in cli_cluster.objects if k[0] in ("Job", "ConfigMap")]
+
+    result = runner.invoke(main, ["cancel", job, "-n", "ml"])  # already gone: not an error
+    assert result.exit_code == 0 and "absent" in result.output
+
+
+def test_cli_cancel_by_spec_deletes_its_jobs_and_configmaps(cli_cluster: FakeCluster) -> None:
+    spec = str(ROOT / "configs/quickstart.yaml")
+    assert CliRunner().invoke(main, ["launch", spec, "--backend", "kubernetes"]).exit_code == 0
+    assert len(cli_cluster.objects) == 2
+    result = CliRunner().invoke(main, ["cancel", spec])
+    assert result.exit_code == 0, result.output
+    assert cli_cluster.objects == {}
+    assert CliRunner().invoke(main, ["cancel"]).exit_code == 2  # nothing named
+
+
+def _load(path: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def test_launch_wait_follows_jobs_to_the_end(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polls = 0
+    real_list = cluster.list_namespaced_job
+
+    def list_and_progress(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        polls += 1
+        for (kind, _, name), obj in cluster.objects.items():
+            if kind == "Job" and polls >= 2:
+                failed = name.startswith("sweep-e4")
+                obj["status"] = {
+                    "conditions": [{"type": "Failed" if failed else "Complete", "status": "True"}]
+                }
+        return real_list(namespace, label_selector)
+
+    cluster.list_namespaced_job = list_and_progress  # type: ignore[method-assign]
+    code, lines = launch(cluster, wait=True, poll_seconds=0)
+    assert code == 1
+    assert any("not successful: sweep-e4-" in line for line in lines)
+    assert polls == 2
+
+
+@pytest.mark.parametrize(
+    ("environ", "files", "expected"),
+    [
+        ({}, [], "local"),
+        ({"KUBECONFIG": "{tmp}/kc"}, ["kc"], "kubernetes"),
+        ({"KUBECONFIG": "{tmp}/missing"}, [], "local"),
+        ({"HOME": "{tmp}"}, [".kube/config"], "kubernetes"),
+    ],
+)
+def test_backend_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environ: dict, files: list[str], expected: str
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("apiVersion: v1\nkind: Config\n")
+    env = {k: v.format(tmp=tmp_path) for k, v in environ.items()}
+    if "HOME" in env:
+        monkeypatch.setenv("HOME", env.pop("HOME"))
+    assert launcher.choose_backend(None, env) == expected
+    assert launcher.choose_backend("local", env) == "local"
+
+
+# ---- local backend ----------------------------------------------------------------------------
+
+# A stand-in for `trainer run SPEC`: prints what a run sees, records when it ran, exits with
+# the code named in the spec's mlflow tags (so a test can make one point fail).
+FAKE_RUN = r"""
+import json, os, sys, time, yaml
+spec = yaml.safe_load(open(sys.argv[1]))
+record = {k: os.environ.get(k) for k in ("TRAINER_JOB_NAME", "TRAINER_SWEEP_ID", "OMP_NUM_THREADS", "TRAIN_ENVS", "MLFLOW_TRACKING_URI")}
+record["num_envs"] = spec["env"]["num_envs"]
+record["start"] = time.time()
+print("hello from", spec["env"]["num_envs"], "envs", flush=True)
+time.sleep(0.3)
+record["end"] = time.time()
+with open(os.path.join(os.environ["FAKE_RUN_OUT"], os.environ["TRAINER_JOB_NAME"] + ".json"), "w") as f:
+    json.dump(record, f)
+sys.exit(int(spec["mlflow"]["tags"].get("exit_e%d" % spec["env"]["num_envs"], "0")))
+"""
+
+
+def fake_command(script: Path):
+    return lambda spec_path: [sys.executable, str(script), str(spec_path)]
+
+
+def run_local(
+    tmp_path: Path, data: dict, max_cpus: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, list[str], list[dict]]:
+    script = tmp_path / "fake_run.py"
+    script.write_text(FAKE_RUN)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("FAKE_RUN_OUT", str(out))
+    monkeypatch.setenv("TRAIN_ENVS", "7")  # already applied by the parent: children must not see it
+    lines: list[str] = []
+    code = launcher.run_local(
+        validate_spec(data), command=fake_command(script), max_cpus=max_cpus, echo=lines.append
+    )
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    return code, lines, records
+
+
+LOCAL = {"name": "local", "sweep": {"num_envs": [1, 2, 3]}, "mlflow": {"enabled": False}}
+
+
+def test_local_runs_each_point_with_the_pod_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, lines, records = run_local(tmp_path, LOCAL, max_cpus=64, monkeypatch=monkeypatch)
+    assert code == 0, lines
+    sweep, points = kube.plan(validate_spec(LOCAL), local=True)
+    assert sorted(r["num_envs"] for r in records) == [1, 2, 3]
+    for record in records:
+        assert record["TRAINER_SWEEP_ID"] == sweep
+        assert record["TRAINER_JOB_NAME"] in {p.job_name for p in points}
+        assert record["OMP_NUM_THREADS"] == "1"
+        assert record["TRAIN_ENVS"] is None
+        assert record["MLFLOW_TRACKING_URI"] is None
+    assert "[local-e2] hello from 2 envs" in lines
+    assert lines[-1] == "3 of 3 run(s) succeeded"
+    starts, ends = [r["start"] for r in records], [r["end"] for r in records]
+    assert max(starts) < min(ends), "with CPUs to spare, the runs overlap"
+
+
+def test_local_runs_no_more_than_fit_the_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each point needs num_envs + 1 CPUs: with 4 CPUs, e1 (2) and e2 (3) cannot run together.
+    code, lines, records = run_local(tmp_path, LOCAL, max_cpus=4, monkeypatch=monkeypatch)
+    assert code == 0, lines
+    spans = sorted((r["start"], r["end"]) for r in records)
+    assert all(
+        prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:], strict=False)
+    )
+
+
+def test_local_failure_exits_1_and_names_the_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = {**LOCAL, "mlflow": {"enabled": False, "tags": {"exit_e2": "3"}}}
+    code, lines, records = run_local(tmp_path, data, max_cpus=64, monkeypatch=monkeypatch)
+    assert code == 1
+    assert len(records) == 3  # the others still ran
+    assert "failed: local-e2-" in lines[-1] and lines[-1].startswith("2 of 3")
+
+
+def test_local_dry_run_starts_nothing(tmp_path: Path) -> None:
+    lines: list[str] = []
+    code = launcher.run_local(validate_spec(LOCAL), dry_run=True, echo=lines.append)
+    assert code == 0
+    assert sum("-m trainer run" in line for line in lines) == 3

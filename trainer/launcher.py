@@ -1,0 +1,378 @@
+"""Sweep → one JobSpec per env count → Kubernetes Jobs, or local processes.
+
+Both backends run the same thing: `trainer run SPEC` with the same run identity
+(`TRAINER_JOB_NAME`, `TRAINER_SWEEP_ID`) and thread count (`OMP_NUM_THREADS`). The sweep id is
+derived from the spec and the env list, so launching the same sweep twice is idempotent: the
+Kubernetes backend finds its objects already there and creates nothing.
+
+Imports `trainer.spec` and `trainer.kube` only: no torch, no PyBoy (the launcher starts fast).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trainer import kube
+from trainer.spec import ENV_OVERRIDES, JobSpec, available_cpus
+
+Echo = Callable[[str], None]
+CommandFactory = Callable[[Path], list[str]]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def default_command(spec_path: Path) -> list[str]:
+    """The command of one local run: the trainer CLI of this interpreter."""
+    return [sys.executable, "-m", "trainer", "run", str(spec_path)]
+
+
+def make_client(context: str | None = None) -> kube.KubeClient:
+    """The client the CLI uses (tests replace this function to pass a fake API)."""
+    return kube.KubeClient.from_config(context)
+
+
+def choose_backend(backend: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """`kubernetes` when a kubeconfig or in-cluster config exists, else `local`."""
+    if backend:
+        return backend
+    return "kubernetes" if kube.kube_config_available(environ) else "local"
+
+
+# ---- Kubernetes -----------------------------------------------------------------------------
+
+
+def describe_plan(sweep: str, points: Sequence[kube.SweepPoint], echo: Echo) -> None:
+    echo(f"sweep {sweep}: {len(points)} job(s)")
+    for point in points:
+        spec = point.spec
+        res = kube.pod_resources(spec)["requests"]
+        echo(
+            f"  {point.job_name}  envs={point.num_envs}  cpu={res['cpu']}  memory={res['memory']}  "
+            f"namespace={spec.kubernetes.namespace}"
+        )
+
+
+def print_report(report: kube.ApplyReport, echo: Echo) -> None:
+    for result in report.results:
+        note = f"  ({result.message})" if result.message and result.status != "created" else ""
+        echo(f"  {result.status:<8} {result.kind:<9} {result.name}{note}")
+    jobs = [r for r in report.results if r.kind == "Job"]
+    counts = {
+        s: sum(1 for r in jobs if r.status == s) for s in ("created", "exists", "failed", "skipped")
+    }
+    echo(
+        f"Jobs: {counts['created']} created, {counts['exists']} already existed (unchanged), "
+        f"{counts['failed']} failed, {counts['skipped']} not attempted"
+    )
+
+
+def launch_kubernetes(
+    spec: JobSpec,
+    num_envs_list: Sequence[int] | None = None,
+    image: str | None = None,
+    dry_run: bool = False,
+    wait: bool = False,
+    echo: Echo = print,
+    client_factory: Callable[[], kube.KubeClient] | None = None,
+    poll_seconds: float = 10.0,
+) -> int:
+    """Create the sweep's ConfigMaps and Jobs; objects that exist are left unchanged.
+
+    Returns 0 when every object was created or existed (and, with `wait`, every Job succeeded),
+    1 otherwise. The report says which Jobs were created, existed or failed; running the same
+    command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
+    before anything is sent.
+    """
+    sweep, points = kube.plan(spec, num_envs_list, image)
+    manifests = kube.render(spec, num_envs_list, image, sweep)
+    describe_plan(sweep, points, echo)
+    if dry_run:
+        echo("dry run: nothing was sent (`trainer render` prints the manifests)")
+        return EXIT_OK
+    try:
+        client = (client_factory or make_client)()
+        report = client.apply(manifests)
+    except kube.KubeError as exc:
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            print_report(partial, echo)
+        echo(f"error: {exc}")
+        echo("nothing else was changed; run the same command again to complete the sweep")
+        return EXIT_FAILURE
+    print_report(report, echo)
+    if not report.ok:
+        echo(
+            "error: some objects were not created; fix the cause and run the same command again "
+            "(existing objects are kept, missing ones are created)"
+        )
+        return EXIT_FAILURE
+    echo(f"follow with: trainer status --sweep {sweep} -n {spec.kubernetes.namespace}")
+    if wait:
+        names = [p.job_name for p in points]
+        return wait_for_jobs(client, spec.kubernetes.namespace, names, echo, poll_seconds)
+    return EXIT_OK
+
+
+def job_state(job: Mapping[str, Any]) -> str:
+    """Complete, Failed, Running, Pending or Suspended, from a Job's status."""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Complete"
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+    if (job.get("spec") or {}).get("suspend"):
+        return "Suspended"
+    if status.get("active") or status.get("ready"):
+        return "Running"
+    return "Pending"
+
+
+def wait_for_jobs(
+    client: kube.KubeClient,
+    namespace: str,
+    names: Sequence[str],
+    echo: Echo,
+    poll_seconds: float = 10.0,
+) -> int:
+    """Poll until every named Job is Complete or Failed; 1 when any failed or vanished."""
+    last: dict[str, str] = {}
+    while True:
+        try:
+            jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, kube.selector())}
+        except kube.KubeError as exc:
+            echo(f"error: {exc}")
+            return EXIT_FAILURE
+        states = {name: job_state(jobs[name]) if name in jobs else "Missing" for name in names}
+        for name, state in states.items():
+            if last.get(name) != state:
+                echo(f"  {name}: {state}")
+        last = states
+        if all(s in ("Complete", "Failed", "Missing") for s in states.values()):
+            bad = [n for n, s in states.items() if s != "Complete"]
+            echo("all Jobs complete" if not bad else f"error: not successful: {', '.join(bad)}")
+            return EXIT_FAILURE if bad else EXIT_OK
+        time.sleep(poll_seconds)
+
+
+def _age(timestamp: Any, now: datetime | None = None) -> str:
+    if not timestamp:
+        return "-"
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    seconds = int(((now or datetime.now(UTC)) - timestamp).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+@dataclass
+class JobRow:
+    name: str
+    envs: str
+    sweep: str
+    state: str
+    active: int
+    succeeded: int
+    failed: int
+    age: str
+    pods: str
+
+
+def status_rows(
+    client: kube.KubeClient, namespace: str, label_selector: str, now: datetime | None = None
+) -> list[JobRow]:
+    """One row per Job matching the selector, with its pods' phases (newest Jobs last)."""
+    jobs = client.list_jobs(namespace, label_selector)
+    pods = client.list_pods(namespace, label_selector)
+    by_job: dict[str, list[str]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(kube.LABEL_JOB_NAME) or (
+            meta.get("labels") or {}
+        ).get("job-name", "")
+        phase = (pod.get("status") or {}).get("phase", "?")
+        by_job.setdefault(owner, []).append(f"{meta.get('name', '?')} {phase}")
+    rows = []
+    for job in sorted(
+        jobs, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or "")
+    ):
+        meta, status = job.get("metadata") or {}, job.get("status") or {}
+        job_labels = meta.get("labels") or {}
+        rows.append(
+            JobRow(
+                name=meta.get("name", "?"),
+                envs=job_labels.get(kube.LABEL_NUM_ENVS, "?"),
+                sweep=job_labels.get(kube.LABEL_SWEEP, "-"),
+                state=job_state(job),
+                active=int(status.get("active") or 0),
+                succeeded=int(status.get("succeeded") or 0),
+                failed=int(status.get("failed") or 0),
+                age=_age(meta.get("creationTimestamp"), now),
+                pods=", ".join(by_job.get(meta.get("name", ""), [])) or "-",
+            )
+        )
+    return rows
+
+
+def newest_pod(client: kube.KubeClient, namespace: str, job: str) -> str | None:
+    pods = client.list_pods(namespace, f"{kube.LABEL_JOB_NAME}={job}")
+    if not pods:
+        return None
+    pods.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+    return pods[-1]["metadata"]["name"]
+
+
+def cancel(
+    client: kube.KubeClient, namespace: str, targets: Iterable[tuple[str, str]], echo: Echo = print
+) -> int:
+    """Delete (kind, name) objects; Jobs with Background propagation, so their pods go too."""
+    count = 0
+    for kind, name in targets:
+        result = client.delete(kind, namespace, name)
+        echo(f"  {result:<8} {kind:<9} {name}")
+        count += result == "deleted"
+    echo(f"{count} object(s) deleted")
+    return EXIT_OK
+
+
+def sweep_objects(
+    client: kube.KubeClient, namespace: str, label_selector: str
+) -> list[tuple[str, str]]:
+    """(kind, name) of our Jobs and ConfigMaps that match a selector, Jobs first."""
+    jobs = [("Job", j["metadata"]["name"]) for j in client.list_jobs(namespace, label_selector)]
+    maps = [
+        ("ConfigMap", c["metadata"]["name"])
+        for c in client.list_configmaps(namespace, label_selector)
+    ]
+    return jobs + maps
+
+
+# ---- local processes ------------------------------------------------------------------------
+
+
+def cpus_needed(point: JobSpec) -> float:
+    return int(point.env.num_envs) * point.resources.cpu_per_env + point.resources.learner_cpu
+
+
+def child_environment(
+    point: kube.SweepPoint, sweep: str, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The parent's environment, less `TRAIN_*` overrides (already applied to the spec file:
+    applying `TRAIN_ENVS` again would undo the sweep), plus what a pod gets."""
+    env = {
+        k: v for k, v in (os.environ if base is None else base).items() if k not in ENV_OVERRIDES
+    }
+    env.update(kube.run_env(point.spec, point.job_name, sweep, tracking_uri=None))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_local(
+    spec: JobSpec,
+    num_envs_list: Sequence[int] | None = None,
+    command: CommandFactory = default_command,
+    max_cpus: int | None = None,
+    dry_run: bool = False,
+    echo: Echo = print,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run each sweep point as `trainer run <spec file>` locally, as many at once as fit the
+    usable CPUs (a point larger than the machine runs alone). Output lines are prefixed with
+    the point's name. Returns 1 when any run failed, else 0."""
+    sweep, points = kube.plan(spec, num_envs_list, local=True)
+    cpus = max_cpus or available_cpus()
+    echo(f"sweep {sweep}: {len(points)} local run(s) on {cpus} CPU(s)")
+    with tempfile.TemporaryDirectory(prefix="trainer-sweep-") as tmp:
+        paths = {}
+        for point in points:
+            paths[point.job_name] = path = Path(tmp) / f"{point.job_name}.yaml"
+            path.write_text(point.spec.to_yaml())
+        if dry_run:
+            for point in points:
+                echo(f"  {point.job_name}: {' '.join(command(paths[point.job_name]))}")
+            echo("dry run: nothing was started")
+            return EXIT_OK
+        return _schedule(points, sweep, paths, command, cpus, echo, environ)
+
+
+def _schedule(
+    points: Sequence[kube.SweepPoint],
+    sweep: str,
+    paths: Mapping[str, Path],
+    command: CommandFactory,
+    cpus: int,
+    echo: Echo,
+    environ: Mapping[str, str] | None,
+) -> int:
+    lock = threading.Lock()
+    done: queue.Queue[tuple[str, int]] = queue.Queue()
+    pending = list(points)
+    running: dict[str, tuple[subprocess.Popen[str], float, str]] = {}
+    codes: dict[str, int] = {}
+
+    def say(line: str) -> None:
+        with lock:
+            echo(line)
+
+    def pump(name: str, prefix: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            say(f"[{prefix}] {line.rstrip()}")
+        done.put((name, proc.wait()))
+
+    try:
+        while pending or running:
+            while pending:
+                point = pending[0]
+                need = cpus_needed(point.spec)
+                used = sum(n for _, n, _ in running.values())
+                if running and used + need > cpus:
+                    break
+                pending.pop(0)
+                prefix = f"{point.spec.name}-e{point.num_envs}"
+                say(f"[{prefix}] start {point.job_name} ({need:g} CPUs)")
+                proc = subprocess.Popen(
+                    command(paths[point.job_name]),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
+                    env=child_environment(point, sweep, environ),
+                )
+                running[point.job_name] = (proc, need, prefix)
+                threading.Thread(
+                    target=pump, args=(point.job_name, prefix, proc), daemon=True
+                ).start()
+            name, code = done.get()
+            _, _, prefix = running.pop(name)
+            codes[name] = code
+            say(f"[{prefix}] {'done' if code == 0 else 'FAILED'}: {name} exited with {code}")
+    except KeyboardInterrupt:
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    failed = [n for n, c in codes.items() if c != 0]
+    say(
+        f"{len(codes) - len(failed)} of {len(codes)} run(s) succeeded"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return EXIT_FAILURE if failed else EXIT_OK
