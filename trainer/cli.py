@@ -135,6 +135,61 @@ def run(spec_path: str, overrides: tuple[str, ...], no_mlflow: bool, fresh: bool
         sys.exit(EXIT_PREEMPTED)
 
 
+def parse_env_counts(value: str | None) -> tuple[int, ...] | None:
+    """'1,2,4' → (1, 2, 4); a clear usage error (exit 2) otherwise."""
+    if value is None:
+        return None
+    try:
+        counts = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,2,4 (got {value!r})") from None
+    if not counts or any(c < 1 for c in counts):
+        raise click.BadParameter(f"every environment count must be ≥ 1 (got {value!r})")
+    return counts
+
+
+@main.command()
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@set_option
+@click.option("--envs", "envs", metavar="1,2,4", help="Environment counts to measure (default 1,2,4).")
+@click.option("--quick", is_flag=True, help="A short smoke run (seconds; the figures mean little).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON.")
+@click.option("--no-train-sweep", is_flag=True, help="Run end to end training only for the spec's own env count.")
+@handle_errors
+def bench(spec_path: str | None, overrides: tuple[str, ...], envs: str | None, quick: bool, json_path: str | None, no_train_sweep: bool) -> None:
+    """Measure throughput, each stage next to its baseline, in one run.
+
+    Without SPEC: the seed's train-20k configuration (2 envs, episode length 750, 6 update
+    epochs, batch 128, 20,000 steps) on the built-in game.
+    """
+    from rich.console import Console as RichConsole
+
+    from trainer.bench import run_bench, render_tables
+    from trainer.spec import validate_spec
+
+    counts = parse_env_counts(envs) or (1, 2, 4)
+    if spec_path:
+        spec = read_spec(spec_path, overrides)
+    else:
+        from trainer.bench import SEED_TRAIN_20K
+
+        spec = validate_spec(SEED_TRAIN_20K)
+        if overrides:
+            raise click.UsageError("--set needs a SPEC")
+    console = RichConsole()
+    with console.status("benchmarking…") as status:
+        report = run_bench(spec, counts, quick=quick, end_to_end_all=not no_train_sweep, progress=lambda m: status.update(f"benchmarking: {m}"))
+    for table in render_tables(report):
+        console.print(table)
+    if json_path:
+        from pathlib import Path
+
+        Path(json_path).write_text(report.to_json())
+        console.print(f"figures written to {json_path}")
+
+
+
+
 # ---- Kubernetes: render, launch, status, logs, cancel -----------------------------------------
 # These import trainer.kube / trainer.launcher only (no torch, no PyBoy), so they start fast.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ class GameBoyEnv:
     """
 
     def __init__(self, spec: JobSpec, index: int = 0):
-        from pyboy import PyBoy  # imported here: the launcher and CLI must not pay for it
+        PyBoy = import_pyboy()
 
         self.index = index
         game, env = spec.game, spec.env
@@ -157,6 +158,15 @@ class GameBoyEnv:
             raise GameError(f"game.state: save state not found: {path}") from None
         except Exception as exc:  # PyBoy raises various errors on a foreign state
             raise GameError(f"game.state: {path} is not a PyBoy save state for this ROM ({exc})") from None
+
+
+def import_pyboy() -> type:
+    """PyBoy's class, imported on first use (the launcher and CLI must not pay for it), without
+    pysdl2's "Using SDL2 binaries" notice: we never open a window."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using SDL2 binaries", category=UserWarning)
+        from pyboy import PyBoy
+    return PyBoy
 
 
 def make_env(spec: JobSpec, index: int = 0) -> GameBoyEnv:

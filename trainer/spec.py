@@ -73,7 +73,7 @@ class GameSpec(_Model):
     adapter: str = Field(
         "dungeon",
         description="Game adapter that reads RAM into rewards and episode ends "
-        "(see `trainer.games`: dungeon, zelda).",
+        "(registered in `trainer.games.ADAPTERS`; built in: `dungeon`).",
     )
     state: str | None = Field(
         None,
@@ -180,7 +180,7 @@ class PPOSpec(_Model):
     vf_coef: float = Field(0.5, ge=0, description="Value loss weight.")
     max_grad_norm: float = Field(0.5, gt=0, description="Global gradient-norm clip.")
     target_kl: float | None = Field(None, gt=0, description="Stop an update's epochs early past this approximate KL.")
-    hidden_size: int = Field(256, ge=8, le=4096, description="Width of the policy's hidden layer.")
+    hidden_size: int = Field(128, ge=8, le=4096, description="Width of the policy's hidden layer.")
     device: str = Field(
         "auto", description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N."
     )
@@ -631,3 +631,37 @@ def _show(value: Any) -> str:
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the job spec (for editors: `trainer schema > spec.schema.json`)."""
     return JobSpec.model_json_schema()
+
+
+def reference_markdown() -> str:
+    """The spec reference (README): one table per section, from the models' descriptions."""
+    out: list[str] = []
+
+    def default_of(field: Any) -> str:
+        if field.is_required():
+            return "*required*"
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            return ""
+        return f"`{json.dumps(value)}`"
+
+    def table(model: type[BaseModel], prefix: str) -> None:
+        rows = []
+        nested = []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                nested.append((f"{prefix}{name}", ann))
+                continue
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {default_of(field)} | {description} |")
+        if rows:
+            out.append(f"#### `{prefix.rstrip('.') or 'top level'}`\n")
+            out.append("| key | default | meaning |\n|---|---|---|")
+            out.extend(rows)
+            out.append("")
+        for dotted, sub in nested:
+            table(sub, dotted + ".")
+
+    table(JobSpec, "")
+    return "\n".join(out).rstrip() + "\n"

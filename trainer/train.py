@@ -73,13 +73,17 @@ class Console:
         return "\n".join(self.lines) + "\n"
 
 
-def set_torch_threads() -> int:
-    """Torch threads from the CPUs this process may use (cgroup quota, affinity), not the node's;
-    OMP_NUM_THREADS, which a pod sets from its CPU request, wins when present."""
+def set_torch_threads(spec: JobSpec) -> int:
+    """Torch threads = the learner's CPUs (`resources.learner_cpu`, or OMP_NUM_THREADS, which a
+    pod sets from it), capped by the CPUs this process may use (cgroup quota, affinity).
+
+    Not the node's CPU count: idle OpenMP threads spin and steal the cores the emulator workers
+    need; measured under load, 2 threads made a batch-2 policy call 100× slower than 1 thread.
+    """
     import os
 
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or available_cpus()
-    torch.set_num_threads(max(1, threads))
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or int(spec.resources.learner_cpu)
+    torch.set_num_threads(max(1, min(threads, available_cpus())))
     return torch.get_num_threads()
 
 
@@ -117,7 +121,7 @@ def train(
     if spec.env.num_envs == "auto":
         spec = spec.with_num_envs(num_envs)
     ppo = spec.ppo
-    set_torch_threads()
+    set_torch_threads(spec)
     device = resolve_device(ppo.device)
     identity = job_identity(spec)
     store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
@@ -166,6 +170,11 @@ def train(
             set_rng_state(checkpoint["rng"])
             console.print(f"↩️  Resuming from step {global_step:,} (update {update}, {episodes} episodes)")
         resumed_from = global_step
+        if checkpoint is not None and global_step >= ppo.total_steps:
+            console.print(
+                f"✔️  Job {identity} already trained to {global_step:,} of {ppo.total_steps:,} steps: nothing to do "
+                "(--fresh starts over)"
+            )
         # Metrics at steps already in the MLflow run (logged after the checkpoint, before a kill)
         # are not logged twice.
         log_floor = tracker.last_step() if checkpoint is not None else -1
@@ -325,7 +334,7 @@ def train(
             returns=returns,
         )
         _print_summary(console, summary, spec.env.frame_skip)
-        if spec.mlflow.log_model:
+        if spec.mlflow.log_model and steps_done > 0:
             tracker.log_model(agent.cpu(), obs_example=next_obs[:1].cpu())
         status = "FINISHED"
         return summary

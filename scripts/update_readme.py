@@ -1,0 +1,46 @@
+"""Regenerate the generated blocks of README.md (the spec reference); a test keeps them in sync.
+
+Usage: python scripts/update_readme.py [--check]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from trainer.spec import ENV_OVERRIDES, reference_markdown
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def blocks() -> dict[str, str]:
+    variables = "| Make / environment variable | spec key |\n|---|---|\n" + "\n".join(
+        f"| `{var}` | `{key}` |" for var, key in ENV_OVERRIDES.items()
+    )
+    return {"spec-reference": reference_markdown(), "train-variables": variables + "\n"}
+
+
+def render(text: str) -> str:
+    for name, body in blocks().items():
+        pattern = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md: marker for generated block {name!r} is missing")
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    current = README.read_text()
+    updated = render(current)
+    if "--check" in sys.argv:
+        if updated != current:
+            print("README.md is out of date: run `python scripts/update_readme.py`", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
