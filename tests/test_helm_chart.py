@@ -154,7 +154,13 @@ def test_chart_rejects_bad_values(name: str, args: list[str], message: str) -> N
 
 def test_values_yaml_spec_is_the_job_spec_defaults() -> None:
     """The chart computes names from the full spec, so its defaults must be the model's."""
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    path = CHART / "values.yaml"
+    if UPDATE:
+        path.write_text(kube.chart_values_yaml())
+    assert path.read_text() == kube.chart_values_yaml(), (
+        "values.yaml is out of date: UPDATE_GOLDEN=1 pytest tests/test_helm_chart.py"
+    )
+    values = yaml.safe_load(path.read_text())
     assert values["spec"] == JobSpec(name=values["spec"]["name"]).model_dump(mode="json")
     assert values["envs"] == []
     assert values["mlflow"]["defaultTrackingUri"] == kube.DEFAULT_TRACKING_URI
