@@ -2,14 +2,14 @@
 # The trainer image: `trainer run SPEC` in a Kubernetes Job, `trainer launch` from CI, and the
 # MLflow server of k8s/mlflow.yaml (MLflow and psycopg2 are installed). CPU PyTorch by default:
 #   docker build -t ghcr.io/pyboy-trainer/trainer:0.1.0 .
-#   docker build --build-arg TORCH_VARIANT=cu124 -t ghcr.io/pyboy-trainer/trainer:0.1.0-cu124 .
+#   docker build --build-arg TORCH_VARIANT=cu128 -t ghcr.io/pyboy-trainer/trainer:0.1.0-cu128 .
 # The built-in game's ROM ships inside the package; your own ROMs go in a volume or a derived
 # image (docs/kubernetes.md).
 
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
-# cpu, or a CUDA wheel index of PyTorch such as cu124 / cu126 / cu128.
+# cpu, or a CUDA wheel index of PyTorch (cu126, cu128, ...: one that has TORCH_VERSION).
 ARG TORCH_VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
 ARG PSYCOPG2_VERSION=2.9.11
