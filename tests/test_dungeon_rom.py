@@ -266,6 +266,33 @@ def test_header_is_valid():
     dg.DungeonAdapter().check_rom(rom, ROM)
 
 
+def test_rooms_are_consistent():
+    """Closed borders; every border door has a neighbour with the matching door; 16 items max."""
+    w, h = dg.ROOM_W, dg.ROOM_H
+    everything = "".join(MAPS)
+    assert everything.count("@") == MAPS[0].count("@") == 1 and everything.count("G") == 1
+    for room, cells in enumerate(MAPS):
+        assert sum(ch in ITEMS for ch in cells) <= 16, f"room {room}: ram_taken has 16 bits"
+        for index, ch in enumerate(cells):
+            y, x = divmod(index, w)
+            if x not in (0, w - 1) and y not in (0, h - 1):
+                continue
+            assert ch in "#DL", f"room {room} ({x},{y}): border must be wall or door"
+            if ch == "#":
+                continue
+            side, there, arrive = {
+                y == 0: (0, (x, h - 1), (x, h - 2)),
+                x == w - 1: (1, (0, y), (1, y)),
+                y == h - 1: (2, (x, 0), (x, 1)),
+                x == 0: (3, (w - 1, y), (w - 2, y)),
+            }[True]
+            other = LINKS[room][side]
+            assert other is not None, f"room {room} ({x},{y}): door without a neighbour"
+            assert LINKS[other][(side + 2) % 4] == room
+            assert MAPS[other][there[1] * w + there[0]] in "DL"
+            assert MAPS[other][arrive[1] * w + arrive[0]] == ".", f"room {other}: arrival {arrive}"
+
+
 # ---- the game -----------------------------------------------------------------------------------
 def test_boot_state(game):
     state = dg.DungeonAdapter().read(game)

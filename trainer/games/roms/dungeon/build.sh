@@ -31,6 +31,5 @@ sdldgb -n -m -i "$build/dungeon.ihx" \
     "$build/crt0.rel" "$build/dungeon.rel"
 # -Z Game Boy image: 32 KiB, ROM only, title DUNGEON, header and global checksums.
 # -yN keeps crt0's logo (identical to the one makebin would write).
-# -yp: SGB flag and version byte 0 (makebin would leave 0xFF there; it prints a "caution").
-makebin -Z -yN -yt 0x00 -yo 2 -ya 0 -yn DUNGEON -yp 0x146=0x00 -yp 0x14C=0x00 "$build/dungeon.ihx" "$out"
+makebin -Z -yN -yt 0x00 -yo 2 -ya 0 -yn DUNGEON "$build/dungeon.ihx" "$out"
 echo "built $out ($(wc -c <"$out") bytes)"

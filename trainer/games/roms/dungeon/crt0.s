@@ -34,6 +34,10 @@
 
         .org    0x0134          ; title (makebin -yn DUNGEON writes the same)
         .ascii  "DUNGEON"
+        .org    0x0146          ; SGB flag: none (makebin leaves this byte alone)
+        .db     0x00
+        .org    0x014C          ; mask ROM version 0 (makebin leaves this byte alone)
+        .db     0x00
 
         .org    0x0150
 init:

@@ -9,6 +9,12 @@
  * Frame loop: halt until VBlank -> write the queued tile changes (or redraw the whole screen
  * with the LCD off after a room change) -> read the joypad -> update the RAM contract and
  * queue the tiles to change at the next VBlank.
+ *
+ * Timing under PyBoy (the env: press 2 frames, release 2): the move happens in the VBlank of
+ * the step's first frame, its tiles are written in the next VBlank; a room change switches the
+ * LCD off in that next VBlank, copies the prepared room (room_tiles[]) and switches it on again,
+ * so the new room is on screen (and in game_area) from the step's third frame on. A step needs
+ * a release frame: holding a button through consecutive steps is a single press edge.
  */
 #include <stdint.h>
 
