@@ -23,10 +23,12 @@ def blocks() -> dict[str, str]:
 
 def render(text: str) -> str:
     for name, body in blocks().items():
-        pattern = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.S)
+        pattern = re.compile(
+            rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.S
+        )
         if not pattern.search(text):
             raise SystemExit(f"README.md: marker for generated block {name!r} is missing")
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
     return text
 
 
@@ -35,7 +37,9 @@ def main() -> int:
     updated = render(current)
     if "--check" in sys.argv:
         if updated != current:
-            print("README.md is out of date: run `python scripts/update_readme.py`", file=sys.stderr)
+            print(
+                "README.md is out of date: run `python scripts/update_readme.py`", file=sys.stderr
+            )
             return 1
         return 0
     README.write_text(updated)

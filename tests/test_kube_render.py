@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from test_kube_tools import ROOT, kubernetes_validate
 
 from trainer import kube
+from trainer import spec as spec_mod
 from trainer.cli import main
 from trainer.spec import JobSpec, SpecError, validate_spec
 
@@ -222,7 +223,7 @@ def test_resources_table(
 )  # fmt: skip
 def test_go_float_matches_go_encoding_json(value: float, expected: str) -> None:
     """Go writes float64 with strconv 'f' (or 'e' outside [1e-6, 1e21)), shortest digits."""
-    assert kube.go_float(value) == expected
+    assert spec_mod.go_float(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -233,12 +234,12 @@ def test_go_float_matches_go_encoding_json(value: float, expected: str) -> None:
     ],
 )  # fmt: skip
 def test_go_string_matches_go_encoding_json(value: str, expected: str) -> None:
-    assert kube.go_string(value) == expected
+    assert spec_mod.go_string(value) == expected
 
 
 def test_spec_document_is_sorted_indented_json_without_nulls() -> None:
     point = kube.pod_spec(validate_spec({"name": "doc"}), 2)
-    text = kube.spec_document(point)
+    text = spec_mod.spec_document(point)
     data = json.loads(text)
     assert text == json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)  # Go's layout
     assert '"cpu_per_env": 1,' in text  # Go writes the float64 1.0 as 1

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.ppo import Agent, Batch, LossConfig, annealed_lr, compute_gae, make_optimizer, ppo_losses, ppo_update
+from trainer.ppo import (
+    Agent,
+    Batch,
+    LossConfig,
+    annealed_lr,
+    compute_gae,
+    make_optimizer,
+    ppo_losses,
+    ppo_update,
+)
 
 GAMMA, LAM = 0.9, 0.8
 
@@ -52,7 +61,12 @@ def test_gae_matches_hand_computation(name, rewards, values, ends, next_value):
 def test_gae_first_steps_by_explicit_numbers():
     # Two steps, the first ends the episode: A_0 = r_0 - V_0 ; A_1 = r_1 + γ V_next - V_1.
     adv, _ = compute_gae(
-        torch.tensor([[2.0], [1.0]]), torch.tensor([[0.5], [0.25]]), torch.tensor([[1.0], [0.0]]), torch.tensor([1.0]), GAMMA, LAM
+        torch.tensor([[2.0], [1.0]]),
+        torch.tensor([[0.5], [0.25]]),
+        torch.tensor([[1.0], [0.0]]),
+        torch.tensor([1.0]),
+        GAMMA,
+        LAM,
     )
     assert adv[0, 0].item() == pytest.approx(1.5)
     assert adv[1, 0].item() == pytest.approx(1.0 + 0.9 * 1.0 - 0.25)
@@ -63,9 +77,21 @@ def test_truncation_bootstrap_equals_continuing_value():
     episode had continued into a state of that value (Pardo et al. 2018)."""
     v_final = 3.0
     adv_trunc, _ = compute_gae(
-        torch.tensor([[1.0 + GAMMA * v_final]]), torch.tensor([[0.5]]), torch.tensor([[1.0]]), torch.tensor([123.0]), GAMMA, LAM
+        torch.tensor([[1.0 + GAMMA * v_final]]),
+        torch.tensor([[0.5]]),
+        torch.tensor([[1.0]]),
+        torch.tensor([123.0]),
+        GAMMA,
+        LAM,
     )
-    adv_cont, _ = compute_gae(torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[0.0]]), torch.tensor([v_final]), GAMMA, LAM)
+    adv_cont, _ = compute_gae(
+        torch.tensor([[1.0]]),
+        torch.tensor([[0.5]]),
+        torch.tensor([[0.0]]),
+        torch.tensor([v_final]),
+        GAMMA,
+        LAM,
+    )
     assert adv_trunc.item() == pytest.approx(adv_cont.item())
 
 
@@ -106,13 +132,25 @@ def test_losses_by_hand():
 def test_unclipped_value_loss_and_advantage_normalization():
     cfg = LossConfig(clip_coef=0.2, clip_vloss=False, norm_adv=True, ent_coef=0.0, vf_coef=1.0)
     logp = torch.zeros(2)
-    out = ppo_losses(logp, torch.zeros(2), torch.tensor([2.0, 0.0]), logp, torch.tensor([3.0, 1.0]), torch.tensor([0.0, 0.0]), torch.zeros(2), cfg)
+    out = ppo_losses(
+        logp,
+        torch.zeros(2),
+        torch.tensor([2.0, 0.0]),
+        logp,
+        torch.tensor([3.0, 1.0]),
+        torch.tensor([0.0, 0.0]),
+        torch.zeros(2),
+        cfg,
+    )
     assert out["value_loss"].item() == pytest.approx(0.5 * (4.0 + 0.0) / 2)
     # normalized advantages are ±1/√2·… with ratio 1: policy loss = -mean(norm adv) = 0
     assert out["policy_loss"].item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("obs_type, shape, dtype", [("tiles", (1, 18, 20), torch.int16), ("pixels", (2, 72, 80), torch.uint8)])
+@pytest.mark.parametrize(
+    "obs_type, shape, dtype",
+    [("tiles", (1, 18, 20), torch.int16), ("pixels", (2, 72, 80), torch.uint8)],
+)
 def test_agent_shapes(obs_type, shape, dtype):
     agent = Agent(shape, num_actions=5, obs_type=obs_type, hidden=32)
     obs = torch.randint(0, 200, (3, *shape)).to(dtype)
@@ -131,11 +169,27 @@ def test_update_moves_policy_towards_advantaged_action():
         _, logp, _, values = agent.get_action_and_value(obs, actions)
     batch = Batch(obs, actions, logp, torch.ones(64), values + 1.0, values)
     opt = make_optimizer(agent, 1e-2)
-    stats = ppo_update(agent, opt, batch, update_epochs=4, minibatch_size=16, max_grad_norm=0.5, target_kl=None, cfg=CFG)
+    stats = ppo_update(
+        agent,
+        opt,
+        batch,
+        update_epochs=4,
+        minibatch_size=16,
+        max_grad_norm=0.5,
+        target_kl=None,
+        cfg=CFG,
+    )
     with torch.no_grad():
         _, new_logp, _, _ = agent.get_action_and_value(obs, actions)
     assert new_logp.mean() > logp.mean()
-    assert {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"} <= set(stats)
+    assert {
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clipfrac",
+        "explained_variance",
+    } <= set(stats)
 
 
 def test_zero_learning_rate_changes_nothing():
@@ -147,7 +201,16 @@ def test_zero_learning_rate_changes_nothing():
     with torch.no_grad():
         _, logp, _, values = agent.get_action_and_value(obs, actions)
     batch = Batch(obs, actions, logp, torch.ones(8), values, values)
-    ppo_update(agent, make_optimizer(agent, 0.0), batch, update_epochs=2, minibatch_size=4, max_grad_norm=0.5, target_kl=None, cfg=CFG)
+    ppo_update(
+        agent,
+        make_optimizer(agent, 0.0),
+        batch,
+        update_epochs=2,
+        minibatch_size=4,
+        max_grad_norm=0.5,
+        target_kl=None,
+        cfg=CFG,
+    )
     assert all(torch.equal(a, b) for a, b in zip(before, agent.parameters(), strict=True))
 
 
@@ -159,10 +222,21 @@ def test_target_kl_stops_epochs_early():
     with torch.no_grad():
         _, logp, _, values = agent.get_action_and_value(obs, actions)
     batch = Batch(obs, actions, logp, torch.ones(32) * 10, values, values)
-    stats = ppo_update(agent, make_optimizer(agent, 0.5), batch, update_epochs=10, minibatch_size=32, max_grad_norm=10.0, target_kl=1e-6, cfg=CFG)
+    stats = ppo_update(
+        agent,
+        make_optimizer(agent, 0.5),
+        batch,
+        update_epochs=10,
+        minibatch_size=32,
+        max_grad_norm=10.0,
+        target_kl=1e-6,
+        cfg=CFG,
+    )
     assert stats["epochs"] < 10
 
 
-@pytest.mark.parametrize("step, anneal, expected", [(0, True, 1.0), (50, True, 0.5), (100, True, 0.0), (50, False, 1.0)])
+@pytest.mark.parametrize(
+    "step, anneal, expected", [(0, True, 1.0), (50, True, 0.5), (100, True, 0.0), (50, False, 1.0)]
+)
 def test_annealed_lr(step, anneal, expected):
     assert annealed_lr(1.0, step, 100, anneal) == pytest.approx(expected)

@@ -37,26 +37,98 @@ def write(tmp_path: Path, text: str) -> Path:
 
 # name, YAML, expected message parts (each must appear, in the one error output)
 BAD_SPECS = [
-    ("wrong type", GOOD.replace("total_steps: 20000", "total_steps: lots"), ["spec.yaml:8:", "ppo.total_steps", "'lots'"]),
-    ("out of range", GOOD.replace("total_steps: 20000", "total_steps: 20000\n  update_epochs: -1"), ["spec.yaml:9:", "ppo.update_epochs: must be ≥ 1 (got -1)"]),
-    ("unknown key with suggestion", GOOD.replace("  num_envs: 2", "  num_envs: 2\n  frame_skp: 4"), ["spec.yaml:7:", "env.frame_skp", "did you mean 'frame_skip'"]),
+    (
+        "wrong type",
+        GOOD.replace("total_steps: 20000", "total_steps: lots"),
+        ["spec.yaml:8:", "ppo.total_steps", "'lots'"],
+    ),
+    (
+        "out of range",
+        GOOD.replace("total_steps: 20000", "total_steps: 20000\n  update_epochs: -1"),
+        ["spec.yaml:9:", "ppo.update_epochs: must be ≥ 1 (got -1)"],
+    ),
+    (
+        "unknown key with suggestion",
+        GOOD.replace("  num_envs: 2", "  num_envs: 2\n  frame_skp: 4"),
+        ["spec.yaml:7:", "env.frame_skp", "did you mean 'frame_skip'"],
+    ),
     ("unknown top-level key", GOOD + "ppo_settings: {}\n", ["ppo_settings", "did you mean 'ppo'"]),
-    ("bad name", GOOD.replace("name: quickstart", "name: Quick_Start"), ["spec.yaml:1:", "name:", "DNS-1123", "'Quick_Start'"]),
-    ("name too long", GOOD.replace("name: quickstart", "name: " + "a" * 41), ["name:", "at most 40"]),
+    (
+        "bad name",
+        GOOD.replace("name: quickstart", "name: Quick_Start"),
+        ["spec.yaml:1:", "name:", "DNS-1123", "'Quick_Start'"],
+    ),
+    (
+        "name too long",
+        GOOD.replace("name: quickstart", "name: " + "a" * 41),
+        ["name:", "at most 40"],
+    ),
     ("missing name", GOOD.replace("name: quickstart\n", ""), ["name: required key is missing"]),
-    ("zero envs", GOOD.replace("num_envs: 2", "num_envs: 0"), ["spec.yaml:6:", "env.num_envs", "≥ 1 or 'auto'", "(got 0)"]),
-    ("batch larger than rollout", GOOD.replace("batch_size: 128", "batch_size: 1000"), ["spec.yaml:9:", "ppo.batch_size: must not exceed", "2 × 128 = 256; got 1000"]),
-    ("sweep count makes batch too big", GOOD.replace("batch_size: 128", "batch_size: 256") + "sweep: {num_envs: [1, 2]}\n", ["sweep.num_envs", "1 × 128 = 128; got 256"]),
-    ("negative total steps", GOOD.replace("total_steps: 20000", "total_steps: 0"), ["ppo.total_steps: must be ≥ 1 (got 0)"]),
-    ("bad observation type", GOOD.replace("  num_envs: 2", "  num_envs: 2\n  obs: {type: rgb}"), ["env.obs.type", "'tiles' or 'pixels'", "'rgb'"]),
-    ("unknown action", GOOD.replace("  num_envs: 2", "  num_envs: 2\n  actions: [up, jump]"), ["env.actions.1", "'jump'"]),
-    ("duplicate actions", GOOD.replace("  num_envs: 2", "  num_envs: 2\n  actions: [up, up]"), ["env.actions", "duplicate actions: up"]),
-    ("press longer than skip", GOOD.replace("  num_envs: 2", "  num_envs: 2\n  frame_skip: 4\n  press_frames: 6"), ["spec.yaml:8:", "env.press_frames: must not exceed env.frame_skip (4; got 6)"]),
-    ("bad memory quantity", GOOD + "resources: {memory_per_env: 256MB}\n", ["resources.memory_per_env", "256MB"]),
-    ("bad namespace", GOOD + "kubernetes: {namespace: My_NS}\n", ["kubernetes.namespace", "DNS-1123"]),
-    ("duplicate sweep counts", GOOD + "sweep: {num_envs: [1, 1]}\n", ["sweep.num_envs", "distinct"]),
-    ("bad device", GOOD.replace("  batch_size: 128", "  batch_size: 128\n  device: tpu"), ["ppo.device", "auto, cpu, cuda"]),
-    ("gamma out of range", GOOD.replace("  batch_size: 128", "  batch_size: 128\n  gamma: 1.5"), ["ppo.gamma", "≤ 1", "1.5"]),
+    (
+        "zero envs",
+        GOOD.replace("num_envs: 2", "num_envs: 0"),
+        ["spec.yaml:6:", "env.num_envs", "≥ 1 or 'auto'", "(got 0)"],
+    ),
+    (
+        "batch larger than rollout",
+        GOOD.replace("batch_size: 128", "batch_size: 1000"),
+        ["spec.yaml:9:", "ppo.batch_size: must not exceed", "2 × 128 = 256; got 1000"],
+    ),
+    (
+        "sweep count makes batch too big",
+        GOOD.replace("batch_size: 128", "batch_size: 256") + "sweep: {num_envs: [1, 2]}\n",
+        ["sweep.num_envs", "1 × 128 = 128; got 256"],
+    ),
+    (
+        "negative total steps",
+        GOOD.replace("total_steps: 20000", "total_steps: 0"),
+        ["ppo.total_steps: must be ≥ 1 (got 0)"],
+    ),
+    (
+        "bad observation type",
+        GOOD.replace("  num_envs: 2", "  num_envs: 2\n  obs: {type: rgb}"),
+        ["env.obs.type", "'tiles' or 'pixels'", "'rgb'"],
+    ),
+    (
+        "unknown action",
+        GOOD.replace("  num_envs: 2", "  num_envs: 2\n  actions: [up, jump]"),
+        ["env.actions.1", "'jump'"],
+    ),
+    (
+        "duplicate actions",
+        GOOD.replace("  num_envs: 2", "  num_envs: 2\n  actions: [up, up]"),
+        ["env.actions", "duplicate actions: up"],
+    ),
+    (
+        "press longer than skip",
+        GOOD.replace("  num_envs: 2", "  num_envs: 2\n  frame_skip: 4\n  press_frames: 6"),
+        ["spec.yaml:8:", "env.press_frames: must not exceed env.frame_skip (4; got 6)"],
+    ),
+    (
+        "bad memory quantity",
+        GOOD + "resources: {memory_per_env: 256MB}\n",
+        ["resources.memory_per_env", "256MB"],
+    ),
+    (
+        "bad namespace",
+        GOOD + "kubernetes: {namespace: My_NS}\n",
+        ["kubernetes.namespace", "DNS-1123"],
+    ),
+    (
+        "duplicate sweep counts",
+        GOOD + "sweep: {num_envs: [1, 1]}\n",
+        ["sweep.num_envs", "distinct"],
+    ),
+    (
+        "bad device",
+        GOOD.replace("  batch_size: 128", "  batch_size: 128\n  device: tpu"),
+        ["ppo.device", "auto, cpu, cuda"],
+    ),
+    (
+        "gamma out of range",
+        GOOD.replace("  batch_size: 128", "  batch_size: 128\n  gamma: 1.5"),
+        ["ppo.gamma", "≤ 1", "1.5"],
+    ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
     ("section of wrong type", GOOD + "mlflow: yes\n", ["mlflow", "valid dictionary"]),
@@ -94,10 +166,26 @@ def test_missing_file_exit_2(tmp_path):
     [
         ([], {"TRAIN_STEPS": "50000"}, {"ppo.total_steps": 50000}),
         (["ppo.total_steps=7"], {"TRAIN_STEPS": "50000"}, {"ppo.total_steps": 7}),  # CLI wins
-        ([], {"TRAIN_ENVS": "auto", "TRAIN_BATCH_SIZE": "64"}, {"env.num_envs": "auto", "ppo.batch_size": 64}),
-        ([], {"TRAIN_OUTPUT_DIR": "/tmp/out", "TRAIN_EPISODE_LENGTH": "1500", "TRAIN_UPDATE_EPOCHS": "8"}, {"checkpoint.dir": "/tmp/out", "env.episode_length": 1500, "ppo.update_epochs": 8}),
+        (
+            [],
+            {"TRAIN_ENVS": "auto", "TRAIN_BATCH_SIZE": "64"},
+            {"env.num_envs": "auto", "ppo.batch_size": 64},
+        ),
+        (
+            [],
+            {
+                "TRAIN_OUTPUT_DIR": "/tmp/out",
+                "TRAIN_EPISODE_LENGTH": "1500",
+                "TRAIN_UPDATE_EPOCHS": "8",
+            },
+            {"checkpoint.dir": "/tmp/out", "env.episode_length": 1500, "ppo.update_epochs": 8},
+        ),
         ([], {"TRAIN_STEPS": ""}, {"ppo.total_steps": 20000}),  # empty Make variable: unset
-        (["game.reward.coin=2.5", "mlflow.tags.team=rl"], {}, {"game.reward": {"coin": 2.5}, "mlflow.tags": {"team": "rl"}}),
+        (
+            ["game.reward.coin=2.5", "mlflow.tags.team=rl"],
+            {},
+            {"game.reward": {"coin": 2.5}, "mlflow.tags": {"team": "rl"}},
+        ),
         (["env.actions=[noop, up, down]"], {}, {"env.actions": ["noop", "up", "down"]}),
     ],
 )
@@ -114,10 +202,22 @@ def test_override_precedence(tmp_path, overrides, environ, expected):
 @pytest.mark.parametrize(
     "overrides, environ, expected",
     [
-        (["ppo.totl_steps=3"], {}, "--set ppo.totl_steps=3: unknown key 'ppo.totl_steps' (did you mean 'ppo.total_steps'?)"),
+        (
+            ["ppo.totl_steps=3"],
+            {},
+            "--set ppo.totl_steps=3: unknown key 'ppo.totl_steps' (did you mean 'ppo.total_steps'?)",
+        ),
         (["ppo.total_steps"], {}, "expected dotted.key=value"),
-        (["ppo.update_epochs=0"], {}, "--set ppo.update_epochs=0: ppo.update_epochs: must be ≥ 1 (got 0)"),
-        ([], {"TRAIN_STEPS": "-5"}, "environment TRAIN_STEPS=-5: ppo.total_steps: must be ≥ 1 (got -5)"),
+        (
+            ["ppo.update_epochs=0"],
+            {},
+            "--set ppo.update_epochs=0: ppo.update_epochs: must be ≥ 1 (got 0)",
+        ),
+        (
+            [],
+            {"TRAIN_STEPS": "-5"},
+            "environment TRAIN_STEPS=-5: ppo.total_steps: must be ≥ 1 (got -5)",
+        ),
         ([], {"TRAIN_ENVS": "many"}, "environment TRAIN_ENVS=many: env.num_envs"),
     ],
 )
@@ -130,7 +230,14 @@ def test_bad_override_names_its_source(tmp_path, overrides, environ, expected):
 def test_every_seed_variable_maps_to_a_real_key():
     from trainer.spec import _valid_paths
 
-    assert set(ENV_OVERRIDES) == {"TRAIN_STEPS", "TRAIN_ENVS", "TRAIN_EPISODE_LENGTH", "TRAIN_UPDATE_EPOCHS", "TRAIN_BATCH_SIZE", "TRAIN_OUTPUT_DIR"}
+    assert set(ENV_OVERRIDES) == {
+        "TRAIN_STEPS",
+        "TRAIN_ENVS",
+        "TRAIN_EPISODE_LENGTH",
+        "TRAIN_UPDATE_EPOCHS",
+        "TRAIN_BATCH_SIZE",
+        "TRAIN_OUTPUT_DIR",
+    }
     assert set(ENV_OVERRIDES.values()) <= set(_valid_paths())
 
 
@@ -149,7 +256,9 @@ def test_with_num_envs_drops_sweep_and_revalidates(tmp_path):
     point = spec.with_num_envs(4)
     assert point.env.num_envs == 4 and point.sweep.num_envs == []
     with pytest.raises(Exception, match="batch_size"):
-        load_spec(write(tmp_path, GOOD.replace("batch_size: 128", "batch_size: 256"))).with_num_envs(1)
+        load_spec(
+            write(tmp_path, GOOD.replace("batch_size: 128", "batch_size: 256"))
+        ).with_num_envs(1)
 
 
 def test_every_field_has_a_description():
@@ -171,7 +280,9 @@ def test_schema_command_prints_json_schema():
 
 def test_real_process_exit_code_and_stderr(tmp_path):
     path = write(tmp_path, GOOD.replace("num_envs: 2", "num_envs: -3"))
-    proc = subprocess.run([sys.executable, "-m", "trainer", "validate", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "validate", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "env.num_envs" in proc.stderr and proc.stdout == ""
 

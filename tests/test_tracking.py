@@ -63,9 +63,9 @@ def make_state(step: int, spec: JobSpec | None = None) -> dict:
 )
 def test_job_identity(name, environ, expected):
     spec = make_spec()
-    expected = expected or f"track-test-e2-{spec.spec_hash(6)}"
+    expected = expected or f"track-test-e2-{spec.spec_hash(8)}"
     assert job_identity(spec, environ) == expected
-    assert job_name(spec, 2) == f"track-test-e2-{spec.spec_hash(6)}"
+    assert job_name(spec) == f"track-test-e2-{spec.spec_hash(8)}"
 
 
 def test_flatten_params():

@@ -18,7 +18,13 @@ def small_spec(tmp_path: Path, **ppo) -> dict:
         "name": "smoke",
         "seed": 3,
         "env": {"num_envs": 2, "episode_length": 60, "backend": "serial"},
-        "ppo": {"total_steps": 600, "rollout_steps": 64, "update_epochs": 2, "batch_size": 64, **ppo},
+        "ppo": {
+            "total_steps": 600,
+            "rollout_steps": 64,
+            "update_epochs": 2,
+            "batch_size": 64,
+            **ppo,
+        },
         "checkpoint": {"dir": str(tmp_path / "runs"), "every_updates": 2},
         "mlflow": {"enabled": False},
     }
@@ -40,7 +46,10 @@ def test_console_lines_and_summary_block(tmp_path):
     summary = train(validate_spec(small_spec(tmp_path)), console=Console(stream))
     out = stream.getvalue()
     assert "Environment 1/2 initialized" in out and "Environment 2/2 initialized" in out
-    assert re.search(r"Step +\d+ \| Episode +1 \| Reward: +-?\d+\.\d\d \| Length: +60 \| Avg10: +-?\d+\.\d\d \| Time: +\d+\.\ds", out)
+    assert re.search(
+        r"Step +\d+ \| Episode +1 \| Reward: +-?\d+\.\d\d \| Length: +60 \| Avg10: +-?\d+\.\d\d \| Time: +\d+\.\ds",
+        out,
+    )
     for label in SUMMARY_LABELS:
         assert re.search(rf"^{re.escape(label)} \S", out, re.M), label
     assert summary.final_step == 600
@@ -64,11 +73,13 @@ def test_checkpoint_from_other_spec_is_refused(tmp_path):
     spec = validate_spec(small_spec(tmp_path))
     train(spec, console=Console(io.StringIO()))
     ckpt_dir = next((tmp_path / "runs").iterdir())
-    other = validate_spec({**small_spec(tmp_path), "ppo": {**small_spec(tmp_path)["ppo"], "learning_rate": 0.1}})
+    other = validate_spec(
+        {**small_spec(tmp_path), "ppo": {**small_spec(tmp_path)["ppo"], "learning_rate": 0.1}}
+    )
     # Put the first run's checkpoints where the other spec's job looks for them.
     from trainer.spec import job_name
 
-    target = tmp_path / "runs" / job_name(other, 2)
+    target = tmp_path / "runs" / job_name(other)
     ckpt_dir.rename(target)
     with pytest.raises(CheckpointMismatch, match="different spec"):
         train(other, console=Console(io.StringIO()))
@@ -82,12 +93,20 @@ def test_ppo_learns_on_builtin_dungeon(tmp_path):
         data = small_spec(tmp_path)
         data["name"] = f"learn-{str(lr).replace('.', '')}"
         data["env"] = {"num_envs": 2, "episode_length": 150}
-        data["ppo"] = {"total_steps": 40000, "rollout_steps": 128, "update_epochs": 4, "batch_size": 128, "learning_rate": lr, "ent_coef": 0.01}
+        data["ppo"] = {
+            "total_steps": 40000,
+            "rollout_steps": 128,
+            "update_epochs": 4,
+            "batch_size": 128,
+            "learning_rate": lr,
+            "ent_coef": 0.01,
+        }
         summary = train(validate_spec(data), console=Console(io.StringIO()))
         return summary.returns
 
-    trained, frozen = run(2.5e-4), run(0.0)
+    trained, frozen = run(1e-3), run(0.0)
     last_trained, last_frozen = np.mean(trained[-20:]), np.mean(frozen[-20:])
     curve = [round(float(np.mean(trained[i : i + 20])), 2) for i in range(0, len(trained), 20)]
     print(f"learning curve (mean return per 20 episodes): {curve}; frozen last20 {last_frozen:.2f}")
-    assert last_trained > last_frozen + 1.0, (last_trained, last_frozen, curve)
+    # Measured: trained ≈ 4.0, frozen ≈ 0.6 over the last 20 episodes (seed 3).
+    assert last_trained > last_frozen + 1.5, (last_trained, last_frozen, curve)

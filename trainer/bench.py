@@ -98,7 +98,11 @@ def bench_raw_emulator(spec: JobSpec, num_envs: int, steps: int) -> float:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(num_envs), ctx.Queue()
     procs = [
-        ctx.Process(target=_raw_worker, args=(spec.model_dump_json(), steps, i, barrier, results), daemon=True)
+        ctx.Process(
+            target=_raw_worker,
+            args=(spec.model_dump_json(), steps, i, barrier, results),
+            daemon=True,
+        )
         for i in range(num_envs)
     ]
     for p in procs:
@@ -144,7 +148,13 @@ def bench_rollout(spec: JobSpec, num_envs: int, steps: int) -> float:
     device = resolve_device(spec.ppo.device)
     pool = _make_pool(spec, num_envs)
     try:
-        agent = Agent(pool.observation_shape, pool.num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS).to(device)
+        agent = Agent(
+            pool.observation_shape,
+            pool.num_actions,
+            spec.env.obs.type,
+            spec.ppo.hidden_size,
+            NUM_TILE_IDS,
+        ).to(device)
         obs = obs_to_tensor(pool.reset()).to(device)
         start = None
         for t in range(steps + 10):
@@ -163,7 +173,12 @@ def bench_memory_and_startup(spec: JobSpec, num_envs: int = 2) -> tuple[float, f
     from trainer.vector import ProcessVecEnv
 
     start = time.perf_counter()
-    pool = _make_pool(spec.model_copy(update={"env": spec.env.model_copy(update={"backend": "process", "envs_per_worker": 1})}), num_envs)
+    pool = _make_pool(
+        spec.model_copy(
+            update={"env": spec.env.model_copy(update={"backend": "process", "envs_per_worker": 1})}
+        ),
+        num_envs,
+    )
     try:
         pool.reset()
         pool.step(np.zeros(num_envs, dtype=np.int64))
@@ -188,7 +203,9 @@ def _pss_mb(pid: int) -> float:
 
 
 # ---- 4. learner ----------------------------------------------------------------------------
-def bench_learner(spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_actions: int) -> float:
+def bench_learner(
+    spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_actions: int
+) -> float:
     """Samples/s through forward + backward + Adam step for the configured network."""
     import torch
 
@@ -197,7 +214,9 @@ def bench_learner(spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_a
     from trainer.train import resolve_device
 
     device = resolve_device(spec.ppo.device)
-    agent = Agent(obs_shape, num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS).to(device)
+    agent = Agent(obs_shape, num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS).to(
+        device
+    )
     high = NUM_TILE_IDS if spec.env.obs.type == "tiles" else 256
     dtype = torch.int16 if spec.env.obs.type == "tiles" else torch.uint8
     size = max(spec.ppo.batch_size, spec.ppo.rollout_steps * 2)
@@ -205,12 +224,26 @@ def bench_learner(spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_a
     actions = torch.randint(0, num_actions, (size,), device=device)
     zeros = torch.zeros(size, device=device)
     batch = Batch(obs, actions, zeros - 1.0, torch.randn(size, device=device), zeros, zeros)
-    cfg = LossConfig(spec.ppo.clip_coef, spec.ppo.clip_vloss, spec.ppo.norm_adv, spec.ppo.ent_coef, spec.ppo.vf_coef)
+    cfg = LossConfig(
+        spec.ppo.clip_coef,
+        spec.ppo.clip_vloss,
+        spec.ppo.norm_adv,
+        spec.ppo.ent_coef,
+        spec.ppo.vf_coef,
+    )
     optimizer = make_optimizer(agent, spec.ppo.learning_rate)
 
     def one_pass() -> None:
-        ppo_update(agent, optimizer, batch, update_epochs=1, minibatch_size=spec.ppo.batch_size,
-                   max_grad_norm=spec.ppo.max_grad_norm, target_kl=None, cfg=cfg)
+        ppo_update(
+            agent,
+            optimizer,
+            batch,
+            update_epochs=1,
+            minibatch_size=spec.ppo.batch_size,
+            max_grad_norm=spec.ppo.max_grad_norm,
+            target_kl=None,
+            cfg=cfg,
+        )
 
     one_pass()  # warm-up
     passes = max(1, samples // size)
@@ -272,10 +305,12 @@ def run_bench(
     e2e_steps = 512 if quick else spec.ppo.total_steps
     say = progress or (lambda message: None)
     report = BenchReport(
-        machine=f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} CPUs",
+        machine=f"{platform.machine()} {platform.processor() or ''}".strip()
+        + f", {os.cpu_count()} CPUs",
         date=time.strftime("%Y-%m-%d"),
         cpus=available_cpus(),
-        device=str(resolve_device(spec.ppo.device)) + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""),
+        device=str(resolve_device(spec.ppo.device))
+        + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""),
         frame_skip=spec.env.frame_skip,
     )
     for n in env_counts:
@@ -285,11 +320,23 @@ def run_bench(
         pool = bench_pool(spec, n, max(1, steps // n))
         say(f"rollout × {n}")
         rollout = bench_rollout(spec, n, max(1, steps // n))
-        row = EnvCountFigures(n, raw, pool, pool * spec.env.frame_skip, pool * spec.env.frame_skip / raw, rollout, rollout / pool)
+        row = EnvCountFigures(
+            n,
+            raw,
+            pool,
+            pool * spec.env.frame_skip,
+            pool * spec.env.frame_skip / raw,
+            rollout,
+            rollout / pool,
+        )
         if end_to_end_all or n == spec.resolved_num_envs():
             say(f"end to end × {n}")
             e2e = bench_end_to_end(spec, n, e2e_steps)
-            row.train_sps, row.train_eps, row.train_learner_share = e2e["steps_per_second"], e2e["episodes_per_second"], e2e["learner_share"]
+            row.train_sps, row.train_eps, row.train_learner_share = (
+                e2e["steps_per_second"],
+                e2e["episodes_per_second"],
+                e2e["learner_share"],
+            )
             if n == spec.resolved_num_envs():
                 report.end_to_end = e2e
         report.rows.append(row)
@@ -321,19 +368,41 @@ def render_tables(report: BenchReport) -> list[Any]:
     from rich.table import Table
 
     skip = report.frame_skip
-    scaling = Table(title=f"Scaling (real PPO; a step = {skip} frames) — {report.machine}, {report.date}")
+    scaling = Table(
+        title=f"Scaling (real PPO; a step = {skip} frames) — {report.machine}, {report.date}"
+    )
     for col in ("Environments", "Steps/Second", "Episodes/Second", "Use Case"):
         scaling.add_column(col, justify="right" if col != "Use Case" else "left")
     for r in report.rows:
-        scaling.add_row(str(r.num_envs), f"{r.train_sps:,.0f}", f"{r.train_eps:.2f}", use_case(r.num_envs, report.cpus))
+        scaling.add_row(
+            str(r.num_envs),
+            f"{r.train_sps:,.0f}",
+            f"{r.train_eps:.2f}",
+            use_case(r.num_envs, report.cpus),
+        )
 
     ratios = Table(title=f"Each stage against its baseline (frame skip {skip})")
-    for col in ("Envs", "Raw emulator fps", "Pool steps/s", "Pool fps", "Pool / raw", "Rollout steps/s", "Rollout / pool", "Learner share"):
+    for col in (
+        "Envs",
+        "Raw emulator fps",
+        "Pool steps/s",
+        "Pool fps",
+        "Pool / raw",
+        "Rollout steps/s",
+        "Rollout / pool",
+        "Learner share",
+    ):
         ratios.add_column(col, justify="right")
     for r in report.rows:
         ratios.add_row(
-            str(r.num_envs), f"{r.raw_fps:,.0f}", f"{r.pool_sps:,.0f}", f"{r.pool_fps:,.0f}", f"{r.pool_vs_raw:.0%}",
-            f"{r.rollout_sps:,.0f}", f"{r.rollout_vs_pool:.0%}", f"{r.train_learner_share:.0%}",
+            str(r.num_envs),
+            f"{r.raw_fps:,.0f}",
+            f"{r.pool_sps:,.0f}",
+            f"{r.pool_fps:,.0f}",
+            f"{r.pool_vs_raw:.0%}",
+            f"{r.rollout_sps:,.0f}",
+            f"{r.rollout_vs_pool:.0%}",
+            f"{r.train_learner_share:.0%}",
         )
 
     e2e = report.end_to_end
@@ -344,11 +413,19 @@ def render_tables(report: BenchReport) -> list[Any]:
         f"End to end: {int(e2e.get('total_steps', 0)):,} steps × {int(e2e.get('num_envs', 0))} envs, real PPO",
         f"{e2e.get('training_seconds', float('nan')):.1f} s",
     )
-    single.add_row(f"  steps/s (frame skip {skip})", f"{e2e.get('steps_per_second', float('nan')):,.1f}")
+    single.add_row(
+        f"  steps/s (frame skip {skip})", f"{e2e.get('steps_per_second', float('nan')):,.1f}"
+    )
     single.add_row("  frames/s", f"{e2e.get('frames_per_second', float('nan')):,.0f}")
     single.add_row("  learner share of time", f"{e2e.get('learner_share', float('nan')):.0%}")
-    single.add_row("  vs the seed's 1,360 steps/s (simulated optimization)", f"{e2e.get('steps_per_second', float('nan')) / 1360:.2f}×")
-    single.add_row(f"Learner alone (forward + backward), device {report.device}", f"{report.learner_samples_per_second:,.0f} samples/s")
+    single.add_row(
+        "  vs the seed's 1,360 steps/s (simulated optimization)",
+        f"{e2e.get('steps_per_second', float('nan')) / 1360:.2f}×",
+    )
+    single.add_row(
+        f"Learner alone (forward + backward), device {report.device}",
+        f"{report.learner_samples_per_second:,.0f} samples/s",
+    )
     single.add_row("Memory per environment (worker PSS)", f"{report.memory_per_env_mb:.1f} MB")
     single.add_row("Start-up, spec to first step (2 envs)", f"{report.startup_seconds:.2f} s")
     return [scaling, ratios, single]

@@ -107,11 +107,19 @@ def schema() -> None:
 @main.command()
 @spec_argument
 @set_option
-@click.option("--no-mlflow", is_flag=True, help="Do not track in MLflow (same as --set mlflow.enabled=false).")
-@click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint of this job and start over.")
-@click.option("--force", is_flag=True, help="Resume even if the checkpoint was written for a different spec.")
+@click.option(
+    "--no-mlflow", is_flag=True, help="Do not track in MLflow (same as --set mlflow.enabled=false)."
+)
+@click.option(
+    "--fresh", is_flag=True, help="Ignore an existing checkpoint of this job and start over."
+)
+@click.option(
+    "--force", is_flag=True, help="Resume even if the checkpoint was written for a different spec."
+)
 @handle_errors
-def run(spec_path: str, overrides: tuple[str, ...], no_mlflow: bool, fresh: bool, force: bool) -> None:
+def run(
+    spec_path: str, overrides: tuple[str, ...], no_mlflow: bool, fresh: bool, force: bool
+) -> None:
     """Train the PPO agent described by SPEC (what a Kubernetes pod runs).
 
     Resumes from the job's latest checkpoint when one exists, in the same MLflow run. SIGTERM
@@ -142,7 +150,9 @@ def parse_env_counts(value: str | None) -> tuple[int, ...] | None:
     try:
         counts = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 1,2,4 (got {value!r})") from None
+        raise click.BadParameter(
+            f"expected comma-separated integers like 1,2,4 (got {value!r})"
+        ) from None
     if not counts or any(c < 1 for c in counts):
         raise click.BadParameter(f"every environment count must be ≥ 1 (got {value!r})")
     return counts
@@ -151,12 +161,30 @@ def parse_env_counts(value: str | None) -> tuple[int, ...] | None:
 @main.command()
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @set_option
-@click.option("--envs", "envs", metavar="1,2,4", help="Environment counts to measure (default 1,2,4).")
+@click.option(
+    "--envs", "envs", metavar="1,2,4", help="Environment counts to measure (default 1,2,4)."
+)
 @click.option("--quick", is_flag=True, help="A short smoke run (seconds; the figures mean little).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON.")
-@click.option("--no-train-sweep", is_flag=True, help="Run end to end training only for the spec's own env count.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the figures as JSON.",
+)
+@click.option(
+    "--no-train-sweep",
+    is_flag=True,
+    help="Run end to end training only for the spec's own env count.",
+)
 @handle_errors
-def bench(spec_path: str | None, overrides: tuple[str, ...], envs: str | None, quick: bool, json_path: str | None, no_train_sweep: bool) -> None:
+def bench(
+    spec_path: str | None,
+    overrides: tuple[str, ...],
+    envs: str | None,
+    quick: bool,
+    json_path: str | None,
+    no_train_sweep: bool,
+) -> None:
     """Measure throughput, each stage next to its baseline, in one run.
 
     Without SPEC: the seed's train-20k configuration (2 envs, episode length 750, 6 update
@@ -164,7 +192,7 @@ def bench(spec_path: str | None, overrides: tuple[str, ...], envs: str | None, q
     """
     from rich.console import Console as RichConsole
 
-    from trainer.bench import run_bench, render_tables
+    from trainer.bench import render_tables, run_bench
     from trainer.spec import validate_spec
 
     counts = parse_env_counts(envs) or (1, 2, 4)
@@ -178,7 +206,13 @@ def bench(spec_path: str | None, overrides: tuple[str, ...], envs: str | None, q
             raise click.UsageError("--set needs a SPEC")
     console = RichConsole()
     with console.status("benchmarking…") as status:
-        report = run_bench(spec, counts, quick=quick, end_to_end_all=not no_train_sweep, progress=lambda m: status.update(f"benchmarking: {m}"))
+        report = run_bench(
+            spec,
+            counts,
+            quick=quick,
+            end_to_end_all=not no_train_sweep,
+            progress=lambda m: status.update(f"benchmarking: {m}"),
+        )
     for table in render_tables(report):
         console.print(table)
     if json_path:
@@ -186,8 +220,6 @@ def bench(spec_path: str | None, overrides: tuple[str, ...], envs: str | None, q
 
         Path(json_path).write_text(report.to_json())
         console.print(f"figures written to {json_path}")
-
-
 
 
 # ---- Kubernetes: render, launch, status, logs, cancel -----------------------------------------

@@ -148,7 +148,9 @@ class GameBoyEnv:
             return np.asarray(self.pyboy.game_area(), dtype=np.uint16)
         # screen.ndarray is one reused RGBA buffer: copy what we keep (ARCHITECTURE.md). The DMG
         # palette is gray, so one channel is the grayscale image.
-        return np.ascontiguousarray(self.pyboy.screen.ndarray[:: self.downsample, :: self.downsample, 0])
+        return np.ascontiguousarray(
+            self.pyboy.screen.ndarray[:: self.downsample, :: self.downsample, 0]
+        )
 
     def _load_state_file(self, path: Path) -> None:
         try:
@@ -157,7 +159,9 @@ class GameBoyEnv:
         except FileNotFoundError:
             raise GameError(f"game.state: save state not found: {path}") from None
         except Exception as exc:  # PyBoy raises various errors on a foreign state
-            raise GameError(f"game.state: {path} is not a PyBoy save state for this ROM ({exc})") from None
+            raise GameError(
+                f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"
+            ) from None
 
 
 def import_pyboy() -> type:

@@ -23,14 +23,22 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
 from trainer import __version__
-from trainer.spec import EXIT_INVALID_INPUT, JobSpec, SpecError, parse_quantity, validate_spec
+from trainer.spec import (
+    DIGEST_LENGTH,
+    EXIT_INVALID_INPUT,
+    JobSpec,
+    SpecError,
+    job_name,
+    parse_quantity,
+    spec_document,
+    validate_spec,
+)
 
 # ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
 
@@ -58,103 +66,6 @@ SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
 CHECKPOINT_DIR = "/var/lib/trainer/checkpoints"
 #: The image's numeric non-root user and group (Dockerfile `USER 10001:10001`).
 RUN_AS_USER = 10001
-NAME_MAX = 63
-DIGEST_LENGTH = 8
-
-
-# ---- canonical spec document: Go's json.MarshalIndent, byte for byte -------------------------
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_drop_none(v) for v in value]
-    return value
-
-
-def go_float(value: float) -> str:
-    """A float the way Go's encoding/json writes a float64 (shortest digits, 'f' or 'e')."""
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"JSON has no representation for {value}")
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value))
-    magnitude = abs(value)
-    if magnitude < 1e-6 or magnitude >= 1e21:
-        text = repr(value)  # Python's shortest repr is in 'e' form here: 1.5e-07, 1e+21
-        mantissa, exponent = text.split("e")
-        sign, digits = exponent[0], exponent[1:].lstrip("0") or "0"
-        return f"{mantissa}e{sign}{digits.zfill(1) if sign == '-' else digits.zfill(2)}"
-    return format(Decimal(repr(value)), "f")
-
-
-_GO_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-
-
-def go_string(value: str) -> str:
-    """A string the way Go's encoding/json writes it (HTML-safe escaping, UTF-8 kept)."""
-    out = []
-    for char in value:
-        if char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif ord(char) < 0x20:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def go_json(value: Any, indent: str = "") -> str:
-    """`json.MarshalIndent(value, "", "  ")` of Go, for the JSON types a spec holds."""
-    inner = indent + "  "
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return go_float(value)
-    if isinstance(value, str):
-        return go_string(value)
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        items = [
-            f"{inner}{go_string(str(k))}: {go_json(value[k], inner)}"
-            for k in sorted(value, key=str)
-        ]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    if isinstance(value, list | tuple):
-        if not value:
-            return "[]"
-        return "[\n" + ",\n".join(inner + go_json(v, inner) for v in value) + "\n" + indent + "]"
-    raise TypeError(f"not a JSON value: {type(value).__name__}")
-
-
-def spec_document(point: JobSpec) -> str:
-    """The ConfigMap's `spec.yaml`: the point's spec as Helm's `toPrettyJson` writes it."""
-    return go_json(_drop_none(point.model_dump(mode="json")))
-
-
-def spec_digest(point: JobSpec) -> str:
-    """SHA-256 (hex) of `spec_document(point)`: Helm's `sha256sum` of the same text."""
-    return hashlib.sha256(spec_document(point).encode()).hexdigest()
 
 
 # ---- sweep points ---------------------------------------------------------------------------
@@ -194,26 +105,6 @@ def pod_spec(spec: JobSpec, num_envs: int, image: str | None = None) -> JobSpec:
     return validate_spec(data, origin=f"{spec.name} with num_envs={num_envs}")
 
 
-def local_spec(spec: JobSpec, num_envs: int) -> JobSpec:
-    """The spec a local process runs: fixed `num_envs`, no sweep, paths as the user wrote them."""
-    data = spec.model_dump(mode="json")
-    data["env"]["num_envs"] = num_envs
-    data["sweep"] = {"num_envs": []}
-    return validate_spec(data, origin=f"{spec.name} with num_envs={num_envs}")
-
-
-def job_name(point: JobSpec) -> str:
-    """`{name}-e{num_envs}-{digest[:8]}`: a DNS-1123 label of at most 63 characters."""
-    name = f"{point.name}-e{point.env.num_envs}-{spec_digest(point)[:DIGEST_LENGTH]}"
-    if len(name) > NAME_MAX:
-        raise SpecError(
-            [
-                f"name: Job name {name!r} is longer than {NAME_MAX} characters; shorten the spec's name"
-            ]
-        )
-    return name
-
-
 def sweep_id(spec_name: str, job_names: Iterable[str]) -> str:
     """`{name}-{sha256 of the sorted Job names}[:8]`: the same spec and env list, the same id."""
     joined = ",".join(sorted(job_names))
@@ -237,7 +128,7 @@ def plan(
     """(sweep id, one point per env count). `local=True` keeps paths for a local process."""
     points = []
     for count in env_counts(spec, num_envs_list):
-        point = local_spec(spec, count) if local else pod_spec(spec, count, image)
+        point = spec.with_num_envs(count) if local else pod_spec(spec, count, image)
         points.append(SweepPoint(count, point, job_name(point)))
     return sweep or sweep_id(spec.name, [p.job_name for p in points]), points
 

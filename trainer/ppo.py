@@ -31,7 +31,9 @@ class TileEncoder(nn.Module):
     a one-core CPU learner keeps up with the emulators (measured with `trainer bench`; a
     stride-1 first layer with 32/32 channels and 256 hidden units cost 3.7× more per update)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], num_tile_ids: int, hidden: int, embed_dim: int = 8):
+    def __init__(
+        self, obs_shape: tuple[int, ...], num_tile_ids: int, hidden: int, embed_dim: int = 8
+    ):
         super().__init__()
         stack, height, width = obs_shape
         self.num_tile_ids = num_tile_ids
@@ -81,7 +83,14 @@ class PixelEncoder(nn.Module):
 class Agent(nn.Module):
     """Shared encoder, a policy head (std 0.01) and a value head (std 1) — detail 2."""
 
-    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, obs_type: str, hidden: int = 256, num_tile_ids: int = 768):
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        num_actions: int,
+        obs_type: str,
+        hidden: int = 256,
+        num_tile_ids: int = 768,
+    ):
         super().__init__()
         if obs_type == "tiles":
             self.encoder: nn.Module = TileEncoder(obs_shape, num_tile_ids, hidden)
@@ -224,10 +233,18 @@ def ppo_update(
         approx_kl = 0.0
         for start in range(0, size, minibatch_size):
             mb = order[start : start + minibatch_size]
-            _, newlogprob, entropy, newvalue = agent.get_action_and_value(batch.obs[mb], batch.actions[mb])
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                batch.obs[mb], batch.actions[mb]
+            )
             losses = ppo_losses(
-                newlogprob, entropy, newvalue,
-                batch.logprobs[mb], batch.advantages[mb], batch.returns[mb], batch.values[mb], cfg,
+                newlogprob,
+                entropy,
+                newvalue,
+                batch.logprobs[mb],
+                batch.advantages[mb],
+                batch.returns[mb],
+                batch.values[mb],
+                cfg,
             )
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -242,7 +259,9 @@ def ppo_update(
     stats = {key: value / max(count, 1) for key, value in totals.items()}
     y_pred, y_true = batch.values.cpu().numpy(), batch.returns.cpu().numpy()
     var_y = np.var(y_true)
-    stats["explained_variance"] = float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+    stats["explained_variance"] = (
+        float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+    )
     stats["epochs"] = float(epochs_run)
     return stats
 

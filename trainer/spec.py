@@ -12,9 +12,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,8 +30,20 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Kubernetes resource quantity, e.g. 256Mi, 1Gi, 500M, 0.5 (memory); see apimachinery quantity.go.
 QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
 _QUANTITY_FACTORS = {
-    None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    None: 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
 }
 
 BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
@@ -93,8 +107,12 @@ class ObsSpec(_Model):
         description="`tiles`: the screen's background tile ids (PyBoy game_area), a small integer "
         "grid; `pixels`: grayscale screen, downsampled.",
     )
-    downsample: int = Field(2, ge=1, le=8, description="Pixels only: keep every n-th pixel on each axis.")
-    frame_stack: int = Field(1, ge=1, le=8, description="Number of past observations stacked as channels.")
+    downsample: int = Field(
+        2, ge=1, le=8, description="Pixels only: keep every n-th pixel on each axis."
+    )
+    frame_stack: int = Field(
+        1, ge=1, le=8, description="Number of past observations stacked as channels."
+    )
 
 
 class EnvSpec(_Model):
@@ -103,14 +121,18 @@ class EnvSpec(_Model):
         description="Emulators stepped in parallel, or `auto` for one per CPU the process may use "
         "(cgroup quota and affinity respected).",
     )
-    frame_skip: int = Field(4, ge=1, le=64, description="Emulator frames per environment step (action repeat).")
+    frame_skip: int = Field(
+        4, ge=1, le=64, description="Emulator frames per environment step (action repeat)."
+    )
     press_frames: int | None = Field(
         None,
         ge=1,
         description="Frames the button is held within each step; default: half of frame_skip (at least 1).",
     )
     episode_length: int = Field(
-        750, ge=1, description="Steps after which an episode is truncated (time limit, not a real ending)."
+        750,
+        ge=1,
+        description="Steps after which an episode is truncated (time limit, not a real ending).",
     )
     actions: list[Button] = Field(
         default_factory=lambda: ["noop", "up", "down", "left", "right", "a", "b"],
@@ -165,12 +187,20 @@ class EnvSpec(_Model):
 
 
 class PPOSpec(_Model):
-    total_steps: int = Field(20000, ge=1, description="Environment steps to train for, summed over environments.")
-    rollout_steps: int = Field(128, ge=1, description="Steps per environment in each rollout before an update.")
+    total_steps: int = Field(
+        20000, ge=1, description="Environment steps to train for, summed over environments."
+    )
+    rollout_steps: int = Field(
+        128, ge=1, description="Steps per environment in each rollout before an update."
+    )
     update_epochs: int = Field(6, ge=1, description="Passes over each rollout batch.")
     batch_size: int = Field(128, ge=1, description="Minibatch size (samples per gradient step).")
-    learning_rate: float = Field(2.5e-4, ge=0, description="Adam learning rate (0 freezes the policy: a baseline).")
-    anneal_lr: bool = Field(True, description="Anneal the learning rate linearly to 0 over training.")
+    learning_rate: float = Field(
+        2.5e-4, ge=0, description="Adam learning rate (0 freezes the policy: a baseline)."
+    )
+    anneal_lr: bool = Field(
+        True, description="Anneal the learning rate linearly to 0 over training."
+    )
     gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE λ.")
     clip_coef: float = Field(0.1, gt=0, description="PPO ratio clip ε.")
@@ -179,10 +209,13 @@ class PPOSpec(_Model):
     ent_coef: float = Field(0.01, ge=0, description="Entropy bonus weight.")
     vf_coef: float = Field(0.5, ge=0, description="Value loss weight.")
     max_grad_norm: float = Field(0.5, gt=0, description="Global gradient-norm clip.")
-    target_kl: float | None = Field(None, gt=0, description="Stop an update's epochs early past this approximate KL.")
+    target_kl: float | None = Field(
+        None, gt=0, description="Stop an update's epochs early past this approximate KL."
+    )
     hidden_size: int = Field(128, ge=8, le=4096, description="Width of the policy's hidden layer.")
     device: str = Field(
-        "auto", description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N."
+        "auto",
+        description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N.",
     )
     async_rollout: bool = Field(
         False,
@@ -199,16 +232,25 @@ class PPOSpec(_Model):
 
 
 class CheckpointSpec(_Model):
-    dir: str = Field("training_runs", description="Directory for checkpoints and run outputs (a PVC in a pod).")
-    every_updates: int = Field(10, ge=1, description="Write a checkpoint every n updates (and at the end, and on SIGTERM).")
+    dir: str = Field(
+        "training_runs", description="Directory for checkpoints and run outputs (a PVC in a pod)."
+    )
+    every_updates: int = Field(
+        10, ge=1, description="Write a checkpoint every n updates (and at the end, and on SIGTERM)."
+    )
     keep: int = Field(3, ge=1, description="Step checkpoints kept on disk besides `latest`.")
-    resume: bool = Field(True, description="Continue from the latest checkpoint of this job when one exists.")
+    resume: bool = Field(
+        True, description="Continue from the latest checkpoint of this job when one exists."
+    )
 
 
 class MlflowSpec(_Model):
-    enabled: bool = Field(True, description="Track the run in MLflow; false: nothing talks to MLflow.")
+    enabled: bool = Field(
+        True, description="Track the run in MLflow; false: nothing talks to MLflow."
+    )
     tracking_uri: str | None = Field(
-        None, description="Tracking URI; default: $MLFLOW_TRACKING_URI, else MLflow's local default."
+        None,
+        description="Tracking URI; default: $MLFLOW_TRACKING_URI, else MLflow's local default.",
     )
     experiment: str = Field("pyboy-ppo", min_length=1, description="Experiment name.")
     run_name: str | None = Field(None, description="Run name; default: the job name.")
@@ -219,8 +261,12 @@ class MlflowSpec(_Model):
 class ResourcesSpec(_Model):
     cpu_per_env: float = Field(1.0, gt=0, description="CPU cores requested per environment.")
     learner_cpu: float = Field(1.0, gt=0, description="CPU cores requested for the learner.")
-    memory_per_env: Quantity = Field("256Mi", description="Memory requested per environment (Kubernetes quantity).")
-    learner_memory: Quantity = Field("1Gi", description="Memory requested for the learner (Kubernetes quantity).")
+    memory_per_env: Quantity = Field(
+        "256Mi", description="Memory requested per environment (Kubernetes quantity)."
+    )
+    learner_memory: Quantity = Field(
+        "1Gi", description="Memory requested for the learner (Kubernetes quantity)."
+    )
     gpu: int = Field(0, ge=0, description="NVIDIA GPUs (`nvidia.com/gpu`) for the learner.")
 
     @field_validator("memory_per_env", "learner_memory")
@@ -233,33 +279,55 @@ class TolerationSpec(_Model):
     key: str | None = Field(None, description="Taint key.")
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Equal or Exists.")
     value: str | None = Field(None, description="Taint value (with Equal).")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="Taint effect.")
-    tolerationSeconds: int | None = Field(None, description="For NoExecute: how long to stay bound.")  # noqa: N815
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect."
+    )
+    tolerationSeconds: int | None = Field(
+        None, description="For NoExecute: how long to stay bound."
+    )  # noqa: N815
 
 
 class KubernetesSpec(_Model):
     namespace: str = Field("default", description="Namespace for the Job and its ConfigMap.")
-    image: str | None = Field(None, description="Trainer image; default: the launcher's built-in default.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy.")
+    image: str | None = Field(
+        None, description="Trainer image; default: the launcher's built-in default."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Image pull policy."
+    )
     backoff_limit: int = Field(3, ge=0, description="Pod retries before the Job fails.")
-    ttl_seconds_after_finished: int | None = Field(86400, ge=0, description="Delete the finished Job after this many seconds.")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the Job after this much wall time.")
-    termination_grace_period_seconds: int = Field(60, ge=5, description="Time between SIGTERM and SIGKILL (the trainer checkpoints then).")
+    ttl_seconds_after_finished: int | None = Field(
+        86400, ge=0, description="Delete the finished Job after this many seconds."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the Job after this much wall time."
+    )
+    termination_grace_period_seconds: int = Field(
+        60, ge=5, description="Time between SIGTERM and SIGKILL (the trainer checkpoints then)."
+    )
     service_account: str | None = Field(None, description="ServiceAccount for the pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector.")
     tolerations: list[TolerationSpec] = Field(default_factory=list, description="Tolerations.")
-    checkpoint_pvc: str | None = Field(None, description="PersistentVolumeClaim mounted at checkpoint.dir (keeps checkpoints across pods).")
+    checkpoint_pvc: str | None = Field(
+        None,
+        description="PersistentVolumeClaim mounted at checkpoint.dir (keeps checkpoints across pods).",
+    )
     mlflow_secret: str | None = Field(
-        None, description="Secret whose keys (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD) become env vars; values never appear in the spec."
+        None,
+        description="Secret whose keys (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD) become env vars; values never appear in the spec.",
     )
     shm_size: Quantity = Field("1Gi", description="Size limit of the in-memory /dev/shm volume.")
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the Job and pod.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the Job and pod."
+    )
 
     @field_validator("namespace")
     @classmethod
     def _namespace_dns(cls, value: str) -> str:
         if len(value) > 63 or not DNS1123_LABEL.match(value):
-            raise ValueError("must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters")
+            raise ValueError(
+                "must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters"
+            )
         return value
 
     @field_validator("shm_size")
@@ -270,7 +338,8 @@ class KubernetesSpec(_Model):
 
 class SweepSpec(_Model):
     num_envs: list[int] = Field(
-        default_factory=list, description="Environment counts to compare; the launcher makes one Job per value."
+        default_factory=list,
+        description="Environment counts to compare; the launcher makes one Job per value.",
     )
 
     @field_validator("num_envs")
@@ -287,16 +356,29 @@ class SweepSpec(_Model):
 class JobSpec(_Model):
     """One training job. `name` is a DNS-1123 label: it names the Job and the MLflow run."""
 
-    name: str = Field(..., description="Job name: DNS-1123 label (lowercase letters, digits, '-'), at most 40 characters.")
-    seed: int = Field(1, ge=0, description="Seed for the policy, the action sampling and the environments.")
-    game: GameSpec = Field(default_factory=GameSpec, description="Which game and how it is rewarded.")
+    name: str = Field(
+        ...,
+        description="Job name: DNS-1123 label (lowercase letters, digits, '-'), at most 40 characters.",
+    )
+    seed: int = Field(
+        1, ge=0, description="Seed for the policy, the action sampling and the environments."
+    )
+    game: GameSpec = Field(
+        default_factory=GameSpec, description="Which game and how it is rewarded."
+    )
     env: EnvSpec = Field(default_factory=EnvSpec, description="Emulators and observations.")
     ppo: PPOSpec = Field(default_factory=PPOSpec, description="PPO hyperparameters.")
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints and resume.")
+    checkpoint: CheckpointSpec = Field(
+        default_factory=CheckpointSpec, description="Checkpoints and resume."
+    )
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow tracking.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Pod resources per environment.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Pod resources per environment."
+    )
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec, description="Job settings.")
-    sweep: SweepSpec = Field(default_factory=SweepSpec, description="Environment counts for the launcher.")
+    sweep: SweepSpec = Field(
+        default_factory=SweepSpec, description="Environment counts for the launcher."
+    )
 
     @field_validator("name")
     @classmethod
@@ -335,8 +417,8 @@ class JobSpec(_Model):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def spec_hash(self, length: int = 8) -> str:
-        """Hash of the whole spec (stable key order): names Jobs, tags runs."""
-        return _hash(self.model_dump(mode="json"), length)
+        """Hash of the whole spec: the first hex digits of `spec_digest` (Helm computes the same)."""
+        return spec_digest(self)[:length]
 
     def training_hash(self, length: int = 12) -> str:
         """Hash of what a checkpoint depends on: game, env, network and algorithm.
@@ -346,21 +428,40 @@ class JobSpec(_Model):
         observation or network.
         """
         data = self.model_dump(mode="json")
-        ppo = {k: v for k, v in data["ppo"].items() if k not in ("total_steps", "device", "async_rollout")}
+        ppo = {
+            k: v
+            for k, v in data["ppo"].items()
+            if k not in ("total_steps", "device", "async_rollout")
+        }
         env = {k: v for k, v in data["env"].items() if k not in ("backend", "envs_per_worker")}
         return _hash({"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo}, length)
 
 
-def job_name(spec: JobSpec, num_envs: int | str) -> str:
+#: Kubernetes object names are DNS-1123 labels of at most 63 characters.
+NAME_MAX = 63
+DIGEST_LENGTH = 8
+
+
+def job_name(spec: JobSpec) -> str:
     """The job's name and identity: `<name>-e<num_envs>-<spec hash>`, a DNS-1123 label ≤ 63.
 
-    The Kubernetes renderer names Jobs with it (and passes it to the pod as TRAINER_JOB_NAME);
-    a local run computes the same value, so its checkpoints and MLflow run are found again.
+    The Kubernetes renderer and the Helm chart name Jobs with it (and pass it to the pod as
+    TRAINER_JOB_NAME); a local run computes the same value, so its checkpoints and MLflow run
+    are found again. `spec` is one sweep point (a fixed `env.num_envs`).
     """
-    return f"{spec.name}-e{num_envs}-{spec.spec_hash(6)}"
+    name = f"{spec.name}-e{spec.env.num_envs}-{spec.spec_hash(DIGEST_LENGTH)}"
+    if len(name) > NAME_MAX:
+        raise SpecError(
+            [
+                f"name: Job name {name!r} is longer than {NAME_MAX} characters; shorten the spec's name"
+            ]
+        )
+    return name
 
 
-def check_batch(num_envs: int, rollout_steps: int, batch_size: int, where: str = "env.num_envs") -> None:
+def check_batch(
+    num_envs: int, rollout_steps: int, batch_size: int, where: str = "env.num_envs"
+) -> None:
     rollout = num_envs * rollout_steps
     if batch_size > rollout:
         raise ValueError(
@@ -407,6 +508,105 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
+# ---- canonical spec document: Go's json.MarshalIndent, byte for byte -------------------------
+# The spec's identity (its hash, the Job name) is computed from this text because the Helm chart
+# must derive the very same names from user-edited values: Helm's `toPrettyJson` is Go's
+# MarshalIndent (keys sorted, Go's float format, `<>&` escaped), and `sha256sum` hashes it.
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def go_float(value: float) -> str:
+    """A float the way Go's encoding/json writes a float64 (shortest digits, 'f' or 'e')."""
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"JSON has no representation for {value}")
+    if value == int(value) and abs(value) < 1e21:
+        return str(int(value))
+    magnitude = abs(value)
+    if magnitude < 1e-6 or magnitude >= 1e21:
+        text = repr(value)  # Python's shortest repr is in 'e' form here: 1.5e-07, 1e+21
+        mantissa, exponent = text.split("e")
+        sign, digits = exponent[0], exponent[1:].lstrip("0") or "0"
+        return f"{mantissa}e{sign}{digits.zfill(1) if sign == '-' else digits.zfill(2)}"
+    return format(Decimal(repr(value)), "f")
+
+
+_GO_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def go_string(value: str) -> str:
+    """A string the way Go's encoding/json writes it (HTML-safe escaping, UTF-8 kept)."""
+    out = []
+    for char in value:
+        if char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def go_json(value: Any, indent: str = "") -> str:
+    """`json.MarshalIndent(value, "", "  ")` of Go, for the JSON types a spec holds."""
+    inner = indent + "  "
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return go_float(value)
+    if isinstance(value, str):
+        return go_string(value)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        items = [
+            f"{inner}{go_string(str(k))}: {go_json(value[k], inner)}"
+            for k in sorted(value, key=str)
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(inner + go_json(v, inner) for v in value) + "\n" + indent + "]"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def spec_document(spec: JobSpec) -> str:
+    """The spec as Helm's `toPrettyJson` writes it (nulls dropped): the ConfigMap's `spec.yaml`
+    (JSON is YAML) and the text every spec hash is taken of."""
+    return go_json(_drop_none(spec.model_dump(mode="json")))
+
+
+def spec_digest(spec: JobSpec) -> str:
+    """SHA-256 (hex) of `spec_document(spec)`: Helm's `sha256sum` of the same text."""
+    return hashlib.sha256(spec_document(spec).encode()).hexdigest()
+
+
 # ---- loading, with errors that name file, line and key ---------------------------------------
 
 #: The seed's Make variables → spec keys (the README documents them).
@@ -434,7 +634,9 @@ def load_spec(
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise SpecError([f"{path}: no such file; pass the path of a job spec YAML (see configs/)"]) from None
+        raise SpecError(
+            [f"{path}: no such file; pass the path of a job spec YAML (see configs/)"]
+        ) from None
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
@@ -448,7 +650,11 @@ def load_spec(
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError([f"{path}:1: the spec must be a mapping of keys (name, game, env, ppo, …), got {type(data).__name__}"])
+        raise SpecError(
+            [
+                f"{path}:1: the spec must be a mapping of keys (name, game, env, ppo, …), got {type(data).__name__}"
+            ]
+        )
     sources: dict[str, str] = {}
     env_pairs = [
         (key, value, f"environment {var}={value}")
@@ -458,7 +664,9 @@ def load_spec(
     cli_pairs = []
     for item in overrides:
         if "=" not in item:
-            raise SpecError([f"--set {item}: expected dotted.key=value (e.g. --set ppo.total_steps=50000)"])
+            raise SpecError(
+                [f"--set {item}: expected dotted.key=value (e.g. --set ppo.total_steps=50000)"]
+            )
         key, value = item.split("=", 1)
         cli_pairs.append((key.strip(), value, f"--set {item}"))
     for key, raw, source in env_pairs + cli_pairs:
@@ -506,13 +714,18 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None
 
 def _is_free_map_key(key: str) -> bool:
     """Keys below free-form maps (game.reward.<term>, mlflow.tags.<tag>, …) are allowed."""
-    return any(key.startswith(prefix + ".") and key.count(".") == prefix.count(".") + 1 for prefix in _FREE_MAPS)
+    return any(
+        key.startswith(prefix + ".") and key.count(".") == prefix.count(".") + 1
+        for prefix in _FREE_MAPS
+    )
 
 
 _FREE_MAPS = ("game.reward", "mlflow.tags", "kubernetes.node_selector", "kubernetes.labels")
 
 
-def _valid_paths(model: type[BaseModel] = JobSpec, prefix: str = "") -> dict[str, type[BaseModel] | None]:
+def _valid_paths(
+    model: type[BaseModel] = JobSpec, prefix: str = ""
+) -> dict[str, type[BaseModel] | None]:
     """Every dotted key of the spec → the model it opens (None for leaves)."""
     out: dict[str, type[BaseModel] | None] = {}
     for name, field in model.model_fields.items():
@@ -529,7 +742,9 @@ def _valid_paths(model: type[BaseModel] = JobSpec, prefix: str = "") -> dict[str
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:  # e.g. 'ppo_settings' → 'ppo': a known key the word starts with
-        close = sorted((c for c in choices if word.startswith(c) or c.startswith(word)), key=len, reverse=True)[:1]
+        close = sorted(
+            (c for c in choices if word.startswith(c) or c.startswith(word)), key=len, reverse=True
+        )[:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -575,12 +790,20 @@ def _format_errors(
     paths = list(_valid_paths())
     for err in exc.errors(include_url=False):
         # Drop union/tag branch names Pydantic adds (e.g. 'int', "literal['auto']").
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in ("int", "str", "float") or "[" in p))]
+        loc = [
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and (p in ("int", "str", "float") or "[" in p))
+        ]
         dotted = ".".join(str(p) for p in loc)
         kind = err["type"]
         if kind == "extra_forbidden":
             parent = ".".join(str(p) for p in loc[:-1])
-            siblings = [p.rsplit(".", 1)[-1] for p in paths if (p.rsplit(".", 1)[0] if "." in p else "") == parent]
+            siblings = [
+                p.rsplit(".", 1)[-1]
+                for p in paths
+                if (p.rsplit(".", 1)[0] if "." in p else "") == parent
+            ]
             message = f"unknown key{_suggest(str(loc[-1]), siblings)}; allowed here: {', '.join(siblings)}"
         elif kind == "missing":
             message = "required key is missing"
@@ -600,7 +823,9 @@ def _format_errors(
             elif "input" in err and not isinstance(err["input"], dict):
                 message += f" (got {_show(err['input'])})"
         where = origin
-        source = next((s for k, s in sources.items() if dotted == k or dotted.startswith(k + ".")), None)
+        source = next(
+            (s for k, s in sources.items() if dotted == k or dotted.startswith(k + ".")), None
+        )
         if source:
             where = source
         else:

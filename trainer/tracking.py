@@ -73,7 +73,7 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 def job_identity(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:
     """The run's identity: `$TRAINER_JOB_NAME` in a pod, else the Job name the renderer would use."""
     name = environ.get(ENV_JOB_NAME, "").strip()
-    return name or job_name(spec, spec.env.num_envs)
+    return name or job_name(spec)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------

@@ -7,12 +7,14 @@ the MLflow run found by the job's identity tag), and SIGTERM makes it checkpoint
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import signal
 import sys
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,9 +25,25 @@ import torch
 from trainer.env import NUM_TILE_IDS, make_env
 from trainer.games import resolve_rom
 from trainer.games.base import rom_sha1
-from trainer.ppo import Agent, Batch, LossConfig, annealed_lr, compute_gae, make_optimizer, ppo_update
+from trainer.ppo import (
+    Agent,
+    Batch,
+    LossConfig,
+    annealed_lr,
+    compute_gae,
+    make_optimizer,
+    ppo_update,
+)
 from trainer.spec import JobSpec, available_cpus
-from trainer.tracking import CheckpointStore, MlflowTracker, NullTracker, Tracker, job_identity, rng_state, set_rng_state
+from trainer.tracking import (
+    CheckpointStore,
+    MlflowTracker,
+    NullTracker,
+    Tracker,
+    job_identity,
+    rng_state,
+    set_rng_state,
+)
 from trainer.vector import VecEnv, make_vec_env
 
 #: Exit code after a SIGTERM checkpoint: 128 + SIGTERM, so a Job counts the pod as failed and
@@ -108,6 +126,182 @@ def obs_to_tensor(obs: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(obs)
 
 
+@dataclass(eq=False)
+class Rollout:
+    """One rollout's storage (CleanRL's buffers), (T, N, ...) on the learner's device.
+
+    `next_obs` is the observation after the last stored step, for the bootstrap value; `steps`
+    is how many of the T rows the last collection filled.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    ends: torch.Tensor
+    values: torch.Tensor
+    next_obs: torch.Tensor
+    steps: int = 0
+    end_step: int = 0  # global step after the last filled row
+
+    @classmethod
+    def allocate(
+        cls,
+        steps: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        device: torch.device,
+    ) -> Rollout:
+        def zeros(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros((steps, num_envs), dtype=dtype, device=device)
+
+        return cls(
+            obs=torch.zeros((steps, num_envs, *obs_shape), dtype=obs_dtype, device=device),
+            actions=zeros(torch.long),
+            logprobs=zeros(),
+            rewards=zeros(),
+            ends=zeros(),
+            values=zeros(),
+            next_obs=torch.zeros((num_envs, *obs_shape), dtype=obs_dtype, device=device),
+        )
+
+
+@dataclass
+class Progress:
+    """Counters that survive a restart (they go into every checkpoint)."""
+
+    global_step: int = 0
+    update: int = 0
+    episodes: int = 0
+    recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+
+
+class Collector:
+    """Steps the pool with a policy and fills a `Rollout`; owns the episode console lines and
+    episode metrics. With `ppo.async_rollout` it runs in a thread beside the learner, with its
+    own copy of the policy (one update behind, as in asynchronous PPO variants)."""
+
+    def __init__(
+        self,
+        envs: VecEnv,
+        agent: Agent,
+        spec: JobSpec,
+        progress: Progress,
+        console: Console,
+        log: Any,
+        stop: Any,
+        device: torch.device,
+    ):
+        self.envs, self.agent, self.spec = envs, agent, spec
+        self.progress, self.console, self.log, self.stop = progress, console, log, stop
+        self.device = device
+        self.num_envs = envs.num_envs
+        self.next_obs = obs_to_tensor(envs.reset()).to(device)
+        self.start = time.perf_counter()
+        self.session_episodes = 0
+        self.returns: list[float] = []
+
+    def steps_left(self) -> int:
+        """Vector steps still to collect so training stops at total_steps (rounded up to N)."""
+        left = self.spec.ppo.total_steps - self.progress.global_step
+        return max(0, min(self.spec.ppo.rollout_steps, -(-left // self.num_envs)))
+
+    @torch.inference_mode()
+    def collect(self, buf: Rollout, steps: int) -> Rollout:
+        gamma = self.spec.ppo.gamma
+        progress = self.progress
+        buf.steps = 0
+        for step in range(steps):
+            buf.obs[step] = self.next_obs
+            action, logprob, _, value = self.agent.get_action_and_value(self.next_obs)
+            buf.actions[step] = action
+            buf.logprobs[step] = logprob
+            buf.values[step] = value
+            result = self.envs.step(action.cpu().numpy())
+            progress.global_step += self.num_envs
+            rewards = torch.from_numpy(result.rewards).to(self.device)
+            truncated = result.truncated & ~result.terminated
+            if truncated.any():
+                # A time limit is no real ending: bootstrap with γ·V(final obs) (Pardo et al. 2018).
+                final = obs_to_tensor(np.ascontiguousarray(result.final_obs[truncated])).to(
+                    self.device
+                )
+                rewards[torch.from_numpy(truncated).to(self.device)] += (
+                    gamma * self.agent.get_value(final)
+                )
+            buf.rewards[step] = rewards
+            buf.ends[step] = torch.from_numpy(result.terminated | result.truncated).to(
+                self.device, torch.float32
+            )
+            self.next_obs = obs_to_tensor(result.obs).to(self.device)
+            buf.steps = step + 1
+            for info in result.infos:
+                self._episode_done(info)
+            if self.stop.requested:
+                break
+        buf.next_obs.copy_(self.next_obs)
+        buf.end_step = progress.global_step
+        return buf
+
+    def _episode_done(self, info: dict[str, Any]) -> None:
+        progress = self.progress
+        progress.episodes += 1
+        self.session_episodes += 1
+        ep_return = float(info["episode_return"])
+        progress.recent_returns.append(ep_return)
+        self.returns.append(ep_return)
+        self.console.print(
+            f"Step {progress.global_step:>6} | Episode {progress.episodes:>4} | Reward: {ep_return:>7.2f} | "
+            f"Length: {int(info['episode_length']):>4} | Avg10: {np.mean(progress.recent_returns):>7.2f} | "
+            f"Time: {time.perf_counter() - self.start:>6.1f}s"
+        )
+        extra = {
+            f"episode/{k}": float(v)
+            for k, v in info.items()
+            if k not in ("episode_return", "episode_length", "env_index")
+        }
+        self.log(
+            {
+                "charts/episodic_return": ep_return,
+                "charts/episode_length": float(info["episode_length"]),
+                **extra,
+            },
+            progress.global_step,
+        )
+
+
+def learn(
+    agent: Agent, optimizer: torch.optim.Optimizer, buf: Rollout, spec: JobSpec
+) -> dict[str, float]:
+    """GAE over the filled rows of `buf`, then the PPO update (trainer.ppo)."""
+    ppo, n = spec.ppo, buf.steps
+    with torch.no_grad():
+        next_value = agent.get_value(buf.next_obs)
+    advantages, returns = compute_gae(
+        buf.rewards[:n], buf.values[:n], buf.ends[:n], next_value, ppo.gamma, ppo.gae_lambda
+    )
+    obs_shape = buf.obs.shape[2:]
+    batch = Batch(
+        obs=buf.obs[:n].reshape(-1, *obs_shape),
+        actions=buf.actions[:n].reshape(-1),
+        logprobs=buf.logprobs[:n].reshape(-1),
+        advantages=advantages.reshape(-1),
+        returns=returns.reshape(-1),
+        values=buf.values[:n].reshape(-1),
+    )
+    return ppo_update(
+        agent,
+        optimizer,
+        batch,
+        update_epochs=ppo.update_epochs,
+        minibatch_size=ppo.batch_size,
+        max_grad_norm=ppo.max_grad_norm,
+        target_kl=ppo.target_kl,
+        cfg=LossConfig(ppo.clip_coef, ppo.clip_vloss, ppo.norm_adv, ppo.ent_coef, ppo.vf_coef),
+    )
+
+
 def train(
     spec: JobSpec,
     *,
@@ -137,8 +331,12 @@ def train(
             if checkpoint is None:
                 fetched = tracker.fetch_latest_checkpoint(store.root / "downloaded")
                 if fetched is not None:
-                    checkpoint = torch.load(fetched, weights_only=True, map_location="cpu")
-        if checkpoint is not None and checkpoint["training_hash"] != spec.training_hash() and not force:
+                    checkpoint = CheckpointStore.load(fetched)
+        if (
+            checkpoint is not None
+            and checkpoint["training_hash"] != spec.training_hash()
+            and not force
+        ):
             raise CheckpointMismatch(
                 f"checkpoint.dir: the checkpoint in {store.root} was written for a different spec "
                 f"(training hash {checkpoint['training_hash']}, this spec {spec.training_hash()}); "
@@ -158,184 +356,173 @@ def train(
         for i in range(num_envs):
             console.print(f"✅ Environment {i + 1}/{num_envs} initialized")
 
-        agent = Agent(envs.observation_shape, envs.num_actions, spec.env.obs.type, ppo.hidden_size, NUM_TILE_IDS).to(device)
+        agent = Agent(
+            envs.observation_shape,
+            envs.num_actions,
+            spec.env.obs.type,
+            ppo.hidden_size,
+            NUM_TILE_IDS,
+        ).to(device)
         optimizer = make_optimizer(agent, ppo.learning_rate)
-        global_step, update, episodes = 0, 0, 0
-        recent_returns: deque[float] = deque(maxlen=10)
+        progress = Progress()
         if checkpoint is not None:
             agent.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            global_step, update, episodes = (int(checkpoint[k]) for k in ("global_step", "update", "episodes"))
-            recent_returns.extend(float(r) for r in checkpoint["recent_returns"])
+            progress.global_step, progress.update, progress.episodes = (
+                int(checkpoint[k]) for k in ("global_step", "update", "episodes")
+            )
+            progress.recent_returns.extend(float(r) for r in checkpoint["recent_returns"])
             set_rng_state(checkpoint["rng"])
-            console.print(f"↩️  Resuming from step {global_step:,} (update {update}, {episodes} episodes)")
-        resumed_from = global_step
-        if checkpoint is not None and global_step >= ppo.total_steps:
             console.print(
-                f"✔️  Job {identity} already trained to {global_step:,} of {ppo.total_steps:,} steps: nothing to do "
+                f"↩️  Resuming from step {progress.global_step:,} (update {progress.update}, {progress.episodes} episodes)"
+            )
+        resumed_from = progress.global_step
+        if checkpoint is not None and progress.global_step >= ppo.total_steps:
+            console.print(
+                f"✔️  Job {identity} already trained to {progress.global_step:,} of {ppo.total_steps:,} steps: nothing to do "
                 "(--fresh starts over)"
             )
         # Metrics at steps already in the MLflow run (logged after the checkpoint, before a kill)
         # are not logged twice.
         log_floor = tracker.last_step() if checkpoint is not None else -1
 
-        if not tracker.resumed:
-            tracker.log_params(spec.model_dump(mode="json"))
-        tracker.log_text(spec.to_yaml(), "spec.yaml")
-
-        loss_cfg = LossConfig(ppo.clip_coef, ppo.clip_vloss, ppo.norm_adv, ppo.ent_coef, ppo.vf_coef)
-        rollout_steps = ppo.rollout_steps
-        obs_shape = envs.observation_shape
-        obs_dtype = obs_to_tensor(np.zeros(1, dtype=envs.observation_dtype)).dtype
-        # Rollout storage (CleanRL's buffers), on the learner's device.
-        obs_buf = torch.zeros((rollout_steps, num_envs, *obs_shape), dtype=obs_dtype, device=device)
-        actions_buf = torch.zeros((rollout_steps, num_envs), dtype=torch.long, device=device)
-        logprobs_buf = torch.zeros((rollout_steps, num_envs), device=device)
-        rewards_buf = torch.zeros((rollout_steps, num_envs), device=device)
-        ends_buf = torch.zeros((rollout_steps, num_envs), device=device)
-        values_buf = torch.zeros((rollout_steps, num_envs), device=device)
-
-        stop = _install_sigterm_handler()
-        console.print("🏃 Starting parallel training...")
-        next_obs = obs_to_tensor(envs.reset()).to(device)
-        start = time.perf_counter()
-        learner_seconds = 0.0
-        session_episodes = 0
-        returns: list[float] = []
-
         def log(metrics: dict[str, float], step: int) -> None:
             if step > log_floor:
                 tracker.log_metrics(metrics, step)
 
-        def save_checkpoint() -> None:
+        if not tracker.resumed:
+            tracker.log_params(spec.model_dump(mode="json"))
+        tracker.log_text(spec.to_yaml(), "spec.yaml")
+
+        def save_checkpoint(step: int) -> None:
+            """Model and counters as of `step`: a rollout collected but not yet learned from
+            (async mode, or SIGTERM mid-rollout) is not in it and is collected again on resume."""
             state = {
                 "model": agent.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "global_step": global_step,
-                "update": update,
-                "episodes": episodes,
-                "recent_returns": list(recent_returns),
+                "global_step": step,
+                "update": progress.update,
+                "episodes": progress.episodes,
+                "recent_returns": list(progress.recent_returns),
                 "rng": rng_state(),
                 "training_hash": spec.training_hash(),
                 "spec_yaml": spec.to_yaml(),
             }
-            path = store.save(state, global_step)
-            tracker.log_checkpoint(path, global_step)
+            path = store.save(state, step)
+            tracker.log_checkpoint(path, step)
 
-        while global_step < ppo.total_steps:
-            # The last rollout is shortened so training stops at total_steps (rounded up to N).
-            steps_this = min(rollout_steps, -(-(ppo.total_steps - global_step) // num_envs))
-            lr = annealed_lr(ppo.learning_rate, global_step, ppo.total_steps, ppo.anneal_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            for step in range(steps_this):
-                obs_buf[step] = next_obs
-                with torch.inference_mode():
-                    action, logprob, _, value = agent.get_action_and_value(next_obs)
-                actions_buf[step] = action
-                logprobs_buf[step] = logprob
-                values_buf[step] = value
-                result = envs.step(action.cpu().numpy())
-                global_step += num_envs
-                rewards = torch.from_numpy(result.rewards).to(device)
-                truncated = result.truncated & ~result.terminated
-                if truncated.any():
-                    # Time limit is no real ending: bootstrap with γ·V(final obs) (Pardo et al. 2018).
-                    final = obs_to_tensor(np.ascontiguousarray(result.final_obs[truncated])).to(device)
-                    with torch.inference_mode():
-                        rewards[torch.from_numpy(truncated).to(device)] += ppo.gamma * agent.get_value(final)
-                rewards_buf[step] = rewards
-                ends_buf[step] = torch.from_numpy(result.terminated | result.truncated).to(device, torch.float32)
-                next_obs = obs_to_tensor(result.obs).to(device)
-                for info in result.infos:
-                    episodes += 1
-                    session_episodes += 1
-                    ep_return = float(info["episode_return"])
-                    recent_returns.append(ep_return)
-                    returns.append(ep_return)
-                    console.print(
-                        f"Step {global_step:>6} | Episode {episodes:>4} | Reward: {ep_return:>7.2f} | "
-                        f"Length: {int(info['episode_length']):>4} | Avg10: {np.mean(recent_returns):>7.2f} | "
-                        f"Time: {time.perf_counter() - start:>6.1f}s"
+        obs_dtype = obs_to_tensor(np.zeros(1, dtype=envs.observation_dtype)).dtype
+        buffers = [
+            Rollout.allocate(ppo.rollout_steps, num_envs, envs.observation_shape, obs_dtype, device)
+            for _ in range(2 if ppo.async_rollout else 1)
+        ]
+        stop = _install_sigterm_handler()
+        # With async_rollout the collector acts with its own copy of the policy, refreshed after
+        # every update, so the learner's in-place optimizer steps never race its inference.
+        actor = copy.deepcopy(agent) if ppo.async_rollout else agent
+        collector = Collector(envs, actor, spec, progress, console, log, stop, device)
+        console.print("🏃 Starting parallel training...")
+        start = collector.start
+        learner_seconds = 0.0
+        executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
+            if ppo.async_rollout
+            else None
+        )
+
+        trained_step = progress.global_step  # steps whose data the agent has been updated on
+        pending: Future[Rollout] | None = None
+        try:
+            current = (
+                collector.collect(buffers[0], collector.steps_left())
+                if collector.steps_left()
+                else None
+            )
+            while current is not None and current.steps and not stop.requested:
+                lr = annealed_lr(ppo.learning_rate, trained_step, ppo.total_steps, ppo.anneal_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if executor is not None and collector.steps_left():
+                    # Overlap: the actor collects the next rollout while the learner updates.
+                    pending = executor.submit(
+                        collector.collect,
+                        buffers[1] if current is buffers[0] else buffers[0],
+                        collector.steps_left(),
                     )
-                    extra = {f"episode/{k}": float(v) for k, v in info.items() if k not in ("episode_return", "episode_length", "env_index")}
-                    log({"charts/episodic_return": ep_return, "charts/episode_length": float(info["episode_length"]), **extra}, global_step)
-                if stop.requested:
-                    break
-            if stop.requested:
-                save_checkpoint()
-                console.print(f"🛑 SIGTERM: checkpoint written at step {global_step:,}; exiting")
-                status = "KILLED"
-                raise Preempted()
-
-            learn_start = time.perf_counter()
-            n = steps_this
-            with torch.no_grad():
-                next_value = agent.get_value(next_obs)
-            advantages, returns_t = compute_gae(
-                rewards_buf[:n], values_buf[:n], ends_buf[:n], next_value, ppo.gamma, ppo.gae_lambda
-            )
-            batch = Batch(
-                obs=obs_buf[:n].reshape(-1, *obs_shape),
-                actions=actions_buf[:n].reshape(-1),
-                logprobs=logprobs_buf[:n].reshape(-1),
-                advantages=advantages.reshape(-1),
-                returns=returns_t.reshape(-1),
-                values=values_buf[:n].reshape(-1),
-            )
-            stats = ppo_update(
-                agent,
-                optimizer,
-                batch,
-                update_epochs=ppo.update_epochs,
-                minibatch_size=ppo.batch_size,
-                max_grad_norm=ppo.max_grad_norm,
-                target_kl=ppo.target_kl,
-                cfg=loss_cfg,
-            )
-            update += 1
-            learner_seconds += time.perf_counter() - learn_start
-            elapsed = time.perf_counter() - start
-            sps = (global_step - resumed_from) / elapsed
-            console.print(
-                f"🧠 Update {update:>4} | step {global_step:>7,} | policy {stats['policy_loss']:+.4f} | "
-                f"value {stats['value_loss']:.4f} | entropy {stats['entropy']:.3f} | kl {stats['approx_kl']:.4f} | "
-                f"{sps:,.0f} steps/s | learner {learner_seconds / elapsed:.0%}"
-            )
-            log(
-                {
-                    **{f"losses/{k}": v for k, v in stats.items() if k != "loss"},
-                    "charts/learning_rate": lr,
-                    "perf/sps": sps,
-                    "perf/fps": sps * spec.env.frame_skip,
-                    "perf/learner_seconds": learner_seconds,
-                    "perf/worker_restarts": float(getattr(envs, "worker_restarts", 0)),
-                },
-                global_step,
-            )
-            if update % spec.checkpoint.every_updates == 0 or global_step >= ppo.total_steps:
-                save_checkpoint()
+                learn_start = time.perf_counter()
+                stats = learn(agent, optimizer, current, spec)
+                learner_seconds += time.perf_counter() - learn_start
+                progress.update += 1
+                trained_step = current.end_step
+                next_rollout = None
+                if pending is not None:
+                    next_rollout, pending = pending.result(), None
+                    actor.load_state_dict(agent.state_dict())
+                elapsed = time.perf_counter() - start
+                sps = (progress.global_step - resumed_from) / elapsed
+                console.print(
+                    f"🧠 Update {progress.update:>4} | step {trained_step:>7,} | policy {stats['policy_loss']:+.4f} | "
+                    f"value {stats['value_loss']:.4f} | entropy {stats['entropy']:.3f} | kl {stats['approx_kl']:.4f} | "
+                    f"{sps:,.0f} steps/s | learner {learner_seconds / elapsed:.0%}"
+                )
+                log(
+                    {
+                        **{f"losses/{k}": v for k, v in stats.items() if k != "loss"},
+                        "charts/learning_rate": lr,
+                        "perf/sps": sps,
+                        "perf/fps": sps * spec.env.frame_skip,
+                        "perf/learner_seconds": learner_seconds,
+                        "perf/worker_restarts": float(envs.worker_restarts),
+                    },
+                    trained_step,
+                )
+                if (
+                    progress.update % spec.checkpoint.every_updates == 0
+                    or trained_step >= ppo.total_steps
+                ):
+                    save_checkpoint(trained_step)
+                if executor is None and collector.steps_left() and not stop.requested:
+                    next_rollout = collector.collect(buffers[0], collector.steps_left())
+                current = next_rollout
+        finally:
+            if pending is not None:  # an error in the learner: let the collector finish first
+                stop.requested = True
+                pending.result()
+            if executor is not None:
+                executor.shutdown(wait=True)
+        if stop.requested:
+            save_checkpoint(trained_step)
+            console.print(f"🛑 SIGTERM: checkpoint written at step {trained_step:,}; exiting")
+            status = "KILLED"
+            raise Preempted()
 
         training_seconds = time.perf_counter() - start
-        steps_done = global_step - resumed_from
+        steps_done = trained_step - resumed_from
+        rate = (
+            (lambda amount: amount / training_seconds)
+            if training_seconds > 0
+            else (lambda amount: 0.0)
+        )
         summary = TrainSummary(
-            final_step=global_step,
-            total_episodes=episodes,
+            final_step=trained_step,
+            total_episodes=progress.episodes,
             training_seconds=training_seconds,
-            avg_reward_last10=float(np.mean(recent_returns)) if recent_returns else float("nan"),
+            avg_reward_last10=float(np.mean(progress.recent_returns))
+            if progress.recent_returns
+            else float("nan"),
             num_envs=num_envs,
-            steps_per_second=steps_done / training_seconds if training_seconds else 0.0,
-            episodes_per_second=session_episodes / training_seconds if training_seconds else 0.0,
-            frames_per_second=steps_done * spec.env.frame_skip / training_seconds if training_seconds else 0.0,
-            learner_fraction=learner_seconds / training_seconds if training_seconds else 0.0,
+            steps_per_second=rate(steps_done),
+            episodes_per_second=rate(collector.session_episodes),
+            frames_per_second=rate(steps_done * spec.env.frame_skip),
+            learner_fraction=rate(learner_seconds),
             resumed_from_step=resumed_from,
             run_id=tracker.run_id,
-            worker_restarts=int(getattr(envs, "worker_restarts", 0)),
-            returns=returns,
+            worker_restarts=envs.worker_restarts,
+            returns=collector.returns,
         )
         _print_summary(console, summary, spec.env.frame_skip)
         if spec.mlflow.log_model and steps_done > 0:
-            tracker.log_model(agent.cpu(), obs_example=next_obs[:1].cpu())
+            tracker.log_model(agent.cpu(), obs_example=collector.next_obs[:1].cpu())
         status = "FINISHED"
         return summary
     finally:

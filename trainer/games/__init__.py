@@ -25,7 +25,9 @@ def make_adapter(name: str, reward_overrides: Mapping[str, float] | None = None)
     try:
         target = ADAPTERS[name]
     except KeyError:
-        raise GameError(f"game.adapter: unknown adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+        raise GameError(
+            f"game.adapter: unknown adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}"
+        ) from None
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(reward_overrides)
 
@@ -35,7 +37,9 @@ def resolve_rom(rom: str) -> Path:
     if rom.startswith("builtin:"):
         key = rom.removeprefix("builtin:")
         if key not in BUILTIN_ROMS:
-            raise GameError(f"game.rom: unknown built-in ROM {rom!r}; built-in: {', '.join('builtin:' + k for k in BUILTIN_ROMS)}")
+            raise GameError(
+                f"game.rom: unknown built-in ROM {rom!r}; built-in: {', '.join('builtin:' + k for k in BUILTIN_ROMS)}"
+            )
         return BUILTIN_ROMS[key]
     path = Path(rom).expanduser()
     if not path.is_file():
