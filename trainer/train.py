@@ -409,6 +409,9 @@ def train(
                 "spec_yaml": spec.to_yaml(),
             }
             path = store.save(state, step)
+            # Metrics up to a checkpoint are in MLflow before it is: a SIGKILL then loses
+            # neither (a resume starts after the checkpoint and never logs those steps again).
+            tracker.flush()
             tracker.log_checkpoint(path, step)
 
         obs_dtype = obs_to_tensor(np.zeros(1, dtype=envs.observation_dtype)).dtype

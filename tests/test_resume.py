@@ -1,0 +1,158 @@
+"""Fault injection: a trainer stopped by SIGTERM or killed by SIGKILL is restarted and finishes in
+the same MLflow run, with continuous, unduplicated metric steps (a real MLflow server on loopback,
+the real `trainer run` process)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+TOTAL_STEPS = 8000
+
+
+def write_spec(tmp_path: Path, uri: str, name: str) -> Path:
+    spec = {
+        "name": name,
+        "seed": 5,
+        "env": {"num_envs": 2, "episode_length": 40},
+        "ppo": {
+            "total_steps": TOTAL_STEPS,
+            "rollout_steps": 64,
+            "update_epochs": 2,
+            "batch_size": 64,
+        },
+        "checkpoint": {"dir": str(tmp_path / "runs"), "every_updates": 3},
+        "mlflow": {"tracking_uri": uri, "experiment": "resume-tests", "log_model": False},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def start(spec: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAIN_", "TRAINER_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer", "run", str(spec)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_checkpoint(root: Path, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Until the job has written at least two checkpoints (so it is mid-run, not starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = list(root.glob("*/checkpoints/step_*.pt"))
+        if len(steps) >= 2:
+            return
+        assert proc.poll() is None, "trainer exited before writing checkpoints"
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint within the timeout")
+
+
+def one_run(uri: str, name: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("resume-tests")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`trainer.job_id` LIKE '{name}-%'"
+    )
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return client, runs[0]
+
+
+def assert_continuous(client, run_id: str) -> None:
+    # One point per update for these: a step seen twice would be a resume that logged again.
+    for key in ("perf/sps", "losses/value_loss"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert steps, key
+        assert len(steps) == len(set(steps)), f"{key}: duplicated steps {sorted(steps)}"
+    # Episodes: both envs may end at the same step, never more than that.
+    episode_steps = [m.step for m in client.get_metric_history(run_id, "charts/episodic_return")]
+    assert episode_steps and max(episode_steps.count(s) for s in set(episode_steps)) <= 2
+    updates = sorted(m.step for m in client.get_metric_history(run_id, "perf/sps"))
+    assert updates[-1] == TOTAL_STEPS
+    assert updates[0] <= 2 * 64 * 3, "the first updates' metrics were logged"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killed_run_resumes_in_same_mlflow_run(tmp_path, mlflow_server, sig):
+    name = f"resume-{sig.name.lower()}"
+    spec = write_spec(tmp_path, mlflow_server, name)
+    log = tmp_path / "trainer.log"
+    proc = start(spec, log)
+    wait_for_checkpoint(tmp_path / "runs", proc)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    code = proc.wait(timeout=30)
+    if sig == signal.SIGTERM:
+        assert code == 143, log.read_text()[-2000:]
+        assert time.monotonic() - sent < 10, "SIGTERM must checkpoint and exit within seconds"
+        assert "SIGTERM: checkpoint written" in log.read_text()
+        _, run = one_run(mlflow_server, name)
+        assert run.info.status == "KILLED"
+    else:
+        assert code == -signal.SIGKILL
+
+    restarted = start(spec, log)
+    assert restarted.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Resuming from step" in text
+    assert f"Final step: {TOTAL_STEPS:,}" in text
+    client, run = one_run(mlflow_server, name)
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["trainer.starts"]) >= 2
+    assert_continuous(client, run.info.run_id)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/latest.pt" in artifacts
+
+
+def test_pod_without_local_checkpoints_resumes_from_mlflow(tmp_path, mlflow_server):
+    """A new pod has no PVC: the checkpoint comes back from the MLflow run found by its tag."""
+    name = "resume-fetch"
+    spec = write_spec(tmp_path, mlflow_server, name)
+    log = tmp_path / "trainer.log"
+    proc = start(spec, log)
+    wait_for_checkpoint(tmp_path / "runs", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    shutil.rmtree(tmp_path / "runs")
+    assert start(spec, log).wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    resumed = [line for line in text.splitlines() if "Resuming from step" in line]
+    assert resumed and not resumed[-1].startswith("↩️  Resuming from step 0 ")
+    client, run = one_run(mlflow_server, name)
+    assert run.info.status == "FINISHED"
+    assert_continuous(client, run.info.run_id)
+
+
+def test_checkpoint_of_other_spec_is_refused_without_force(tmp_path, mlflow_server):
+    spec = write_spec(tmp_path, mlflow_server, "resume-mismatch")
+    log = tmp_path / "trainer.log"
+    assert start(spec, log).wait(timeout=300) == 0
+    data = yaml.safe_load(spec.read_text())
+    data["ppo"]["learning_rate"] = 0.01
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "TRAINER_JOB_NAME": next((tmp_path / "runs").iterdir()).name}
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "run", str(other)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "different spec" in proc.stderr and "--force" in proc.stderr
