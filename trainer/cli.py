@@ -493,3 +493,66 @@ def cancel(
         sys.exit(launcher.cancel(client, ns, targets, echo=click.echo))
     except kube.KubeError as exc:
         _kube_failure(exc)
+
+
+@main.command()
+@click.argument("sweep_id")
+@click.option(
+    "--experiment", help="Experiment holding the sweep (default: search every experiment)."
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's local default).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Where to write comparison.png and comparison.json.",
+)
+@click.option("--no-log", is_flag=True, help="Do not log the comparison to MLflow.")
+@handle_errors
+def compare(
+    sweep_id: str, experiment: str | None, tracking_uri: str | None, out_dir: str, no_log: bool
+) -> None:
+    """Compare the runs of a sweep side by side: a table, plots, and a `compare-<SWEEP_ID>` run
+    in MLflow holding both (`trainer launch` prints the sweep id; runs carry it as tag sweep_id).
+    """
+    from pathlib import Path
+
+    from rich.console import Console as RichConsole
+
+    from trainer.report import comparison_rows, comparison_table, plot_comparison
+    from trainer.tracking import find_sweep_runs, log_comparison
+
+    try:
+        records = find_sweep_runs(tracking_uri, sweep_id, experiment)
+    except LookupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID_INPUT)
+    if not records:
+        click.echo(
+            f"error: no runs tagged sweep_id={sweep_id!r}; check the id (`trainer launch` prints it) and --tracking-uri",
+            err=True,
+        )
+        sys.exit(EXIT_FAILURE)
+    rows = comparison_rows(records)
+    console = RichConsole()
+    console.print(comparison_table(rows, sweep_id))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table_path = out / "comparison.json"
+    table_path.write_text(json.dumps(rows, indent=2))
+    plot_path = plot_comparison(records, rows, out / "comparison.png")
+    console.print(f"wrote {plot_path} and {table_path}")
+    if not no_log:
+        summary = {f"sps_e{r['num_envs']}": r["sps"] for r in rows} | {
+            f"return_e{r['num_envs']}": r["return_last10"] for r in rows
+        }
+        run_id = log_comparison(
+            tracking_uri, records[0].run_id, sweep_id, [plot_path, table_path], summary
+        )
+        console.print(f"logged to MLflow run {run_id} (compare-{sweep_id})")

@@ -36,7 +36,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -795,3 +796,87 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+
+
+# ---- reading a sweep back (trainer compare) ------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """One run of a sweep, as `trainer compare` needs it."""
+
+    run_id: str
+    name: str
+    num_envs: int
+    status: str
+    metrics: dict[str, float]
+    returns: list[tuple[int, float]]  # (step, episodic return)
+
+
+def find_sweep_runs(
+    tracking_uri: str | None, sweep_id: str, experiment: str | None = None
+) -> list[RunRecord]:
+    """The runs tagged `sweep_id` (in `experiment`, else in every experiment), by env count."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise LookupError(
+                f"--experiment: no experiment named {experiment!r} at {client.tracking_uri}"
+            )
+        experiment_ids = [found.experiment_id]
+    else:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiment_ids, filter_string=f"tags.sweep_id = '{_quote(sweep_id)}'", max_results=1000
+    )
+    records = []
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "charts/episodic_return")
+        records.append(
+            RunRecord(
+                run_id=run.info.run_id,
+                name=run.info.run_name or run.info.run_id,
+                num_envs=int(run.data.tags.get("num_envs", "0") or 0),
+                status=run.info.status,
+                metrics=dict(run.data.metrics),
+                returns=sorted((m.step, m.value) for m in history),
+            )
+        )
+    return sorted(records, key=lambda r: (r.num_envs, r.name))
+
+
+def log_comparison(
+    tracking_uri: str | None,
+    experiment_id_of: str,
+    sweep_id: str,
+    files: Sequence[Path],
+    summary: Mapping[str, float],
+) -> str:
+    """Log the comparison (table, plots) to a `compare-<sweep id>` run in the experiment of run
+    `experiment_id_of`, tagged with the sweep id so it sits beside the runs it compares."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_run(experiment_id_of).info.experiment_id
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`trainer.compare_of` = '{_quote(sweep_id)}'",
+        max_results=1,
+    )
+    if existing:
+        run_id = existing[0].info.run_id
+    else:
+        run_id = client.create_run(
+            experiment_id,
+            run_name=f"compare-{sweep_id}",
+            tags={"sweep_id": sweep_id, "trainer.compare_of": sweep_id},
+        ).info.run_id
+    for path in files:
+        client.log_artifact(run_id, str(path), "comparison")
+    for key, value in summary.items():
+        client.log_metric(run_id, key, float(value))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
