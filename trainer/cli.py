@@ -57,6 +57,25 @@ set_option = click.option(
 )
 
 
+def env_counts_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    """'1,2,4' → (1, 2, 4); a usage error (exit 2) otherwise."""
+    if value is None:
+        return None
+    try:
+        counts = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers like 1,2,4 (got {value!r})"
+        ) from None
+    if not counts or any(c < 1 for c in counts) or len(set(counts)) != len(counts):
+        raise click.BadParameter(
+            f"environment counts must be distinct integers ≥ 1 (got {value!r})"
+        )
+    return counts
+
+
 def read_spec(spec_path: str, overrides: tuple[str, ...]) -> JobSpec:
     """Load SPEC with the TRAIN_* environment and --set overrides (file < environment < CLI)."""
     return load_spec(spec_path, overrides)
@@ -143,26 +162,15 @@ def run(
         sys.exit(EXIT_PREEMPTED)
 
 
-def parse_env_counts(value: str | None) -> tuple[int, ...] | None:
-    """'1,2,4' → (1, 2, 4); a clear usage error (exit 2) otherwise."""
-    if value is None:
-        return None
-    try:
-        counts = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers like 1,2,4 (got {value!r})"
-        ) from None
-    if not counts or any(c < 1 for c in counts):
-        raise click.BadParameter(f"every environment count must be ≥ 1 (got {value!r})")
-    return counts
-
-
 @main.command()
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @set_option
 @click.option(
-    "--envs", "envs", metavar="1,2,4", help="Environment counts to measure (default 1,2,4)."
+    "--envs",
+    "envs",
+    metavar="1,2,4",
+    callback=env_counts_callback,
+    help="Environment counts to measure (default 1,2,4).",
 )
 @click.option("--quick", is_flag=True, help="A short smoke run (seconds; the figures mean little).")
 @click.option(
@@ -180,7 +188,7 @@ def parse_env_counts(value: str | None) -> tuple[int, ...] | None:
 def bench(
     spec_path: str | None,
     overrides: tuple[str, ...],
-    envs: str | None,
+    envs: tuple[int, ...] | None,
     quick: bool,
     json_path: str | None,
     no_train_sweep: bool,
@@ -195,7 +203,7 @@ def bench(
     from trainer.bench import render_tables, run_bench
     from trainer.spec import validate_spec
 
-    counts = parse_env_counts(envs) or (1, 2, 4)
+    counts = envs or (1, 2, 4)
     if spec_path:
         spec = read_spec(spec_path, overrides)
     else:
@@ -226,29 +234,10 @@ def bench(
 # These import trainer.kube / trainer.launcher only (no torch, no PyBoy), so they start fast.
 
 
-def _kube_envs(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> tuple[int, ...] | None:
-    """'1,2,4' → (1, 2, 4); a usage error (exit 2) otherwise."""
-    if value is None:
-        return None
-    try:
-        counts = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers like 1,2,4 (got {value!r})"
-        ) from None
-    if not counts or any(c < 1 for c in counts) or len(set(counts)) != len(counts):
-        raise click.BadParameter(
-            f"environment counts must be distinct integers ≥ 1 (got {value!r})"
-        )
-    return counts
-
-
 _envs_option = click.option(
     "--envs",
     metavar="1,2,4",
-    callback=_kube_envs,
+    callback=env_counts_callback,
     help="Environment counts, one Job each (default: the spec's sweep.num_envs, else env.num_envs).",
 )
 _image_option = click.option(

@@ -1,0 +1,38 @@
+"""`trainer bench --quick`: a smoke run of every stage (figures are not asserted: no timing
+thresholds in tests, the machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_prints_tables_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "bench", "--quick", "--envs", "1,2", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for title in ("Scaling", "Each stage against its baseline", "End to end and resources"):
+        assert title in proc.stdout
+    report = json.loads(out.read_text())
+    assert [row["num_envs"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        for key in ("raw_fps", "pool_sps", "rollout_sps", "train_sps"):
+            assert row[key] > 0 and math.isfinite(row[key]), key
+        assert row["pool_fps"] == pytest.approx(row["pool_sps"] * report["frame_skip"])
+    assert report["learner_samples_per_second"] > 0
+    assert 0 < report["memory_per_env_mb"] < 1024
+    assert report["startup_seconds"] > 0
+
+
+def test_bench_rejects_bad_env_list():
+    proc = subprocess.run([sys.executable, "-m", "trainer", "bench", "--envs", "1,x"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Invalid value for '--envs'" in proc.stderr
