@@ -17,7 +17,9 @@ def test_bench_quick_prints_tables_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", "bench", "--quick", "--envs", "1,2", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for title in ("Scaling", "Each stage against its baseline", "End to end and resources"):
@@ -34,5 +36,7 @@ def test_bench_quick_prints_tables_and_writes_json(tmp_path):
 
 
 def test_bench_rejects_bad_env_list():
-    proc = subprocess.run([sys.executable, "-m", "trainer", "bench", "--envs", "1,x"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "bench", "--envs", "1,x"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "Invalid value for '--envs'" in proc.stderr

@@ -168,27 +168,51 @@ def bench_rollout(spec: JobSpec, num_envs: int, steps: int) -> float:
         pool.close()
 
 
-def bench_memory_and_startup(spec: JobSpec, num_envs: int = 2) -> tuple[float, float]:
-    """(PSS MB per environment of a process-pool worker, seconds from spec to first step)."""
+_STARTUP_PROBE = """
+import sys, time
+start = time.perf_counter()
+import functools, numpy as np
+from trainer.env import make_env
+from trainer.spec import JobSpec
+from trainer.vector import make_vec_env
+spec = JobSpec.model_validate_json(sys.argv[1])
+pool = make_vec_env([functools.partial(make_env, spec, i) for i in range(spec.env.num_envs)],
+                    backend=spec.env.backend, envs_per_worker=spec.env.envs_per_worker)
+pool.reset()
+pool.step(np.zeros(spec.env.num_envs, dtype=np.int64))
+print(time.perf_counter() - start)
+pool.close()
+"""
+
+
+def bench_startup(spec: JobSpec, num_envs: int = 2) -> float:
+    """Seconds from a fresh Python process reading the spec to the pool's first step (imports,
+    worker start, emulator boot, reset): what a pod pays before training, measured cold."""
+    import subprocess
+    import sys
+
+    point = spec.with_num_envs(num_envs)
+    out = subprocess.run(
+        [sys.executable, "-c", _STARTUP_PROBE, point.model_dump_json()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(spec: JobSpec, num_envs: int = 2) -> float:
+    """PSS (MB) per environment of a process-pool worker holding one environment."""
     from trainer.vector import ProcessVecEnv
 
-    start = time.perf_counter()
-    pool = _make_pool(
-        spec.model_copy(
-            update={"env": spec.env.model_copy(update={"backend": "process", "envs_per_worker": 1})}
-        ),
-        num_envs,
-    )
+    env = spec.env.model_copy(update={"backend": "process", "envs_per_worker": 1})
+    pool = _make_pool(spec.model_copy(update={"env": env}), num_envs)
     try:
         pool.reset()
         pool.step(np.zeros(num_envs, dtype=np.int64))
-        startup = time.perf_counter() - start
-        pss = []
-        if isinstance(pool, ProcessVecEnv):
-            for pid in pool.worker_pids():
-                if pid is not None:
-                    pss.append(_pss_mb(pid))
-        return (float(np.mean(pss)) if pss else float("nan")), startup
+        assert isinstance(pool, ProcessVecEnv)
+        pss = [_pss_mb(pid) for pid in pool.worker_pids() if pid is not None]
+        return float(np.mean(pss)) if pss else float("nan")
     finally:
         pool.close()
 
@@ -351,7 +375,8 @@ def run_bench(
     probe.close()
     report.learner_samples_per_second = bench_learner(spec, 512 if quick else 8192, shape, actions)
     say("memory and start-up")
-    report.memory_per_env_mb, report.startup_seconds = bench_memory_and_startup(spec)
+    report.memory_per_env_mb = bench_memory(spec)
+    report.startup_seconds = bench_startup(spec)
     return report
 
 
