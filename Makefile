@@ -70,5 +70,9 @@ bench-quick: setup ## A short benchmark smoke run
 rom: ## Rebuild the built-in game's ROM with SDCC
 	bash scripts/build_rom.sh
 
+manifests: setup tools ## Regenerate k8s/examples, golden files and the chart's values from configs/ and the spec
+	UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_kube_render.py tests/test_helm_chart.py
+	$(BIN)/python scripts/update_readme.py
+
 clean: ## Remove training outputs (keeps .venv and .tools)
 	rm -rf training_runs mlruns mlartifacts
