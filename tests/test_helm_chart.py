@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 import yaml
 from test_kube_render import FULL
-from test_kube_tools import ROOT, checkov, kubernetes_validate, require_tool, run_tool
+from test_kube_tools import (
+    ROOT,
+    assert_checkov_passes,
+    assert_valid_manifests,
+    require_tool,
+    run_tool,
+)
 
 from trainer import kube
 from trainer.spec import JobSpec, validate_spec
@@ -193,8 +199,8 @@ def test_chart_output_validates_and_passes_checkov(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         (out / f"{name}.yaml").write_text(result.stdout)
-    kubernetes_validate(sorted(out.glob("*.yaml")))
-    checkov(out, CHART / ".checkov.yaml")
+    assert_valid_manifests(sorted(out.glob("*.yaml")))
+    assert_checkov_passes(out, CHART / ".checkov.yaml")
 
 
 @pytest.mark.slow

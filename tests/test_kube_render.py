@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_kube_tools import ROOT, kubernetes_validate
+from test_kube_tools import ROOT, assert_valid_manifests
 
 from trainer import kube
 from trainer import spec as spec_mod
@@ -320,7 +320,7 @@ def test_rendered_manifests_validate_strictly(tmp_path: Path) -> None:
         path = tmp_path / f"{case}.yaml"
         path.write_text(kube.to_yaml_stream(kube.render(validate_spec(data), envs)))
         paths.append(path)
-    kubernetes_validate(paths)
+    assert_valid_manifests(paths)
 
 
 def test_job_spec_round_trip_through_yaml_stream() -> None:

@@ -37,7 +37,7 @@ def run_tool(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     )
 
 
-def kubernetes_validate(paths: list[Path]) -> None:
+def assert_valid_manifests(paths: list[Path]) -> None:
     tool = require_tool("kubernetes-validate")
     result = run_tool(
         [tool, "--strict", "--kubernetes-version", KUBERNETES_VERSION, "--quiet", *map(str, paths)]
@@ -45,7 +45,7 @@ def kubernetes_validate(paths: list[Path]) -> None:
     assert result.returncode == 0, f"kubernetes-validate failed:\n{result.stdout}\n{result.stderr}"
 
 
-def checkov(directory: Path, config: Path) -> None:
+def assert_checkov_passes(directory: Path, config: Path) -> None:
     tool = require_tool("checkov")
     result = run_tool([tool, "--directory", str(directory), "--config-file", str(config)])
     assert result.returncode == 0, (
@@ -93,12 +93,12 @@ def test_rbac_grants_exactly_what_the_launcher_uses() -> None:
 
 @pytest.mark.slow
 def test_k8s_manifests_validate_strictly() -> None:
-    kubernetes_validate(K8S_FILES)
+    assert_valid_manifests(K8S_FILES)
 
 
 @pytest.mark.slow
 def test_k8s_manifests_pass_checkov() -> None:
-    checkov(ROOT / "k8s", ROOT / "k8s" / ".checkov.yaml")
+    assert_checkov_passes(ROOT / "k8s", ROOT / "k8s" / ".checkov.yaml")
 
 
 @pytest.mark.slow

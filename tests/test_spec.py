@@ -289,4 +289,5 @@ def test_real_process_exit_code_and_stderr(tmp_path):
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(config):
-    load_spec(config, environ={})
+    spec = load_spec(config, environ={})
+    assert spec.name and spec.game.rom

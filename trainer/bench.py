@@ -444,7 +444,7 @@ def render_tables(report: BenchReport) -> list[Any]:
     single.add_row("  frames/s", f"{e2e.get('frames_per_second', float('nan')):,.0f}")
     single.add_row("  learner share of time", f"{e2e.get('learner_share', float('nan')):.0%}")
     single.add_row(
-        "  vs the seed's 1,360 steps/s (simulated optimization)",
+        "  vs the seed's 1,360 steps/s (its optimizer never ran)",
         f"{e2e.get('steps_per_second', float('nan')) / 1360:.2f}×",
     )
     single.add_row(
