@@ -119,6 +119,7 @@ def launch_kubernetes(
         )
         return EXIT_FAILURE
     echo(f"follow with: trainer status --sweep {sweep} -n {spec.kubernetes.namespace}")
+    echo(f"compare the runs in MLflow: trainer compare {sweep}")
     if wait:
         names = [p.job_name for p in points]
         return wait_for_jobs(client, spec.kubernetes.namespace, names, echo, poll_seconds)
@@ -375,4 +376,6 @@ def _schedule(
         f"{len(codes) - len(failed)} of {len(codes)} run(s) succeeded"
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
+    if not failed:
+        say(f"compare the runs: trainer compare {sweep}")
     return EXIT_FAILURE if failed else EXIT_OK
