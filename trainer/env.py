@@ -18,13 +18,10 @@ from typing import Any
 import numpy as np
 
 from trainer.games import GameError, make_adapter, resolve_rom
+from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
 
-# Visible screen in tiles: the observation for `tiles` (PyBoy's game_area, scrolling followed).
-SCREEN_TILES_W, SCREEN_TILES_H = 20, 18
-SCREEN_W, SCREEN_H = 160, 144
-#: Distinct tile ids in a tiles observation: 384 DMG tiles + the same again for sprites.
-NUM_TILE_IDS = 768
+__all__ = ["NUM_TILE_IDS", "GameBoyEnv", "import_pyboy", "make_env", "screen_tiles"]
 
 
 class GameBoyEnv:
@@ -74,13 +71,12 @@ class GameBoyEnv:
         self.pyboy.tick(1, True)
         self._start_state = io.BytesIO()
         self.pyboy.save_state(self._start_state)
-        self._start_ram = self.adapter.read(self.pyboy)
         self._start_frame = self._frame(rendered=True)
 
         self.observation_dtype = self._start_frame.dtype
         self.observation_shape = (env.obs.frame_stack, *self._start_frame.shape)
         self._frames = np.empty(self.observation_shape, dtype=self.observation_dtype)
-        self._ram: Any = self._start_ram
+        self._ram: Any = None  # the adapter's RAM snapshot, read at reset
         self._steps = 0
         self._return = 0.0
         self._needs_reset = True
@@ -90,7 +86,8 @@ class GameBoyEnv:
         """Restore the saved start state; returns the first observation."""
         self._start_state.seek(0)
         self.pyboy.load_state(self._start_state)
-        self._ram = self._start_ram
+        self.adapter.reset()
+        self._ram = self.adapter.read(self.pyboy)
         self._steps = 0
         self._return = 0.0
         self._frames[:] = self._start_frame
@@ -162,46 +159,6 @@ class GameBoyEnv:
             raise GameError(
                 f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"
             ) from None
-
-
-# Game Boy registers and memory areas (Pan Docs: LCDC, Scrolling, VRAM Tile Maps, OAM).
-LCDC, SCY, SCX = 0xFF40, 0xFF42, 0xFF43
-TILEMAP_LOW, TILEMAP_HIGH, OAM = 0x9800, 0x9C00, 0xFE00
-_COLS = np.arange(SCREEN_TILES_W)
-
-
-def screen_tiles(pyboy: Any) -> np.ndarray:
-    """The visible 18×20 background tile ids with sprites on top: what PyBoy's `game_area()`
-    returns for the visible screen with scrolling followed (ids 0–383, sprites as their tile
-    id), read straight from VRAM and OAM with numpy. `game_area()` walks the 360 cells in
-    Python: 70 µs per call against about 8 µs here, more than the emulator's own 4 frames.
-    Scroll registers are read once per frame (PyBoy reads them per scanline: games that change
-    SCX/SCY mid-frame differ in the rows below the change)."""
-    mem = pyboy.memory
-    lcdc, scy, scx = mem[LCDC], mem[SCY], mem[SCX]
-    base = TILEMAP_HIGH if lcdc & 0x08 else TILEMAP_LOW
-    # Only the 18 visible rows (two reads when they wrap past row 31); memory slices come back
-    # as lists, and bytes() → frombuffer is the cheapest way into numpy.
-    top = scy >> 3
-    first = min(SCREEN_TILES_H, 32 - top)
-    raw = bytes(mem[base + top * 32 : base + (top + first) * 32])
-    if first < SCREEN_TILES_H:
-        raw += bytes(mem[base : base + (SCREEN_TILES_H - first) * 32])
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(SCREEN_TILES_H, 32)
-    tiles = rows[:, ((scx >> 3) + _COLS) % 32].astype(np.uint16)
-    if not lcdc & 0x10:  # tile data at 0x8800, signed ids: PyBoy maps them to 256–383
-        tiles = (tiles ^ 0x80) + 128
-    oam = np.frombuffer(bytes(mem[OAM : OAM + 160]), dtype=np.uint8).reshape(40, 4).astype(np.int32)
-    height = 16 if lcdc & 0x04 else 8
-    ys, xs = oam[:, 0] - 16, oam[:, 1] - 8
-    visible = (ys > -height) & (ys < 144) & (xs > -8) & (xs < 160)
-    for y, x, tile in zip(ys[visible] // 8, xs[visible] // 8, oam[visible, 2], strict=True):
-        if 0 <= x < SCREEN_TILES_W:
-            if 0 <= y < SCREEN_TILES_H:
-                tiles[y, x] = tile
-            if height == 16 and 0 <= y + 1 < SCREEN_TILES_H:
-                tiles[y + 1, x] = tile + 1
-    return tiles
 
 
 def import_pyboy() -> type:

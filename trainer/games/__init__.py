@@ -11,6 +11,7 @@ from trainer.games.base import GameAdapter, GameError
 #: adapter name → "module:Class" (imported on use, so listing adapters imports no game code).
 ADAPTERS: dict[str, str] = {
     "dungeon": "trainer.games.dungeon:DungeonAdapter",
+    "generic": "trainer.games.generic:GenericAdapter",
 }
 
 ROMS_DIR = Path(__file__).parent / "roms"

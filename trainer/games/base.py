@@ -52,6 +52,9 @@ class GameAdapter(ABC):
     def configure(self, pyboy: Any) -> None:  # noqa: B027 - optional hook
         """Optional: set up PyBoy for this game (e.g. `game_area_mapping`), called before boot."""
 
+    def reset(self) -> None:  # noqa: B027 - optional hook
+        """Optional: forget per-episode memory (called at every episode start)."""
+
     # ---- per step -------------------------------------------------------------------------
     @abstractmethod
     def read(self, pyboy: Any) -> Any:
@@ -77,6 +80,23 @@ class GameAdapter(ABC):
 
 def rom_sha1(rom: bytes) -> str:
     return hashlib.sha1(rom).hexdigest()
+
+
+def header_checksum(rom: bytes) -> int:
+    """The cartridge header checksum over 0x134–0x14C (Pan Docs, The Cartridge Header, 014D)."""
+    value = 0
+    for byte in rom[0x134:0x14D]:
+        value = (value - byte - 1) & 0xFF
+    return value
+
+
+def check_game_boy_rom(rom: bytes, path: Path) -> None:
+    """GameError naming `path` unless it is a Game Boy ROM with a valid cartridge header."""
+    if len(rom) < 0x8000 or header_checksum(rom) != rom[0x14D]:
+        raise GameError(
+            f"game.rom: {path} is not a Game Boy ROM (too small or bad cartridge header checksum); "
+            "give the path of a .gb or .gbc file"
+        )
 
 
 def rom_title(rom: bytes) -> str:

@@ -1,0 +1,101 @@
+"""`generic`: any Game Boy ROM, rewarded for background layouts not seen before in the episode."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from trainer.env import make_env
+from trainer.games import BUILTIN_ROMS, GameError
+from trainer.games.base import header_checksum
+from trainer.spec import validate_spec
+from trainer.train import Console, train
+
+RIGHT, LEFT, NOOP = 4, 3, 0
+
+
+def generic_env(**game):
+    return make_env(
+        validate_spec(
+            {"name": "generic", "game": {"adapter": "generic", **game}, "env": {"num_envs": 1}}
+        )
+    )
+
+
+def test_new_screens_pay_once_per_episode():
+    env = generic_env()
+    env.reset()
+    assert env.step(NOOP)[1] == 0.0, "the start screen is not new"
+    assert env.step(RIGHT)[1] == 1.0, "the hero moved: a new layout"
+    assert env.step(LEFT)[1] == 0.0, "back to the start layout: seen"
+    assert env.step(RIGHT)[1] == 0.0
+    env.reset()
+    env.step(NOOP)
+    assert env.step(RIGHT)[1] == 1.0, "a new episode forgets what it saw"
+    env.close()
+
+
+def test_step_weight_and_episode_stats():
+    env = make_env(
+        validate_spec(
+            {
+                "name": "generic",
+                "game": {"adapter": "generic", "reward": {"step": -0.5}},
+                "env": {"num_envs": 1, "episode_length": 3},
+            }
+        )
+    )
+    env.reset()
+    rewards = [env.step(RIGHT)[1] for _ in range(2)]
+    *_, truncated, info = env.step(NOOP)
+    assert rewards == [0.5, 0.5] and truncated
+    assert info["screens_seen"] == 3.0
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda rom: rom[:0x4000], "is not a Game Boy ROM"),
+        (
+            lambda rom: rom[:0x14D] + bytes([rom[0x14D] ^ 0xFF]) + rom[0x14E:],
+            "bad cartridge header checksum",
+        ),
+    ],
+)
+def test_not_a_game_boy_rom_is_rejected_naming_the_file(tmp_path, mutate, message):
+    path = tmp_path / "broken.gb"
+    path.write_bytes(mutate(BUILTIN_ROMS["dungeon"].read_bytes()))
+    with pytest.raises(GameError, match=message) as info:
+        generic_env(rom=str(path))
+    assert str(path) in str(info.value)
+
+
+def test_any_valid_rom_is_accepted(tmp_path):
+    rom = bytearray(BUILTIN_ROMS["dungeon"].read_bytes())
+    rom[0x134:0x13B] = b"OTHER\x00\x00"  # another title: the dungeon adapter would refuse it
+    rom[0x14D] = header_checksum(bytes(rom))
+    path = tmp_path / "other.gb"
+    path.write_bytes(bytes(rom))
+    env = generic_env(rom=str(path))
+    assert env.reset().shape == (1, 18, 20)
+    env.close()
+    with pytest.raises(GameError, match="is not builtin:dungeon"):
+        make_env(validate_spec({"name": "x", "game": {"rom": str(path)}}))
+
+
+def test_trains_end_to_end_with_generic_adapter(tmp_path):
+    spec = validate_spec(
+        {
+            "name": "generic-train",
+            "game": {"adapter": "generic"},
+            "env": {"num_envs": 2, "episode_length": 50, "backend": "serial"},
+            "ppo": {"total_steps": 400, "rollout_steps": 50, "batch_size": 50, "update_epochs": 1},
+            "checkpoint": {"dir": str(tmp_path)},
+            "mlflow": {"enabled": False},
+        }
+    )
+    summary = train(spec, console=Console(io.StringIO()))
+    assert summary.final_step == 400 and summary.total_episodes == 8
+    assert all(r > 0 for r in summary.returns), "random play finds new screens"
