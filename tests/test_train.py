@@ -110,3 +110,32 @@ def test_ppo_learns_on_builtin_dungeon(tmp_path):
     print(f"learning curve (mean return per 20 episodes): {curve}; frozen last20 {last_frozen:.2f}")
     # Measured: trained ≈ 4.3 (seed 4: 4.0), frozen ≈ 0.6 over the last 20 episodes (seed 3).
     assert last_trained > last_frozen + 2.0, (last_trained, last_frozen, curve)
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    data = small_spec(tmp_path)
+    data["ppo"]["total_steps"] = 200000
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "run", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs").glob("*/checkpoints/step_*.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out[-2000:]
+    assert "SIGINT: checkpoint written at step" in out and "Environment 2 closed" in out

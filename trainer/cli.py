@@ -142,7 +142,8 @@ def run(
     """Train the PPO agent described by SPEC (what a Kubernetes pod runs).
 
     Resumes from the job's latest checkpoint when one exists, in the same MLflow run. SIGTERM
-    writes a checkpoint and exits with 143 so the Job's retry continues from it.
+    writes a checkpoint and exits with 143 so the Job's retry continues from it; so does a first
+    Ctrl-C (exit 130), a second one stops at once.
 
     \b
     Environment overrides (the seed's Make variables): TRAIN_STEPS, TRAIN_ENVS,
@@ -151,15 +152,15 @@ def run(
     if no_mlflow:
         overrides = (*overrides, "mlflow.enabled=false")
     spec = read_spec(spec_path, overrides)
-    from trainer.train import EXIT_PREEMPTED, CheckpointMismatch, Preempted, train
+    from trainer.train import CheckpointMismatch, Preempted, train
 
     try:
         train(spec, force=force, fresh=fresh)
     except CheckpointMismatch as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID_INPUT)
-    except Preempted:
-        sys.exit(EXIT_PREEMPTED)
+    except Preempted as stopped:
+        sys.exit(stopped.exit_code)
 
 
 @main.command()

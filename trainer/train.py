@@ -7,6 +7,7 @@ the MLflow run found by the job's identity tag), and SIGTERM makes it checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import random
@@ -14,6 +15,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,17 +48,19 @@ from trainer.tracking import (
 )
 from trainer.vector import VecEnv, make_vec_env
 
-#: Exit code after a SIGTERM checkpoint: 128 + SIGTERM, so a Job counts the pod as failed and
-#: its retry resumes (a clean 0 would mark unfinished training as succeeded).
-EXIT_PREEMPTED = 128 + signal.SIGTERM
-
 
 class CheckpointMismatch(ValueError):
     """The job's checkpoint was written for a different spec (training hash)."""
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint was written."""
+    """SIGTERM (or Ctrl-C) arrived; a checkpoint was written. `exit_code` is 128 + the signal:
+    non-zero, so a Job counts the pod as failed and its retry resumes (a clean 0 would mark
+    unfinished training as succeeded)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -324,6 +328,7 @@ def train(
     tracker.start()
     status = "FAILED"
     envs: VecEnv | None = None
+    stack = contextlib.ExitStack()  # signal handlers, restored when training ends
     try:
         checkpoint = None
         if spec.checkpoint.resume and not fresh:
@@ -419,7 +424,7 @@ def train(
             Rollout.allocate(ppo.rollout_steps, num_envs, envs.observation_shape, obs_dtype, device)
             for _ in range(2 if ppo.async_rollout else 1)
         ]
-        stop = _install_sigterm_handler()
+        stop = stack.enter_context(_stop_on_signals())
         # With async_rollout the collector acts with its own copy of the policy, refreshed after
         # every update, so the learner's in-place optimizer steps never race its inference.
         actor = copy.deepcopy(agent) if ppo.async_rollout else agent
@@ -495,9 +500,11 @@ def train(
                 executor.shutdown(wait=True)
         if stop.requested:
             save_checkpoint(trained_step)
-            console.print(f"🛑 SIGTERM: checkpoint written at step {trained_step:,}; exiting")
+            console.print(
+                f"🛑 {stop.signum.name}: checkpoint written at step {trained_step:,}; exiting"
+            )
             status = "KILLED"
-            raise Preempted()
+            raise Preempted(stop.signum)
 
         training_seconds = time.perf_counter() - start
         steps_done = trained_step - resumed_from
@@ -528,7 +535,11 @@ def train(
             tracker.log_model(agent.cpu(), obs_example=collector.next_obs[:1].cpu())
         status = "FINISHED"
         return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
+        stack.close()
         if envs is not None:
             console.print(f"🧹 Cleaning up {num_envs} environments...")
             envs.close()
@@ -561,17 +572,28 @@ def _print_summary(console: Console, s: TrainSummary, frame_skip: int) -> None:
 
 class _StopFlag:
     requested = False
+    signum = signal.SIGTERM
 
 
-def _install_sigterm_handler() -> _StopFlag:
-    """SIGTERM (pod eviction, `kubectl delete`) sets a flag; the loop checkpoints and exits."""
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """SIGTERM (pod eviction, `kubectl delete`) and a first Ctrl-C set a flag: the loop writes a
+    checkpoint and exits. A second Ctrl-C interrupts at once. Previous handlers come back after."""
     flag = _StopFlag()
 
     def handler(signum: int, frame: Any) -> None:
-        flag.requested = True
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested, flag.signum = True, signal.Signals(signum)
 
+    previous = {}
     try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a test thread): no handler
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. called from a test thread): no handlers
         pass
-    return flag
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
