@@ -87,7 +87,7 @@ class GameSpec(_Model):
     adapter: str = Field(
         "dungeon",
         description="Game adapter that reads RAM into rewards and episode ends "
-        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `generic` for any ROM, rewarded for new screens).",
+        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens).",
     )
     state: str | None = Field(
         None,

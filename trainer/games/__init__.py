@@ -12,6 +12,7 @@ from trainer.games.base import GameAdapter, GameError
 ADAPTERS: dict[str, str] = {
     "dungeon": "trainer.games.dungeon:DungeonAdapter",
     "generic": "trainer.games.generic:GenericAdapter",
+    "zelda": "trainer.games.zelda:ZeldaAdapter",
 }
 
 ROMS_DIR = Path(__file__).parent / "roms"
