@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -13,13 +14,26 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_bench_quick_prints_tables_and_writes_json(tmp_path):
+def test_bench_quick_prints_tables_writes_json_and_logs_to_mlflow(tmp_path, mlflow_server):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer", "bench", "--quick", "--envs", "1,2", "--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "bench",
+            "--quick",
+            "--envs",
+            "1,2",
+            "--json",
+            str(out),
+            "--mlflow",
+            "bench-tests",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for title in ("Scaling", "Each stage against its baseline", "End to end and resources"):
@@ -33,6 +47,15 @@ def test_bench_quick_prints_tables_and_writes_json(tmp_path):
     assert report["learner_samples_per_second"] > 0
     assert 0 < report["memory_per_env_mb"] < 1024
     assert report["startup_seconds"] > 0
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("bench-tests")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.metrics["pool_sps_e2"] == pytest.approx(report["rows"][1]["pool_sps"])
+    assert run.data.metrics["memory_per_env_mb"] == pytest.approx(report["memory_per_env_mb"])
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["bench.json"]
 
 
 def test_bench_rejects_bad_env_list():

@@ -59,6 +59,20 @@ class BenchReport:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def flat_figures(self) -> dict[str, float]:
+        """Every number as `name` or `name_e<envs>` (MLflow metric keys)."""
+        figures = {
+            "learner_samples_per_second": self.learner_samples_per_second,
+            "memory_per_env_mb": self.memory_per_env_mb,
+            "startup_seconds": self.startup_seconds,
+            **{f"end_to_end_{k}": v for k, v in self.end_to_end.items()},
+        }
+        for row in self.rows:
+            for key, value in asdict(row).items():
+                if key != "num_envs":
+                    figures[f"{key}_e{row.num_envs}"] = value
+        return {k: float(v) for k, v in figures.items() if v == v}  # NaN: not measured
+
 
 # ---- 1. raw emulator ------------------------------------------------------------------------
 def _raw_worker(spec_json: str, steps: int, seed: int, barrier: Any, results: Any) -> None:

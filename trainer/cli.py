@@ -175,6 +175,12 @@ def run(
 )
 @click.option("--quick", is_flag=True, help="A short smoke run (seconds; the figures mean little).")
 @click.option(
+    "--mlflow",
+    "mlflow_experiment",
+    metavar="EXPERIMENT",
+    help="Also log the figures to MLflow ($MLFLOW_TRACKING_URI, else the local default) in EXPERIMENT.",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, writable=True),
@@ -191,6 +197,7 @@ def bench(
     overrides: tuple[str, ...],
     envs: tuple[int, ...] | None,
     quick: bool,
+    mlflow_experiment: str | None,
     json_path: str | None,
     no_train_sweep: bool,
 ) -> None:
@@ -224,11 +231,21 @@ def bench(
         )
     for table in render_tables(report):
         console.print(table)
-    if json_path:
-        from pathlib import Path
+    from pathlib import Path
 
+    if json_path:
         Path(json_path).write_text(report.to_json())
         console.print(f"figures written to {json_path}")
+    if mlflow_experiment:
+        import tempfile
+
+        from trainer.tracking import log_benchmark
+
+        with tempfile.TemporaryDirectory() as tmp:
+            report_file = Path(tmp) / "bench.json"
+            report_file.write_text(report.to_json())
+            run_id = log_benchmark(None, mlflow_experiment, report.flat_figures(), report_file)
+        console.print(f"figures logged to MLflow run {run_id} (experiment {mlflow_experiment})")
 
 
 # ---- Kubernetes: render, launch, status, logs, cancel -----------------------------------------

@@ -880,3 +880,29 @@ def log_comparison(
         client.log_metric(run_id, key, float(value))
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_benchmark(
+    tracking_uri: str | None, experiment: str, figures: Mapping[str, float], report_file: Path
+) -> str:
+    """Log `trainer bench` figures as metrics of a new `bench-<date>` run (with the JSON report
+    as an artifact) in `experiment`; returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"bench-{time.strftime('%Y-%m-%d')}",
+        tags={"trainer.kind": "bench", "host": socket.gethostname()},
+    )
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), stamp, 0) for key, value in figures.items()]
+    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run.info.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+    client.log_artifact(run.info.run_id, str(report_file))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
