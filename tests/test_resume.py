@@ -117,6 +117,10 @@ def test_killed_run_resumes_in_same_mlflow_run(tmp_path, mlflow_server, sig):
     assert_continuous(client, run.info.run_id)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert "checkpoints/latest.pt" in artifacts
+    logs = [a.path for a in client.list_artifacts(run.info.run_id) if a.path.startswith("console")]
+    assert any(p.startswith("console-from-step-") for p in logs), logs
+    # SIGKILL leaves no time to upload the first start's log; SIGTERM does.
+    assert ("console.log" in logs) == (sig == signal.SIGTERM), logs
 
 
 def test_pod_without_local_checkpoints_resumes_from_mlflow(tmp_path, mlflow_server):

@@ -64,7 +64,8 @@ def test_resume_continues_and_finished_job_does_nothing(tmp_path):
     stream = io.StringIO()
     again = train(spec, console=Console(stream))
     assert again.resumed_from_step == 600 and again.final_step == 600
-    assert "Resuming from step 600" in stream.getvalue()
+    assert "already trained to 600 of 600 steps: nothing to do" in stream.getvalue()
+    assert "Initializing" not in stream.getvalue(), "no emulator is started for a finished job"
 
 
 def test_checkpoint_from_other_spec_is_refused(tmp_path):

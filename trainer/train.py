@@ -329,6 +329,8 @@ def train(
     status = "FAILED"
     envs: VecEnv | None = None
     stack = contextlib.ExitStack()  # signal handlers, restored when training ends
+    # One console log per start of the job: a resumed pod must not overwrite the first one's.
+    console_log_name = "console.log"
     try:
         checkpoint = None
         if spec.checkpoint.resume and not fresh:
@@ -346,6 +348,31 @@ def train(
                 f"checkpoint.dir: the checkpoint in {store.root} was written for a different spec "
                 f"(training hash {checkpoint['training_hash']}, this spec {spec.training_hash()}); "
                 "use another `name`, pass --fresh to start over, or --force to load it anyway"
+            )
+
+        if checkpoint is not None:
+            console_log_name = f"console-from-step-{int(checkpoint['global_step'])}.log"
+        if checkpoint is not None and int(checkpoint["global_step"]) >= ppo.total_steps:
+            # A Job whose pod starts again after finishing (or `make train` run twice).
+            done = int(checkpoint["global_step"])
+            console.print(
+                f"✔️  Job {identity} already trained to {done:,} of {ppo.total_steps:,} steps: nothing to do (--fresh starts over)"
+            )
+            status = "FINISHED"
+            recent = [float(r) for r in checkpoint["recent_returns"]]
+            return TrainSummary(
+                final_step=done,
+                total_episodes=int(checkpoint["episodes"]),
+                training_seconds=0.0,
+                avg_reward_last10=float(np.mean(recent)) if recent else float("nan"),
+                num_envs=num_envs,
+                steps_per_second=0.0,
+                episodes_per_second=0.0,
+                frames_per_second=0.0,
+                learner_fraction=0.0,
+                resumed_from_step=done,
+                run_id=tracker.run_id,
+                worker_restarts=0,
             )
 
         random.seed(spec.seed)
@@ -382,11 +409,6 @@ def train(
                 f"↩️  Resuming from step {progress.global_step:,} (update {progress.update}, {progress.episodes} episodes)"
             )
         resumed_from = progress.global_step
-        if checkpoint is not None and progress.global_step >= ppo.total_steps:
-            console.print(
-                f"✔️  Job {identity} already trained to {progress.global_step:,} of {ppo.total_steps:,} steps: nothing to do "
-                "(--fresh starts over)"
-            )
         # Metrics at steps already in the MLflow run (logged after the checkpoint, before a kill)
         # are not logged twice.
         log_floor = tracker.last_step() if checkpoint is not None else -1
@@ -546,7 +568,7 @@ def train(
             for i in range(num_envs):
                 console.print(f"✅ Environment {i + 1} closed")
         try:
-            tracker.log_text(console.text(), "console.log")
+            tracker.log_text(console.text(), console_log_name)
         finally:
             tracker.close(status)
 
