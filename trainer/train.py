@@ -81,15 +81,59 @@ class TrainSummary:
 
 
 class Console:
-    """The seed's console lines, echoed to a stream and kept for the run's log artifact."""
+    """The seed's console lines, echoed to a stream and kept for the run's log artifact.
 
-    def __init__(self, stream: TextIO | None = None):
+    On a terminal a progress bar (steps done, rate, time left) stays below the lines; in a pod
+    or a pipe there is none, so logs stay plain text.
+    """
+
+    def __init__(self, stream: TextIO | None = None, progress_bar: bool | None = None):
         self.stream = stream or sys.stdout
         self.lines: list[str] = []
+        isatty = getattr(self.stream, "isatty", lambda: False)()
+        self._bar_wanted = isatty if progress_bar is None else progress_bar
+        self._bar: Any = None
+        self._task: Any = None
 
     def print(self, line: str = "") -> None:
         self.lines.append(line)
-        print(line, file=self.stream, flush=True)
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False, emoji=False)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def start_progress(self, total: int, completed: int) -> None:
+        if not self._bar_wanted:
+            return
+        from rich.console import Console as RichConsole
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeRemainingColumn(),
+            console=RichConsole(file=self.stream),
+            transient=True,
+        )
+        self._task = self._bar.add_task("training", total=total, completed=completed)
+        self._bar.start()
+
+    def progress(self, completed: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed)
+
+    def stop_progress(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.stop()
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -452,6 +496,7 @@ def train(
         actor = copy.deepcopy(agent) if ppo.async_rollout else agent
         collector = Collector(envs, actor, spec, progress, console, log, stop, device)
         console.print("🏃 Starting parallel training...")
+        console.start_progress(ppo.total_steps, progress.global_step)
         start = collector.start
         learner_seconds = 0.0
         executor = (
@@ -506,6 +551,7 @@ def train(
                     },
                     trained_step,
                 )
+                console.progress(trained_step)
                 if (
                     progress.update % spec.checkpoint.every_updates == 0
                     or trained_step >= ppo.total_steps
@@ -528,6 +574,7 @@ def train(
             status = "KILLED"
             raise Preempted(stop.signum)
 
+        console.stop_progress()
         training_seconds = time.perf_counter() - start
         steps_done = trained_step - resumed_from
         rate = (
@@ -561,6 +608,7 @@ def train(
         status = "KILLED"
         raise
     finally:
+        console.stop_progress()
         stack.close()
         if envs is not None:
             console.print(f"🧹 Cleaning up {num_envs} environments...")
