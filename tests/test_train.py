@@ -140,3 +140,20 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out[-2000:]
     assert "SIGINT: checkpoint written at step" in out and "Environment 2 closed" in out
+
+
+def test_console_progress_bar_keeps_every_line(tmp_path):
+    stream = io.StringIO()
+    console = Console(stream, progress_bar=True)
+    console.start_progress(total=100, completed=10)
+    console.print("Step     10 | Episode    1")
+    console.progress(60)
+    console.stop_progress()
+    console.print("done")
+    assert console.lines == ["Step     10 | Episode    1", "done"]
+    assert "Step     10 | Episode    1" in stream.getvalue() and stream.getvalue().endswith(
+        "done\n"
+    )
+    plain = Console(io.StringIO())  # not a terminal: no bar at all
+    plain.start_progress(total=100, completed=0)
+    assert plain._bar is None
