@@ -157,3 +157,35 @@ def test_console_progress_bar_keeps_every_line(tmp_path):
     plain = Console(io.StringIO())  # not a terminal: no bar at all
     plain.start_progress(total=100, completed=0)
     assert plain._bar is None
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("game.rom=/nonexistent/zelda.gb", "game.rom: ROM file not found"),
+        ("game.adapter=mario", "game.adapter: unknown adapter 'mario'"),
+        ("game.reward.gold=1", "game.reward: unknown term(s) gold"),
+        ("game.state=/nonexistent.state", "game.state: save state not found"),
+    ],
+)
+def test_bad_game_settings_exit_2_before_anything_starts(tmp_path, override, message):
+    """Checked in the parent before worker processes start: one clear line, nothing written."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump({**small_spec(tmp_path), "env": {"num_envs": 2, "backend": "process"}})
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "run", str(spec), "--set", override],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "Initializing" not in proc.stdout
+    assert not (tmp_path / "runs").exists()

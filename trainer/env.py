@@ -170,6 +170,21 @@ def import_pyboy() -> type:
     return PyBoy
 
 
+def check_game(spec: JobSpec) -> Path:
+    """The game settings' checks that need no emulator: ROM found and accepted by the adapter,
+    reward terms known, save state present. Run in the parent before worker processes start, so
+    a bad `game.*` value is one clear error (exit 2) rather than a crash in every worker.
+    Returns the ROM's path."""
+    rom_path = resolve_rom(spec.game.rom)
+    adapter = make_adapter(spec.game.adapter, spec.game.reward)
+    adapter.check_rom(rom_path.read_bytes(), rom_path)
+    if adapter.requires_state and not spec.game.state:
+        raise GameError(adapter.requires_state)
+    if spec.game.state and not Path(spec.game.state).is_file():
+        raise GameError(f"game.state: save state not found: {spec.game.state}")
+    return rom_path
+
+
 def make_env(spec: JobSpec, index: int = 0) -> GameBoyEnv:
     """Environment `index` of a job (picklable as `functools.partial(make_env, spec, i)`)."""
     logging.getLogger("pyboy").setLevel(logging.ERROR)

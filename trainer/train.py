@@ -24,8 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from trainer.env import NUM_TILE_IDS, make_env
-from trainer.games import resolve_rom
+from trainer.env import NUM_TILE_IDS, check_game, make_env
 from trainer.games.base import rom_sha1
 from trainer.ppo import (
     Agent,
@@ -159,10 +158,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_tracker(spec: JobSpec, identity: str, num_envs: int) -> Tracker:
+def make_tracker(spec: JobSpec, identity: str, rom: Path, num_envs: int) -> Tracker:
     if not spec.mlflow.enabled:
         return NullTracker()
-    rom = resolve_rom(spec.game.rom)
     tags = {"rom_sha1": rom_sha1(rom.read_bytes()), "num_envs": str(num_envs)}
     return MlflowTracker(spec, identity, tags)
 
@@ -368,7 +366,10 @@ def train(
     identity = job_identity(spec)
     store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
 
-    tracker = make_tracker(spec, identity, num_envs)
+    rom = check_game(
+        spec
+    )  # before anything starts: a bad game.* value is exit 2, nothing half-done
+    tracker = make_tracker(spec, identity, rom, num_envs)
     tracker.start()
     status = "FAILED"
     envs: VecEnv | None = None

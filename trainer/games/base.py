@@ -28,6 +28,8 @@ class GameAdapter(ABC):
     name: ClassVar[str]
     #: Default weight of every reward term; `game.reward` in the spec overrides by name.
     reward_weights: ClassVar[dict[str, float]]
+    #: Set (to the message telling how to make one) when play cannot start without `game.state`.
+    requires_state: ClassVar[str | None] = None
 
     def __init__(self, reward_overrides: Mapping[str, float] | None = None):
         overrides = dict(reward_overrides or {})

@@ -84,12 +84,14 @@ class ZeldaAdapter(GameAdapter):
                 f"{title!r}, expected one starting with {TITLE_PREFIX!r}); use adapter 'generic' for other games"
             )
 
+    requires_state: ClassVar[str | None] = (
+        "game.state: the zelda adapter needs a PyBoy save state taken in play (the title screen "
+        "and file select are not played): run `pyboy zelda.gb`, play to the start you want, press Z "
+        "(PyBoy writes zelda.gb.state) and set game.state to that file"
+    )
+
     def boot(self, pyboy: Any) -> None:
-        raise GameError(
-            "game.state: the zelda adapter needs a PyBoy save state taken in play (the title screen "
-            "and file select are not played): run `pyboy zelda.gb`, play to the start you want, press Z "
-            "(PyBoy writes zelda.gb.state) and set game.state to that file"
-        )
+        raise GameError(self.requires_state)
 
     def read(self, pyboy: Any) -> ZeldaState:
         save = pyboy.memory[SAVE_BLOCK : GAMEPLAY_TYPE + 1]
