@@ -38,7 +38,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except _invalid_input_types() as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines():
+                click.echo(f"error: {line}", err=True)
             sys.exit(EXIT_INVALID_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
