@@ -88,11 +88,13 @@ def test_checkpoint_from_other_spec_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_ppo_learns_on_builtin_dungeon(tmp_path):
-    """Real PPO beats the same configuration with learning_rate 0 by a clear, seeded margin."""
+    """Real PPO beats the same configuration with learning_rate 0 by a clear, seeded margin
+    (two seeds, so one lucky or unlucky run cannot decide it)."""
 
-    def run(lr: float) -> list[float]:
+    def run(lr: float, seed: int) -> list[float]:
         data = small_spec(tmp_path)
-        data["name"] = f"learn-{str(lr).replace('.', '')}"
+        data["name"] = f"learn-{seed}-{str(lr).replace('.', '')}"
+        data["seed"] = seed
         data["env"] = {"num_envs": 2, "episode_length": 150}
         data["ppo"] = {
             "total_steps": 40000,
@@ -100,17 +102,24 @@ def test_ppo_learns_on_builtin_dungeon(tmp_path):
             "update_epochs": 4,
             "batch_size": 128,
             "learning_rate": lr,
-            "ent_coef": 0.01,
+            "clip_coef": 0.2,
         }
         summary = train(validate_spec(data), console=Console(io.StringIO()))
         return summary.returns
 
-    trained, frozen = run(2.5e-3), run(0.0)
-    last_trained, last_frozen = np.mean(trained[-20:]), np.mean(frozen[-20:])
-    curve = [round(float(np.mean(trained[i : i + 20])), 2) for i in range(0, len(trained), 20)]
-    print(f"learning curve (mean return per 20 episodes): {curve}; frozen last20 {last_frozen:.2f}")
-    # Measured: trained ≈ 4.3 (seed 4: 4.0), frozen ≈ 0.6 over the last 20 episodes (seed 3).
-    assert last_trained > last_frozen + 2.0, (last_trained, last_frozen, curve)
+    trained = {seed: run(2.5e-3, seed) for seed in (3, 4)}
+    frozen = run(0.0, 3)
+    last_trained = float(np.mean([np.mean(r[-20:]) for r in trained.values()]))
+    last_frozen = float(np.mean(frozen[-20:]))
+    curves = {
+        s: [round(float(np.mean(r[i : i + 20])), 2) for i in range(0, len(r), 20)]
+        for s, r in trained.items()
+    }
+    print(
+        f"learning curves (mean return per 20 episodes): {curves}; frozen last20 {last_frozen:.2f}"
+    )
+    # Measured: trained 4.3 (seed 3) and 4.0 (seed 4), frozen 0.6, over the last 20 episodes.
+    assert last_trained > last_frozen + 2.0, (last_trained, last_frozen, curves)
 
 
 @pytest.mark.slow
