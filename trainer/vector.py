@@ -132,17 +132,57 @@ class VecEnv(ABC):
     num_actions: int
     worker_restarts: int = 0
 
-    @abstractmethod
+    # The call protocol (reset before stepping, step_async then step_wait, actions validated) is
+    # checked here once; a backend implements `_reset`, `_step_async` and `_step_wait`.
+    _needs_reset: bool = True
+    _pending: bool = False
+    _buffers: _Buffers
+
     def reset(self) -> np.ndarray:
         """Reset every env; returns obs (N, *shape), a view valid until the next step."""
+        self._check_open()
+        if self._pending:
+            raise RuntimeError("reset() called between step_async() and step_wait()")
+        self._reset()
+        self._needs_reset = False
+        return self._buffers.obs
 
-    @abstractmethod
     def step_async(self, actions: np.ndarray) -> None:
         """Start a step: `actions` (N,) integers in [0, num_actions). Validated here."""
+        self._check_open()
+        if self._needs_reset:
+            raise RuntimeError("call reset() before stepping")
+        if self._pending:
+            raise RuntimeError("step_async() called twice without step_wait()")
+        self._buffers.actions[:] = self._check_actions(actions)
+        self._step_async()
+        self._pending = True
 
-    @abstractmethod
     def step_wait(self) -> StepResult:
         """Finish the step started by `step_async`."""
+        self._check_open()
+        if not self._pending:
+            raise RuntimeError("step_wait() called without step_async()")
+        self._pending = False
+        infos = self._step_wait()
+        b = self._buffers
+        return StepResult(b.obs, b.rewards, b.terminated, b.truncated, b.final_obs, infos)
+
+    @abstractmethod
+    def _reset(self) -> None:
+        """Reset every env, writing the first observations into the buffers."""
+
+    @abstractmethod
+    def _step_async(self) -> None:
+        """Start stepping with the actions already in the buffers."""
+
+    @abstractmethod
+    def _step_wait(self) -> list[dict[str, Any]]:
+        """Finish the step (buffers filled); returns the finished episodes' infos."""
+
+    @abstractmethod
+    def _check_open(self) -> None:
+        """RuntimeError when the pool is closed."""
 
     @abstractmethod
     def close(self) -> None:
@@ -326,31 +366,14 @@ class SerialVecEnv(VecEnv):
         self._pending = False
         self._closed = False
 
-    def reset(self) -> np.ndarray:
-        self._check_open()
-        if self._pending:
-            raise RuntimeError("reset() called between step_async() and step_wait()")
+    def _reset(self) -> None:
         _reset_slice(self.envs, 0, self._buffers)
-        self._needs_reset = False
-        return self._buffers.obs
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._check_open()
-        if self._needs_reset:
-            raise RuntimeError("call reset() before stepping")
-        if self._pending:
-            raise RuntimeError("step_async() called twice without step_wait()")
-        self._buffers.actions[:] = self._check_actions(actions)
-        self._pending = True
+    def _step_async(self) -> None:
+        pass  # stepping happens in _step_wait, in this process
 
-    def step_wait(self) -> StepResult:
-        self._check_open()
-        if not self._pending:
-            raise RuntimeError("step_wait() called without step_async()")
-        self._pending = False
-        infos = _step_slice(self.envs, 0, self._buffers)
-        b = self._buffers
-        return StepResult(b.obs, b.rewards, b.terminated, b.truncated, b.final_obs, infos)
+    def _step_wait(self) -> list[dict[str, Any]]:
+        return _step_slice(self.envs, 0, self._buffers)
 
     def close(self) -> None:
         if not self._closed:
@@ -568,33 +591,15 @@ class ProcessVecEnv(VecEnv):
         """Current process id of each worker (changes when a worker is replaced)."""
         return [w.process.pid if w.process is not None else None for w in self._state.workers]
 
-    def reset(self) -> np.ndarray:
-        self._check_open()
-        if self._pending:
-            raise RuntimeError("reset() called between step_async() and step_wait()")
+    def _reset(self) -> None:
         self._broadcast(_RESET)
         self._collect_or_close(restart_marks=False)
-        self._needs_reset = False
-        return self._buffers.obs
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._check_open()
-        if self._needs_reset:
-            raise RuntimeError("call reset() before stepping")
-        if self._pending:
-            raise RuntimeError("step_async() called twice without step_wait()")
-        self._buffers.actions[:] = self._check_actions(actions)
+    def _step_async(self) -> None:
         self._broadcast(_STEP)
-        self._pending = True
 
-    def step_wait(self) -> StepResult:
-        self._check_open()
-        if not self._pending:
-            raise RuntimeError("step_wait() called without step_async()")
-        self._pending = False
-        infos = self._collect_or_close(restart_marks=True)
-        b = self._buffers
-        return StepResult(b.obs, b.rewards, b.terminated, b.truncated, b.final_obs, infos)
+    def _step_wait(self) -> list[dict[str, Any]]:
+        return self._collect_or_close(restart_marks=True)
 
     def close(self) -> None:
         self._finalizer()
