@@ -152,31 +152,36 @@ def bench_pool(spec: JobSpec, num_envs: int, steps: int) -> float:
 
 
 def bench_rollout(spec: JobSpec, num_envs: int, steps: int) -> float:
-    """Steps/s of the pool driven by the policy: one batched inference call per vector step."""
-    import torch
-
-    from trainer.env import NUM_TILE_IDS
-    from trainer.ppo import Agent
-    from trainer.train import obs_to_tensor, resolve_device
+    """Steps/s of the pool driven by the policy: the training loop's own collector (one batched
+    inference call per vector step, results stored in a rollout buffer), without the update."""
+    from trainer.train import (
+        Collector,
+        Console,
+        Progress,
+        Rollout,
+        StopFlag,
+        build_agent,
+        resolve_device,
+    )
 
     device = resolve_device(spec.ppo.device)
     pool = _make_pool(spec, num_envs)
     try:
-        agent = Agent(
-            pool.observation_shape,
-            pool.num_actions,
-            spec.env.obs.type,
-            spec.ppo.hidden_size,
-            NUM_TILE_IDS,
-        ).to(device)
-        obs = obs_to_tensor(pool.reset()).to(device)
-        start = None
-        for t in range(steps + 10):
-            if t == 10:
-                start = time.perf_counter()
-            with torch.inference_mode():
-                action, _, _, _ = agent.get_action_and_value(obs)
-            obs = obs_to_tensor(pool.step(action.cpu().numpy()).obs).to(device)
+        agent = build_agent(spec, pool.observation_shape, pool.num_actions, device)
+        collector = Collector(
+            pool,
+            agent,
+            spec,
+            Progress(),
+            Console(io.StringIO()),
+            lambda *_: None,
+            StopFlag(),
+            device,
+        )
+        buffer = Rollout.for_pool(pool, steps, device)
+        collector.collect(buffer, min(10, steps))  # warm-up
+        start = time.perf_counter()
+        collector.collect(buffer, steps)
         return steps * num_envs / (time.perf_counter() - start)
     finally:
         pool.close()
@@ -248,13 +253,11 @@ def bench_learner(
     import torch
 
     from trainer.env import NUM_TILE_IDS
-    from trainer.ppo import Agent, Batch, LossConfig, make_optimizer, ppo_update
-    from trainer.train import resolve_device
+    from trainer.ppo import Batch, LossConfig, make_optimizer, ppo_update
+    from trainer.train import build_agent, resolve_device
 
     device = resolve_device(spec.ppo.device)
-    agent = Agent(obs_shape, num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS).to(
-        device
-    )
+    agent = build_agent(spec, obs_shape, num_actions, device)
     high = NUM_TILE_IDS if spec.env.obs.type == "tiles" else 256
     dtype = torch.int16 if spec.env.obs.type == "tiles" else torch.uint8
     size = max(spec.ppo.batch_size, spec.ppo.rollout_steps * 2)

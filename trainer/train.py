@@ -191,6 +191,12 @@ class Rollout:
     end_step: int = 0  # global step after the last filled row
 
     @classmethod
+    def for_pool(cls, envs: VecEnv, steps: int, device: torch.device) -> Rollout:
+        """Storage for `steps` vector steps of `envs` (observations kept in their own dtype)."""
+        obs_dtype = obs_to_tensor(np.zeros(1, dtype=envs.observation_dtype)).dtype
+        return cls.allocate(steps, envs.num_envs, envs.observation_shape, obs_dtype, device)
+
+    @classmethod
     def allocate(
         cls,
         steps: int,
@@ -211,6 +217,15 @@ class Rollout:
             values=zeros(),
             next_obs=torch.zeros((num_envs, *obs_shape), dtype=obs_dtype, device=device),
         )
+
+
+def build_agent(
+    spec: JobSpec, obs_shape: tuple[int, ...], num_actions: int, device: torch.device
+) -> Agent:
+    """The policy network the spec describes, on `device`."""
+    return Agent(obs_shape, num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS).to(
+        device
+    )
 
 
 @dataclass
@@ -433,13 +448,7 @@ def train(
         for i in range(num_envs):
             console.print(f"✅ Environment {i + 1}/{num_envs} initialized")
 
-        agent = Agent(
-            envs.observation_shape,
-            envs.num_actions,
-            spec.env.obs.type,
-            ppo.hidden_size,
-            NUM_TILE_IDS,
-        ).to(device)
+        agent = build_agent(spec, envs.observation_shape, envs.num_actions, device)
         optimizer = make_optimizer(agent, ppo.learning_rate)
         progress = Progress()
         if checkpoint is not None:
@@ -486,9 +495,8 @@ def train(
             tracker.flush()
             tracker.log_checkpoint(path, step)
 
-        obs_dtype = obs_to_tensor(np.zeros(1, dtype=envs.observation_dtype)).dtype
         buffers = [
-            Rollout.allocate(ppo.rollout_steps, num_envs, envs.observation_shape, obs_dtype, device)
+            Rollout.for_pool(envs, ppo.rollout_steps, device)
             for _ in range(2 if ppo.async_rollout else 1)
         ]
         stop = stack.enter_context(_stop_on_signals())
@@ -641,16 +649,16 @@ def _print_summary(console: Console, s: TrainSummary, frame_skip: int) -> None:
         console.print(f"MLflow run: {s.run_id}")
 
 
-class _StopFlag:
+class StopFlag:
     requested = False
     signum = signal.SIGTERM
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_StopFlag]:
+def _stop_on_signals() -> Iterator[StopFlag]:
     """SIGTERM (pod eviction, `kubectl delete`) and a first Ctrl-C set a flag: the loop writes a
     checkpoint and exits. A second Ctrl-C interrupts at once. Previous handlers come back after."""
-    flag = _StopFlag()
+    flag = StopFlag()
 
     def handler(signum: int, frame: Any) -> None:
         if flag.requested and signum == signal.SIGINT:
