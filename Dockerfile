@@ -29,7 +29,7 @@ RUN mkdir trainer && touch trainer/__init__.py README.md \
     && rm -rf trainer README.md
 COPY . .
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import trainer.games, trainer.kube, trainer.launcher"
+    && python -c "import trainer.games, trainer.kube.manifests, trainer.launcher"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 LABEL org.opencontainers.image.title="pyboy-trainer" \

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Exact pin: a bare `torch` pulls a multi-GB CUDA build (DEVELOPERS.md).
+# Exact pin: a bare `torch` or an open range pulls a multi-GB CUDA build from PyPI.
 TORCH_PIN ?= torch==2.13.0
 SPEC ?= configs/quickstart.yaml
 PYTEST_ARGS ?=
@@ -54,7 +54,7 @@ sweep: setup ## Run configs/sweep.yaml locally, one process per env count
 test: setup tools ## Run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## Unit tests only (skips slow: training, servers, tools)
+test-fast: setup tools ## Unit tests only (skips slow: training, servers, tools)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff

@@ -6,7 +6,7 @@ Envs: the toy env as is (measures pure pool overhead), the toy env with 300 µs 
 per step (an emulator stand-in), and the built-in game with tiles and pixels observations when
 it is available. Also: cold start-up of a 2-worker pool per start method (each in a fresh
 interpreter), and the time to detect and replace a SIGKILLed worker.
-The measuring function is `trainer.vector.measure_steps_per_second` (also used by `trainer bench`).
+The measuring function is `trainer.bench.measure_steps_per_second` (also used by `trainer bench`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # toy_env
 
 from toy_env import ToyEnv  # noqa: E402
 
-from trainer.vector import make_vec_env, measure_steps_per_second  # noqa: E402
+from trainer.bench import measure_steps_per_second  # noqa: E402
+from trainer.envs.vector import make_vec_env  # noqa: E402
 
 
 def game_available() -> bool:
     try:
-        from trainer.env import make_env
+        from trainer.envs.env import make_env
         from trainer.spec import JobSpec
 
         make_env(JobSpec(name="bench-probe"), 0).close()
@@ -50,7 +51,7 @@ def env_fns(kind: str, num_envs: int) -> list:
             functools.partial(ToyEnv, index=i, max_steps=50, step_cost_us=300)
             for i in range(num_envs)
         ]
-    from trainer.env import make_env
+    from trainer.envs.env import make_env
     from trainer.spec import JobSpec
 
     obs_type = kind.removeprefix("dungeon-")
@@ -64,7 +65,7 @@ def startup_seconds(kind: str, start_method: str) -> float:
         "import sys, time; sys.argv = ['x']\n"
         f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
         "from bench_pool import env_fns\n"
-        "from trainer.vector import ProcessVecEnv\n"
+        "from trainer.envs.vector import ProcessVecEnv\n"
         "if __name__ == '__main__':\n"
         f"    fns = env_fns({kind!r}, 2)\n"
         "    start = time.perf_counter()\n"
@@ -89,7 +90,7 @@ def replace_seconds(kind: str) -> tuple[float, float]:
         def emit(self, record: logging.LogRecord) -> None:
             noticed.append(time.perf_counter())
 
-    logger = logging.getLogger("trainer.vector")
+    logger = logging.getLogger("trainer.envs.vector")
     handler = Stamp()
     logger.addHandler(handler)
     logger.propagate = False

@@ -1,4 +1,9 @@
-"""Regenerate the generated blocks of README.md (the spec reference); a test keeps them in sync.
+"""Regenerate the generated blocks of README.md; a test keeps them in sync.
+
+- the spec reference and the Make variables, from the spec's models;
+- the benchmark tables, from the JSON of one `trainer bench` run (docs/bench.json), rendered
+  by the very function `trainer bench` prints with. After a new run:
+  `trainer bench --json docs/bench.json && python scripts/update_readme.py`.
 
 Usage: python scripts/update_readme.py [--check]
 """
@@ -9,16 +14,25 @@ import re
 import sys
 from pathlib import Path
 
-from trainer.spec import ENV_OVERRIDES, reference_markdown
+from trainer.bench import BenchReport
+from trainer.spec import ENV_OVERRIDES
+from trainer.spec.reference import reference_markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BENCH = ROOT / "docs" / "bench.json"
 
 
 def blocks() -> dict[str, str]:
     variables = "| Make / environment variable | spec key |\n|---|---|\n" + "\n".join(
         f"| `{var}` | `{key}` |" for var, key in ENV_OVERRIDES.items()
     )
-    return {"spec-reference": reference_markdown(), "train-variables": variables + "\n"}
+    bench = BenchReport.from_json(BENCH.read_text())
+    return {
+        "spec-reference": reference_markdown(),
+        "train-variables": variables + "\n",
+        "bench": f"```text\n{bench.text()}```\n",
+    }
 
 
 def render(text: str) -> str:

@@ -9,7 +9,7 @@ import re
 import pytest
 from test_kube_tools import ROOT, require_tool, run_tool
 
-from trainer import kube
+from trainer.kube import manifests as kube
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 INSTRUCTIONS = [

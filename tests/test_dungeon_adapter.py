@@ -133,8 +133,9 @@ def test_boot_gives_up_with_a_clear_error():
 
 
 def test_boot_and_read_under_pyboy():
-    pyboy_mod = pytest.importorskip("pyboy")
-    pyboy = pyboy_mod.PyBoy(str(ROM), window="null", sound_emulated=False)
+    from trainer.envs.env import import_pyboy
+
+    pyboy = import_pyboy()(str(ROM), window="null", sound_emulated=False)
     try:
         adapter = dg.DungeonAdapter()
         adapter.configure(pyboy)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.env import GameBoyEnv, make_env, screen_tiles
+from trainer.envs.env import GameBoyEnv, make_env
 from trainer.games import BUILTIN_ROMS, GameError
+from trainer.games.screen import screen_tiles
 from trainer.spec import validate_spec
 
 

@@ -6,11 +6,12 @@ import io
 
 import pytest
 
-from trainer.env import make_env
+from trainer.envs.env import make_env
 from trainer.games import BUILTIN_ROMS, GameError
 from trainer.games.base import header_checksum
+from trainer.rl.console import Console
+from trainer.rl.train import train
 from trainer.spec import validate_spec
-from trainer.train import Console, train
 
 RIGHT, LEFT, NOOP = 4, 3, 0
 

@@ -24,7 +24,8 @@ from test_kube_tools import (
     run_tool,
 )
 
-from trainer import kube
+from trainer.kube import chart
+from trainer.kube import manifests as kube
 from trainer.spec import JobSpec, validate_spec
 
 CHART = ROOT / "helm" / "pyboy-trainer"
@@ -162,8 +163,8 @@ def test_values_yaml_spec_is_the_job_spec_defaults() -> None:
     """The chart computes names from the full spec, so its defaults must be the model's."""
     path = CHART / "values.yaml"
     if UPDATE:
-        path.write_text(kube.chart_values_yaml())
-    assert path.read_text() == kube.chart_values_yaml(), (
+        path.write_text(chart.chart_values_yaml())
+    assert path.read_text() == chart.chart_values_yaml(), (
         "values.yaml is out of date: UPDATE_GOLDEN=1 pytest tests/test_helm_chart.py"
     )
     values = yaml.safe_load(path.read_text())
@@ -174,7 +175,7 @@ def test_values_yaml_spec_is_the_job_spec_defaults() -> None:
 
 def test_values_schema_is_generated_from_the_job_spec() -> None:
     path = CHART / "values.schema.json"
-    text = json.dumps(kube.chart_values_schema(), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(chart.chart_values_schema(), indent=2, ensure_ascii=False) + "\n"
     if UPDATE:
         path.write_text(text)
     assert path.read_text() == text, (

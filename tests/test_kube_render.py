@@ -17,10 +17,10 @@ import yaml
 from click.testing import CliRunner
 from test_kube_tools import ROOT, assert_valid_manifests
 
-from trainer import kube
-from trainer import spec as spec_mod
 from trainer.cli import main
+from trainer.kube import manifests as kube
 from trainer.spec import JobSpec, SpecError, validate_spec
+from trainer.spec import identity as spec_mod
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -249,16 +249,16 @@ def test_spec_document_is_sorted_indented_json_without_nulls() -> None:
 
 def test_names_are_stable_idempotent_and_track_the_spec() -> None:
     spec = validate_spec({"name": "stable", "sweep": {"num_envs": [1, 2, 4]}})
-    first, again = kube.plan(spec), kube.plan(validate_spec(spec.model_dump(mode="json")))
+    first, again = kube.plan_pods(spec), kube.plan_pods(validate_spec(spec.model_dump(mode="json")))
     assert first == again
     sweep, points = first
     assert [p.job_name.rsplit("-", 1)[0] for p in points] == ["stable-e1", "stable-e2", "stable-e4"]
     assert len({p.job_name for p in points}) == 3
     assert sweep.startswith("stable-") and len(sweep) == len("stable-") + 8
-    assert kube.plan(spec, [4, 2, 1])[0] == sweep  # the order of the env list does not matter
+    assert kube.plan_pods(spec, [4, 2, 1])[0] == sweep  # the order of the env list does not matter
     changed = validate_spec({**spec.model_dump(mode="json"), "seed": 2})
-    assert {p.job_name for p in kube.plan(changed)[1]}.isdisjoint({p.job_name for p in points})
-    assert kube.plan(spec, image="other:1")[1][0].job_name != points[0].job_name
+    assert {p.job_name for p in kube.plan_pods(changed)[1]}.isdisjoint({p.job_name for p in points})
+    assert kube.plan_pods(spec, image="other:1")[1][0].job_name != points[0].job_name
 
 
 @pytest.mark.parametrize(
@@ -295,7 +295,7 @@ def test_render_cli_invalid_input_exits_2(tmp_path: Path) -> None:
 
 def test_kube_and_launcher_import_neither_torch_nor_pyboy() -> None:
     code = (
-        "import sys, trainer.launcher, trainer.kube, trainer.cli\n"
+        "import sys, trainer.launcher, trainer.kube.manifests, trainer.kube.client, trainer.cli\n"
         "heavy = sorted(m for m in ('torch', 'pyboy', 'numpy', 'mlflow', 'kubernetes') if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

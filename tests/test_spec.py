@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from trainer.cli import main
-from trainer.spec import ENV_OVERRIDES, JobSpec, SpecError, load_spec
+from trainer.spec import ENV_OVERRIDES, JobSpec, SpecError, load_spec, spec_hash, training_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,7 +228,7 @@ def test_bad_override_names_its_source(tmp_path, overrides, environ, expected):
 
 
 def test_every_seed_variable_maps_to_a_real_key():
-    from trainer.spec import _valid_paths
+    from trainer.spec.loading import _valid_paths
 
     assert set(ENV_OVERRIDES) == {
         "TRAIN_STEPS",
@@ -245,10 +245,10 @@ def test_hashes_are_stable_and_scoped(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
     more_steps = load_spec(write(tmp_path, GOOD), ["ppo.total_steps=99999"])
     other_lr = load_spec(write(tmp_path, GOOD), ["ppo.learning_rate=0.001"])
-    assert spec.spec_hash() == load_spec(write(tmp_path, GOOD)).spec_hash()
-    assert spec.spec_hash() != more_steps.spec_hash()
-    assert spec.training_hash() == more_steps.training_hash()  # resume with a larger budget
-    assert spec.training_hash() != other_lr.training_hash()
+    assert spec_hash(spec) == spec_hash(load_spec(write(tmp_path, GOOD)))
+    assert spec_hash(spec) != spec_hash(more_steps)
+    assert training_hash(spec) == training_hash(more_steps)  # resume with a larger budget
+    assert training_hash(spec) != training_hash(other_lr)
 
 
 def test_with_num_envs_drops_sweep_and_revalidates(tmp_path):

@@ -17,17 +17,12 @@ import pytest
 import torch
 import yaml
 
-from trainer.spec import JobSpec, job_name
-from trainer.tracking import (
-    TAG_JOB_ID,
-    CheckpointStore,
-    MlflowTracker,
-    flatten_params,
-    job_identity,
-    resolve_tracking_uri,
-    rng_state,
-    set_rng_state,
-)
+from trainer.rl.seeding import generator, restore_generator, rng_state, set_rng_state
+from trainer.spec import JobSpec, job_identity, job_name, spec_hash, training_hash
+from trainer.tracking.checkpoints import CheckpointStore
+from trainer.tracking.client import TAG_JOB_ID
+from trainer.tracking.mlflow_run import MlflowTracker, resolve_tracking_uri
+from trainer.tracking.tracker import flatten_params
 
 
 def make_spec(**mlflow: object) -> JobSpec:
@@ -45,7 +40,7 @@ def make_state(step: int, spec: JobSpec | None = None) -> dict:
         "update": step // 10,
         "episodes": 3,
         "rng": rng_state(),
-        "training_hash": spec.training_hash(),
+        "training_hash": training_hash(spec),
         "spec_yaml": spec.to_yaml(),
     }
 
@@ -63,9 +58,9 @@ def make_state(step: int, spec: JobSpec | None = None) -> dict:
 )
 def test_job_identity(name, environ, expected):
     spec = make_spec()
-    expected = expected or f"track-test-e2-{spec.spec_hash(8)}"
+    expected = expected or f"track-test-e2-{spec_hash(spec, 8)}"
     assert job_identity(spec, environ) == expected
-    assert job_name(spec) == f"track-test-e2-{spec.spec_hash(8)}"
+    assert job_name(spec) == f"track-test-e2-{spec_hash(spec, 8)}"
 
 
 def test_flatten_params():
@@ -154,7 +149,7 @@ def test_corrupt_latest_falls_back_to_newest_readable_step(tmp_path, caplog):
     data = store.latest_path.read_bytes()
     store.latest_path.write_bytes(data[: len(data) // 2])  # a partial copy
     store.step_path(3).write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="trainer.tracking"):
+    with caplog.at_level(logging.WARNING, logger="trainer.tracking.checkpoints"):
         state = store.load_latest()
     assert state["global_step"] == 2
     assert "latest.pt is unreadable" in caplog.text and "falling back to step_3.pt" in caplog.text
@@ -165,39 +160,41 @@ def test_load_latest_none_when_empty_or_all_unreadable(tmp_path, caplog):
     assert store.load_latest() is None
     store.dir.mkdir(parents=True)
     store.latest_path.write_bytes(b"")
-    with caplog.at_level(logging.WARNING, logger="trainer.tracking"):
+    with caplog.at_level(logging.WARNING, logger="trainer.tracking.checkpoints"):
         assert store.load_latest() is None
     assert "no readable checkpoint" in caplog.text
 
 
 def test_rng_state_round_trips_through_weights_only_load(tmp_path):
-    generator = np.random.default_rng(7)
+    sampler = generator(7)
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
     np.random.normal()  # leaves a cached Gaussian in the legacy state
     store = CheckpointStore(tmp_path, keep=1)
-    store.save({"rng": rng_state(generator)}, 1)
+    store.save({"rng": rng_state(), "sampler": sampler.get_state()}, 1)
     expected = (
         random.random(),
         np.random.normal(),
         np.random.rand(3).tolist(),
         torch.rand(3).tolist(),
-        generator.random(),
+        torch.rand(3, generator=sampler).tolist(),
     )
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
-    generator = np.random.default_rng(99)
+    sampler = generator(99)
     state = torch.load(store.latest_path, weights_only=True)  # what the trainer does
-    set_rng_state(state["rng"], generator)
+    set_rng_state(state["rng"])
+    assert restore_generator(sampler, state["sampler"])
     assert (
         random.random(),
         np.random.normal(),
         np.random.rand(3).tolist(),
         torch.rand(3).tolist(),
-        generator.random(),
+        torch.rand(3, generator=sampler).tolist(),
     ) == expected
+    assert not restore_generator(sampler, None)
 
 
 def test_checkpoint_keeps_training_hash_for_the_trainer_to_check(tmp_path):
@@ -205,7 +202,7 @@ def test_checkpoint_keeps_training_hash_for_the_trainer_to_check(tmp_path):
     store.save(make_state(5, make_spec()), 5)
     other = JobSpec.model_validate({"name": "track-test", "ppo": {"hidden_size": 64}})
     state = store.load_latest()
-    assert state["training_hash"] == make_spec().training_hash() != other.training_hash()
+    assert state["training_hash"] == training_hash(make_spec()) != training_hash(other)
     assert JobSpec.model_validate(yaml.safe_load(state["spec_yaml"])) == make_spec()
 
 
@@ -216,7 +213,7 @@ def test_null_tracker_does_nothing_and_never_imports_mlflow(tmp_path):
     code = f"""
 import sys, torch
 from pathlib import Path
-from trainer.tracking import NullTracker
+from trainer.tracking.tracker import NullTracker
 with NullTracker() as t:
     t.log_params({{"a": {{"b": 1}}}}); t.log_metrics({{"x": 1.0}}, 1); t.flush()
     t.log_text("hi", "a.txt"); t.log_artifact(__file__ if "__file__" in dir() else "x"); t.log_checkpoint("x", 1)
@@ -268,8 +265,8 @@ def test_new_run_has_params_tags_and_spec(server_spec, client, tmp_path):
         assert run.info.run_name == "job-a" and run.info.status == "RUNNING"
         tags = run.data.tags
         assert tags[TAG_JOB_ID] == "job-a"
-        assert tags["trainer.spec_hash"] == server_spec.spec_hash()
-        assert tags["trainer.training_hash"] == server_spec.training_hash()
+        assert tags["trainer.spec_hash"] == spec_hash(server_spec)
+        assert tags["trainer.training_hash"] == training_hash(server_spec)
         assert (tags["game"], tags["rom"], tags["rom_sha1"], tags["num_envs"]) == (
             "dungeon",
             "builtin:dungeon",

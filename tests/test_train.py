@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trainer.rl.console import Console
+from trainer.rl.train import train
 from trainer.spec import validate_spec
-from trainer.train import Console, train
 
 
 def small_spec(tmp_path: Path, **ppo) -> dict:
@@ -69,7 +70,7 @@ def test_resume_continues_and_finished_job_does_nothing(tmp_path):
 
 
 def test_checkpoint_from_other_spec_is_refused(tmp_path):
-    from trainer.train import CheckpointMismatch
+    from trainer.rl.train import CheckpointMismatch
 
     spec = validate_spec(small_spec(tmp_path))
     train(spec, console=Console(io.StringIO()))
@@ -88,8 +89,9 @@ def test_checkpoint_from_other_spec_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_ppo_learns_on_builtin_dungeon(tmp_path):
-    """Real PPO beats the same configuration with learning_rate 0 by a clear, seeded margin
-    (two seeds, so one lucky or unlucky run cannot decide it)."""
+    """Real PPO beats the same configuration with learning_rate 0 by a clear margin, on the
+    first three seeds (not picked: returns at 40k steps vary a lot from seed to seed, so one
+    lucky or unlucky run must not decide it)."""
 
     def run(lr: float, seed: int) -> list[float]:
         data = small_spec(tmp_path)
@@ -107,19 +109,18 @@ def test_ppo_learns_on_builtin_dungeon(tmp_path):
         summary = train(validate_spec(data), console=Console(io.StringIO()))
         return summary.returns
 
-    trained = {seed: run(2.5e-3, seed) for seed in (3, 4)}
-    frozen = run(0.0, 3)
-    last_trained = float(np.mean([np.mean(r[-20:]) for r in trained.values()]))
+    trained = {seed: run(2.5e-3, seed) for seed in (1, 2, 3)}
+    frozen = run(0.0, 1)
+    last = {seed: float(np.mean(r[-20:])) for seed, r in trained.items()}
     last_frozen = float(np.mean(frozen[-20:]))
     curves = {
         s: [round(float(np.mean(r[i : i + 20])), 2) for i in range(0, len(r), 20)]
         for s, r in trained.items()
     }
-    print(
-        f"learning curves (mean return per 20 episodes): {curves}; frozen last20 {last_frozen:.2f}"
-    )
-    # Measured: trained 4.3 (seed 3) and 4.0 (seed 4), frozen 0.6, over the last 20 episodes.
-    assert last_trained > last_frozen + 2.0, (last_trained, last_frozen, curves)
+    print(f"learning curves (mean return per 20 episodes): {curves}; frozen {last_frozen:.2f}")
+    # Measured here over seeds 1-9: 1.8 to 7.5 trained (mean 3.2), 0.6-0.75 frozen.
+    assert float(np.mean(list(last.values()))) > last_frozen + 1.0, (last, last_frozen, curves)
+    assert min(last.values()) > last_frozen + 0.5, (last, last_frozen, curves)
 
 
 @pytest.mark.slow

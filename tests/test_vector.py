@@ -7,7 +7,6 @@ the end use `trainer.env.make_env` when the built-in game is available.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import multiprocessing as mp
 import os
 import signal
@@ -21,13 +20,13 @@ import numpy as np
 import pytest
 from toy_env import ToyEnv
 
-from trainer.vector import (
+from trainer.bench import measure_steps_per_second
+from trainer.envs.vector import (
     ProcessVecEnv,
     SerialVecEnv,
     StepResult,
     WorkerError,
     make_vec_env,
-    measure_steps_per_second,
 )
 
 BACKENDS = ["serial", "process"]
@@ -439,7 +438,7 @@ CHILD = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, {tests!r})
     from toy_env import ToyEnv
-    from trainer.vector import make_vec_env
+    from trainer.envs.vector import make_vec_env
 
     if __name__ == "__main__":
         venv = make_vec_env([functools.partial(ToyEnv, index=i) for i in range(4)], envs_per_worker=2)
@@ -496,9 +495,9 @@ def test_two_workers_start_as_separate_processes():
 
 
 def test_auto_backend_and_envs_per_worker(monkeypatch):
-    import trainer.spec
+    from trainer.envs.vector import process
 
-    monkeypatch.setattr(trainer.spec, "available_cpus", lambda: 2)
+    monkeypatch.setattr(process, "available_cpus", lambda: 2)
     with make_vec_env(toy_fns(1)) as venv:
         assert isinstance(venv, SerialVecEnv)
     with make_vec_env(toy_fns(5)) as venv:
@@ -516,24 +515,15 @@ def test_measure_steps_per_second(backend):
 
 # ---- real emulators (the built-in game) ---------------------------------------------------
 
-ROM = Path(__file__).resolve().parents[1] / "trainer/games/roms/dungeon/dungeon.gb"
-needs_game = pytest.mark.skipif(
-    not ROM.exists()
-    or importlib.util.find_spec("trainer.env") is None
-    or importlib.util.find_spec("trainer.games.dungeon") is None,
-    reason="the built-in game (trainer/env.py, the dungeon adapter and its ROM) is not built yet",
-)
-
 
 def real_fns(num_envs: int, **env):
-    from trainer.env import make_env
+    from trainer.envs.env import make_env
     from trainer.spec import JobSpec
 
     spec = JobSpec(name="vector-test", env={"episode_length": 30, **env})
     return [functools.partial(make_env, spec, i) for i in range(num_envs)]
 
 
-@needs_game
 @pytest.mark.parametrize("obs_type", ["tiles", "pixels"])
 def test_real_envs_serial_and_process_identical(obs_type):
     fns = real_fns(2, obs={"type": obs_type})
@@ -545,7 +535,6 @@ def test_real_envs_serial_and_process_identical(obs_type):
     # Start-up time is measured by `trainer bench` (no timing thresholds in tests: shared machines).
 
 
-@needs_game
 def test_real_env_reset_restores_the_exact_start():
     with make_vec_env(real_fns(1), backend="serial") as venv:
         actions = np.random.default_rng(1).integers(0, venv.num_actions, size=(25, 1))

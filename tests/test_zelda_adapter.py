@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.env import make_env
+from trainer.envs.env import make_env
 from trainer.games import BUILTIN_ROMS, GameError, make_adapter
 from trainer.games import zelda as z
 from trainer.games.base import header_checksum

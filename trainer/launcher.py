@@ -5,7 +5,8 @@ Both backends run the same thing: `trainer run SPEC` with the same run identity
 derived from the spec and the env list, so launching the same sweep twice is idempotent: the
 Kubernetes backend finds its objects already there and creates nothing.
 
-Imports `trainer.spec` and `trainer.kube` only: no torch, no PyBoy (the launcher starts fast).
+Imports `trainer.spec`, `trainer.sweep` and `trainer.kube` only: no torch, no PyBoy (the
+launcher starts fast).
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trainer import kube
+from trainer.errors import ExitCode
+from trainer.kube import manifests
+from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_available, selector
 from trainer.spec import ENV_OVERRIDES, JobSpec, available_cpus
+from trainer.sweep import SweepPoint, plan
 
 Echo = Callable[[str], None]
 CommandFactory = Callable[[Path], list[str]]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
 
 def default_command(spec_path: Path) -> list[str]:
@@ -38,33 +39,33 @@ def default_command(spec_path: Path) -> list[str]:
     return [sys.executable, "-m", "trainer", "run", str(spec_path)]
 
 
-def make_client(context: str | None = None) -> kube.KubeClient:
+def make_client(context: str | None = None) -> KubeClient:
     """The client the CLI uses (tests replace this function to pass a fake API)."""
-    return kube.KubeClient.from_config(context)
+    return KubeClient.from_config(context)
 
 
 def choose_backend(backend: str | None, environ: Mapping[str, str] | None = None) -> str:
     """`kubernetes` when a kubeconfig or in-cluster config exists, else `local`."""
     if backend:
         return backend
-    return "kubernetes" if kube.kube_config_available(environ) else "local"
+    return "kubernetes" if kube_config_available(environ) else "local"
 
 
 # ---- Kubernetes -----------------------------------------------------------------------------
 
 
-def describe_plan(sweep: str, points: Sequence[kube.SweepPoint], echo: Echo) -> None:
+def describe_plan(sweep: str, points: Sequence[SweepPoint], echo: Echo) -> None:
     echo(f"sweep {sweep}: {len(points)} job(s)")
     for point in points:
         spec = point.spec
-        res = kube.pod_resources(spec)["requests"]
+        res = manifests.pod_resources(spec)["requests"]
         echo(
             f"  {point.job_name}  envs={point.num_envs}  cpu={res['cpu']}  memory={res['memory']}  "
             f"namespace={spec.kubernetes.namespace}"
         )
 
 
-def print_report(report: kube.ApplyReport, echo: Echo) -> None:
+def print_report(report: ApplyReport, echo: Echo) -> None:
     for result in report.results:
         note = f"  ({result.message})" if result.message and result.status != "created" else ""
         echo(f"  {result.status:<8} {result.kind:<9} {result.name}{note}")
@@ -85,7 +86,7 @@ def launch_kubernetes(
     dry_run: bool = False,
     wait: bool = False,
     echo: Echo = print,
-    client_factory: Callable[[], kube.KubeClient] | None = None,
+    client_factory: Callable[[], KubeClient] | None = None,
     poll_seconds: float = 10.0,
 ) -> int:
     """Create the sweep's ConfigMaps and Jobs; objects that exist are left unchanged.
@@ -95,35 +96,35 @@ def launch_kubernetes(
     command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
     before anything is sent.
     """
-    sweep, points = kube.plan(spec, num_envs_list, image)
-    manifests = kube.render(spec, num_envs_list, image, sweep)
+    sweep, points = manifests.plan_pods(spec, num_envs_list, image)
+    objects = manifests.render(spec, num_envs_list, image, sweep)
     describe_plan(sweep, points, echo)
     if dry_run:
         echo("dry run: nothing was sent (`trainer render` prints the manifests)")
-        return EXIT_OK
+        return ExitCode.OK
     try:
         client = (client_factory or make_client)()
-        report = client.apply(manifests)
-    except kube.KubeError as exc:
+        report = client.apply(objects)
+    except KubeError as exc:
         partial = getattr(exc, "report", None)
         if partial is not None:
             print_report(partial, echo)
         echo(f"error: {exc}")
         echo("nothing else was changed; run the same command again to complete the sweep")
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     print_report(report, echo)
     if not report.ok:
         echo(
             "error: some objects were not created; fix the cause and run the same command again "
             "(existing objects are kept, missing ones are created)"
         )
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     echo(f"follow with: trainer status --sweep {sweep} -n {spec.kubernetes.namespace}")
     echo(f"compare the runs in MLflow: trainer compare {sweep}")
     if wait:
         names = [p.job_name for p in points]
         return wait_for_jobs(client, spec.kubernetes.namespace, names, echo, poll_seconds)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def job_state(job: Mapping[str, Any]) -> str:
@@ -142,7 +143,7 @@ def job_state(job: Mapping[str, Any]) -> str:
 
 
 def wait_for_jobs(
-    client: kube.KubeClient,
+    client: KubeClient,
     namespace: str,
     names: Sequence[str],
     echo: Echo,
@@ -152,10 +153,10 @@ def wait_for_jobs(
     last: dict[str, str] = {}
     while True:
         try:
-            jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, kube.selector())}
-        except kube.KubeError as exc:
+            jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, selector())}
+        except KubeError as exc:
             echo(f"error: {exc}")
-            return EXIT_FAILURE
+            return ExitCode.FAILURE
         states = {name: job_state(jobs[name]) if name in jobs else "Missing" for name in names}
         for name, state in states.items():
             if last.get(name) != state:
@@ -164,7 +165,7 @@ def wait_for_jobs(
         if all(s in ("Complete", "Failed", "Missing") for s in states.values()):
             bad = [n for n, s in states.items() if s != "Complete"]
             echo("all Jobs complete" if not bad else f"error: not successful: {', '.join(bad)}")
-            return EXIT_FAILURE if bad else EXIT_OK
+            return ExitCode.FAILURE if bad else ExitCode.OK
         time.sleep(poll_seconds)
 
 
@@ -194,7 +195,7 @@ class JobRow:
 
 
 def status_rows(
-    client: kube.KubeClient, namespace: str, label_selector: str, now: datetime | None = None
+    client: KubeClient, namespace: str, label_selector: str, now: datetime | None = None
 ) -> list[JobRow]:
     """One row per Job matching the selector, with its pods' phases (newest Jobs last)."""
     jobs = client.list_jobs(namespace, label_selector)
@@ -202,7 +203,7 @@ def status_rows(
     by_job: dict[str, list[str]] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(kube.LABEL_JOB_NAME) or (
+        owner = (meta.get("labels") or {}).get(manifests.LABEL_JOB_NAME) or (
             meta.get("labels") or {}
         ).get("job-name", "")
         phase = (pod.get("status") or {}).get("phase", "?")
@@ -216,8 +217,8 @@ def status_rows(
         rows.append(
             JobRow(
                 name=meta.get("name", "?"),
-                envs=job_labels.get(kube.LABEL_NUM_ENVS, "?"),
-                sweep=job_labels.get(kube.LABEL_SWEEP, "-"),
+                envs=job_labels.get(manifests.LABEL_NUM_ENVS, "?"),
+                sweep=job_labels.get(manifests.LABEL_SWEEP, "-"),
                 state=job_state(job),
                 active=int(status.get("active") or 0),
                 succeeded=int(status.get("succeeded") or 0),
@@ -229,8 +230,8 @@ def status_rows(
     return rows
 
 
-def newest_pod(client: kube.KubeClient, namespace: str, job: str) -> str | None:
-    pods = client.list_pods(namespace, f"{kube.LABEL_JOB_NAME}={job}")
+def newest_pod(client: KubeClient, namespace: str, job: str) -> str | None:
+    pods = client.list_pods(namespace, f"{manifests.LABEL_JOB_NAME}={job}")
     if not pods:
         return None
     pods.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
@@ -238,7 +239,7 @@ def newest_pod(client: kube.KubeClient, namespace: str, job: str) -> str | None:
 
 
 def cancel(
-    client: kube.KubeClient, namespace: str, targets: Iterable[tuple[str, str]], echo: Echo = print
+    client: KubeClient, namespace: str, targets: Iterable[tuple[str, str]], echo: Echo = print
 ) -> int:
     """Delete (kind, name) objects; Jobs with Background propagation, so their pods go too."""
     count = 0
@@ -247,12 +248,10 @@ def cancel(
         echo(f"  {result:<8} {kind:<9} {name}")
         count += result == "deleted"
     echo(f"{count} object(s) deleted")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def sweep_objects(
-    client: kube.KubeClient, namespace: str, label_selector: str
-) -> list[tuple[str, str]]:
+def sweep_objects(client: KubeClient, namespace: str, label_selector: str) -> list[tuple[str, str]]:
     """(kind, name) of our Jobs and ConfigMaps that match a selector, Jobs first."""
     jobs = [("Job", j["metadata"]["name"]) for j in client.list_jobs(namespace, label_selector)]
     maps = [
@@ -265,19 +264,15 @@ def sweep_objects(
 # ---- local processes ------------------------------------------------------------------------
 
 
-def cpus_needed(point: JobSpec) -> float:
-    return int(point.env.num_envs) * point.resources.cpu_per_env + point.resources.learner_cpu
-
-
 def child_environment(
-    point: kube.SweepPoint, sweep: str, base: Mapping[str, str] | None = None
+    point: SweepPoint, sweep: str, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The parent's environment, less `TRAIN_*` overrides (already applied to the spec file:
     applying `TRAIN_ENVS` again would undo the sweep), plus what a pod gets."""
     env = {
         k: v for k, v in (os.environ if base is None else base).items() if k not in ENV_OVERRIDES
     }
-    env.update(kube.run_env(point.spec, point.job_name, sweep, tracking_uri=None))
+    env.update(manifests.run_env(point.spec, point.job_name, sweep, tracking_uri=None))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -294,7 +289,7 @@ def run_local(
     """Run each sweep point as `trainer run <spec file>` locally, as many at once as fit the
     usable CPUs (a point larger than the machine runs alone). Output lines are prefixed with
     the point's name. Returns 1 when any run failed, else 0."""
-    sweep, points = kube.plan(spec, num_envs_list, local=True)
+    sweep, points = plan(spec, num_envs_list)
     cpus = max_cpus or available_cpus()
     echo(f"sweep {sweep}: {len(points)} local run(s) on {cpus} CPU(s)")
     with tempfile.TemporaryDirectory(prefix="trainer-sweep-") as tmp:
@@ -306,12 +301,12 @@ def run_local(
             for point in points:
                 echo(f"  {point.job_name}: {' '.join(command(paths[point.job_name]))}")
             echo("dry run: nothing was started")
-            return EXIT_OK
+            return ExitCode.OK
         return _schedule(points, sweep, paths, command, cpus, echo, environ)
 
 
 def _schedule(
-    points: Sequence[kube.SweepPoint],
+    points: Sequence[SweepPoint],
     sweep: str,
     paths: Mapping[str, Path],
     command: CommandFactory,
@@ -339,7 +334,7 @@ def _schedule(
         while pending or running:
             while pending:
                 point = pending[0]
-                need = cpus_needed(point.spec)
+                need = point.spec.requested_cpus()
                 used = sum(n for _, n, _ in running.values())
                 if running and used + need > cpus:
                     break
@@ -378,4 +373,4 @@ def _schedule(
     )
     if not failed:
         say(f"compare the runs: trainer compare {sweep}")
-    return EXIT_FAILURE if failed else EXIT_OK
+    return ExitCode.FAILURE if failed else ExitCode.OK

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from trainer.tracking import RunRecord
+from trainer import metrics
+from trainer.tracking.queries import RunRecord
 
 
 def final_return(record: RunRecord, last: int = 10) -> float:
@@ -31,9 +32,9 @@ def comparison_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                 "status": r.status,
                 "steps": int(max((s for s, _ in r.returns), default=0)),
                 "episodes": len(r.returns),
-                "sps": r.metrics.get("perf/sps", float("nan")),
-                "fps": r.metrics.get("perf/fps", float("nan")),
-                "learner_seconds": r.metrics.get("perf/learner_seconds", float("nan")),
+                "sps": r.metrics.get(metrics.STEPS_PER_SECOND, float("nan")),
+                "fps": r.metrics.get(metrics.FRAMES_PER_SECOND, float("nan")),
+                "learner_seconds": r.metrics.get(metrics.LEARNER_SECONDS, float("nan")),
                 "return_last10": final_return(r),
             }
         )

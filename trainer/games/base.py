@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from trainer.errors import InvalidInput
 
-class GameError(ValueError):
+
+class GameError(InvalidInput):
     """A ROM, save state or reward setting that does not fit the adapter (user-facing message)."""
 
 

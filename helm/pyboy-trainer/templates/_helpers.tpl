@@ -1,9 +1,9 @@
 {{/*
-Helpers that mirror trainer/kube.py. tests/test_helm_chart.py renders this chart with real helm
+Helpers that mirror trainer/kube/manifests.py. tests/test_helm_chart.py renders this chart with real helm
 and compares every object with `trainer render` field by field: change both together.
 */}}
 
-{{/* The default trainer image: ghcr.io/pyboy-trainer/trainer:<appVersion> (kube.DEFAULT_IMAGE). */}}
+{{/* The default trainer image: ghcr.io/pyboy-trainer/trainer:<appVersion> (trainer.kube.manifests.DEFAULT_IMAGE). */}}
 {{- define "pyboy-trainer.image" -}}
 {{- .Values.spec.kubernetes.image | default (printf "ghcr.io/pyboy-trainer/trainer:%s" .Chart.AppVersion) -}}
 {{- end -}}

@@ -1,14 +1,10 @@
-"""Vector environments: N emulators stepped together, in this process or in worker processes.
+"""The process backend: envs in worker processes over shared memory.
 
-One contract (`VecEnv`), two interchangeable backends tested the same way (PufferLib's
-`vector.py` and SB3's `common/vec_env` are the models):
-
-- `SerialVecEnv` steps every env in this process (1 env, debugging, the determinism reference).
-- `ProcessVecEnv` runs worker processes that each own `envs_per_worker` envs. Each worker
-  creates its envs itself (PyBoy is not thread- or fork-safe to share) and writes
-  observations, rewards, flags and final observations in place into one shared-memory block;
-  nothing but a one-byte command and a one-byte answer crosses a pipe on the hot path. The rare
-  episode infos (and errors, with the worker's traceback) travel pickled on the same pipe.
+`ProcessVecEnv` runs worker processes that each own `envs_per_worker` envs. Each worker
+creates its envs itself (PyBoy is not thread- or fork-safe to share) and writes observations,
+rewards, flags and final observations in place into one shared-memory block; nothing but a
+one-byte command and a one-byte answer crosses a pipe on the hot path. The rare episode infos
+(and errors, with the worker's traceback) travel pickled on the same pipe (`worker.py`).
 
 Design notes (measured on the 2-core dev box; see `scripts/bench_pool.py`):
 
@@ -37,10 +33,8 @@ Design notes (measured on the 2-core dev box; see `scripts/bench_pool.py`):
 
 from __future__ import annotations
 
-import _posixshmem  # CPython's shm_open (what SharedMemory uses); POSIX only, like select.poll
 import logging
 import math
-import mmap
 import multiprocessing as mp
 import os
 import pickle
@@ -48,344 +42,30 @@ import secrets
 import select
 import signal
 import time
-import traceback
 import weakref
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal
 
 import numpy as np
+
+from trainer.envs.vector import worker as commands
+from trainer.envs.vector.buffers import (
+    Buffers,
+    EnvDescription,
+    EnvEvent,
+    check_env_fns,
+    check_same,
+)
+from trainer.envs.vector.protocol import Env, VecEnv, WorkerError
+from trainer.spec import available_cpus
 
 logger = logging.getLogger(__name__)
 
 #: Modules the forkserver imports once, so every worker forks with them loaded. Missing ones
 #: are skipped silently by multiprocessing (pyboy is absent in a launcher-only install).
-FORKSERVER_PRELOAD = ("numpy", "pyboy", "trainer.env", "trainer.vector")
-
-# Commands (parent → worker, one byte) and the empty answer (worker → parent).
-_STEP, _RESET, _ATTACH, _CLOSE = b"s", b"r", b"a", b"c"
-_OK = b"k"
-_ALIGN = 64
-
-
-class Env(Protocol):
-    """What a pool needs from one environment (`trainer.env.GameBoyEnv`, `tests/toy_env.py`)."""
-
-    observation_shape: tuple[int, ...]
-    observation_dtype: np.dtype
-    num_actions: int
-
-    def reset(self) -> np.ndarray: ...
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]: ...
-    def close(self) -> None: ...
-
-
-@dataclass
-class StepResult:
-    """One step of all N envs. Arrays may be views into the pool's (shared) buffers: they are
-    valid until the next `step_async`/`reset`; copy what you keep (PPO copies them into its
-    rollout storage anyway).
-
-    - `obs` (N, *shape): the observation to act on next. Where an episode ended this step it is
-      already the first observation of the next episode (auto-reset).
-    - `rewards` (N,) float32, `terminated` (N,) bool (a real ending: no bootstrap),
-      `truncated` (N,) bool (time limit, or the env's worker was restarted: bootstrap).
-    - `final_obs` (N, *shape): the last observation of the episode that ended this step; valid
-      only where `terminated | truncated` (elsewhere it holds stale data).
-    - `infos`: one dict per finished episode, in env order, the env's final `info` plus
-      `"env_index"`. Episodes cut short by a worker restart have no info.
-    """
-
-    obs: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    final_obs: np.ndarray
-    infos: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def dones(self) -> np.ndarray:
-        """(N,) bool: the episode ended this step, for either reason."""
-        return self.terminated | self.truncated
-
-
-class WorkerError(RuntimeError):
-    """A worker failed in a way a restart cannot fix (an exception in the env, too many
-    restarts). The message carries the worker's traceback text. The pool is closed."""
-
-
-class VecEnv(ABC):
-    """N environments stepped as one. `step` is `step_async` + `step_wait` (SB3's contract).
-
-    Attributes: `num_envs` (N), `observation_shape` (one env's obs shape), `observation_dtype`,
-    `num_actions` (actions are ints in [0, num_actions)), `worker_restarts` (workers replaced
-    after dying or hanging; always 0 for the serial backend).
-
-    Use as a context manager, or call `close()`: it is idempotent.
-    """
-
-    num_envs: int
-    observation_shape: tuple[int, ...]
-    observation_dtype: np.dtype
-    num_actions: int
-    worker_restarts: int = 0
-
-    # The call protocol (reset before stepping, step_async then step_wait, actions validated) is
-    # checked here once; a backend implements `_reset`, `_step_async` and `_step_wait`.
-    _needs_reset: bool = True
-    _pending: bool = False
-    _buffers: _Buffers
-
-    def reset(self) -> np.ndarray:
-        """Reset every env; returns obs (N, *shape), a view valid until the next step."""
-        self._check_open()
-        if self._pending:
-            raise RuntimeError("reset() called between step_async() and step_wait()")
-        self._reset()
-        self._needs_reset = False
-        return self._buffers.obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        """Start a step: `actions` (N,) integers in [0, num_actions). Validated here."""
-        self._check_open()
-        if self._needs_reset:
-            raise RuntimeError("call reset() before stepping")
-        if self._pending:
-            raise RuntimeError("step_async() called twice without step_wait()")
-        self._buffers.actions[:] = self._check_actions(actions)
-        self._step_async()
-        self._pending = True
-
-    def step_wait(self) -> StepResult:
-        """Finish the step started by `step_async`."""
-        self._check_open()
-        if not self._pending:
-            raise RuntimeError("step_wait() called without step_async()")
-        self._pending = False
-        infos = self._step_wait()
-        b = self._buffers
-        return StepResult(b.obs, b.rewards, b.terminated, b.truncated, b.final_obs, infos)
-
-    @abstractmethod
-    def _reset(self) -> None:
-        """Reset every env, writing the first observations into the buffers."""
-
-    @abstractmethod
-    def _step_async(self) -> None:
-        """Start stepping with the actions already in the buffers."""
-
-    @abstractmethod
-    def _step_wait(self) -> list[dict[str, Any]]:
-        """Finish the step (buffers filled); returns the finished episodes' infos."""
-
-    @abstractmethod
-    def _check_open(self) -> None:
-        """RuntimeError when the pool is closed."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release envs, workers and shared memory. Idempotent."""
-
-    def step(self, actions: np.ndarray) -> StepResult:
-        """`step_async(actions)` then `step_wait()`."""
-        self.step_async(actions)
-        return self.step_wait()
-
-    def __enter__(self) -> VecEnv:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # ---- shared checks --------------------------------------------------------------------
-    def _check_actions(self, actions: Any) -> np.ndarray:
-        array = np.asarray(actions)
-        if array.shape != (self.num_envs,):
-            raise ValueError(
-                f"actions: expected shape ({self.num_envs},) (one per env), got {array.shape}"
-            )
-        if array.dtype.kind not in "iu":
-            raise ValueError(f"actions: expected integers, got dtype {array.dtype}")
-        if self.num_envs and (array.min() < 0 or array.max() >= self.num_actions):
-            raise ValueError(
-                f"actions: every action must be in [0, {self.num_actions}), got min {array.min()}, max {array.max()}"
-            )
-        return array
-
-
-# ---- pieces both backends share: the env description, the buffers, the step itself ----------
-
-
-class _EnvSpec(NamedTuple):
-    shape: tuple[int, ...]
-    dtype: str  # np.dtype(...).str, e.g. "|u1", "<u2"
-    num_actions: int
-
-
-def _describe(envs: Sequence[Env], first_index: int) -> _EnvSpec:
-    specs = []
-    for offset, env in enumerate(envs):
-        try:
-            spec = _EnvSpec(
-                tuple(int(n) for n in env.observation_shape),
-                np.dtype(env.observation_dtype).str,
-                int(env.num_actions),
-            )
-        except AttributeError as exc:
-            raise TypeError(
-                f"env_fns[{first_index + offset}] built a {type(env).__name__} without "
-                f"observation_shape/observation_dtype/num_actions ({exc})"
-            ) from None
-        specs.append(spec)
-    _check_same(specs, first_index)
-    return specs[0]
-
-
-def _check_same(specs: Sequence[_EnvSpec], first_index: int = 0) -> None:
-    for offset, spec in enumerate(specs):
-        if spec != specs[0]:
-            raise ValueError(
-                f"env_fns: every env must have the same observation shape/dtype and action count; "
-                f"env {first_index} has {tuple(specs[0])}, env {first_index + offset} has {tuple(spec)}"
-            )
-
-
-@dataclass
-class _Buffers:
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    obs: np.ndarray
-    final_obs: np.ndarray
-
-    @staticmethod
-    def _fields(num_envs: int, spec: _EnvSpec) -> list[tuple[str, tuple[int, ...], np.dtype]]:
-        obs_shape = (num_envs, *spec.shape)
-        return [
-            ("actions", (num_envs,), np.dtype(np.int64)),
-            ("rewards", (num_envs,), np.dtype(np.float32)),
-            ("terminated", (num_envs,), np.dtype(bool)),
-            ("truncated", (num_envs,), np.dtype(bool)),
-            ("obs", obs_shape, np.dtype(spec.dtype)),
-            ("final_obs", obs_shape, np.dtype(spec.dtype)),
-        ]
-
-    @classmethod
-    def nbytes(cls, num_envs: int, spec: _EnvSpec) -> int:
-        total = 0
-        for _, shape, dtype in cls._fields(num_envs, spec):
-            total += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
-        return max(total, 1)
-
-    @classmethod
-    def create(cls, num_envs: int, spec: _EnvSpec, buffer: Any = None) -> _Buffers:
-        """Views into `buffer` (e.g. a SharedMemory's `.buf`), or fresh zeroed arrays."""
-        if buffer is None:
-            buffer = bytearray(cls.nbytes(num_envs, spec))
-        arrays, offset = {}, 0
-        for name, shape, dtype in cls._fields(num_envs, spec):
-            arrays[name] = np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset)
-            offset += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
-        return cls(**arrays)
-
-
-def _reset_slice(envs: Sequence[Env], first: int, buffers: _Buffers) -> None:
-    for offset, env in enumerate(envs):
-        buffers.obs[first + offset] = env.reset()
-
-
-def _step_slice(envs: Sequence[Env], first: int, buffers: _Buffers) -> list[dict[str, Any]]:
-    """Step envs `first..first+len(envs)-1` in place; auto-reset; returns their finished infos.
-
-    The one implementation of a step, run by the serial backend and by every worker, so the two
-    backends cannot drift apart.
-    """
-    infos = []
-    for offset, env in enumerate(envs):
-        index = first + offset
-        obs, reward, terminated, truncated, info = env.step(int(buffers.actions[index]))
-        buffers.rewards[index] = reward
-        buffers.terminated[index] = terminated
-        buffers.truncated[index] = truncated
-        if terminated or truncated:
-            buffers.final_obs[index] = obs
-            infos.append({**info, "env_index": index})
-            obs = env.reset()
-        buffers.obs[index] = obs
-    return infos
-
-
-def _check_env_fns(env_fns: Sequence[Callable[[], Env]]) -> list[Callable[[], Env]]:
-    if isinstance(env_fns, str | bytes) or not isinstance(env_fns, Sequence):
-        raise TypeError(
-            f"env_fns: expected a sequence of env constructors, got {type(env_fns).__name__}"
-        )
-    fns = list(env_fns)
-    if not fns:
-        raise ValueError("env_fns: empty; pass one constructor (thunk) per environment")
-    for index, fn in enumerate(fns):
-        if not callable(fn):
-            raise TypeError(f"env_fns[{index}]: expected a callable that builds an env, got {fn!r}")
-    return fns
-
-
-def _close_envs(envs: Sequence[Env]) -> None:
-    for env in envs:
-        try:
-            env.close()
-        except Exception:  # noqa: BLE001 - closing is best effort, the first error is reported
-            logger.debug("vector env: closing %r failed", env, exc_info=True)
-
-
-# ---- serial backend -----------------------------------------------------------------------
-
-
-class SerialVecEnv(VecEnv):
-    """All envs in this process, stepped one after another in `step_wait`."""
-
-    def __init__(self, env_fns: Sequence[Callable[[], Env]]):
-        fns = _check_env_fns(env_fns)
-        self.envs: list[Env] = []
-        try:
-            for fn in fns:
-                self.envs.append(fn())
-            spec = _describe(self.envs, 0)
-        except BaseException:
-            _close_envs(self.envs)
-            raise
-        self.num_envs = len(self.envs)
-        self.observation_shape = spec.shape
-        self.observation_dtype = np.dtype(spec.dtype)
-        self.num_actions = spec.num_actions
-        self.worker_restarts = 0
-        self._buffers = _Buffers.create(self.num_envs, spec)
-        self._needs_reset = True
-        self._pending = False
-        self._closed = False
-
-    def _reset(self) -> None:
-        _reset_slice(self.envs, 0, self._buffers)
-
-    def _step_async(self) -> None:
-        pass  # stepping happens in _step_wait, in this process
-
-    def _step_wait(self) -> list[dict[str, Any]]:
-        return _step_slice(self.envs, 0, self._buffers)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            _close_envs(self.envs)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("vector env is closed")
-
-
-# ---- process backend ----------------------------------------------------------------------
+FORKSERVER_PRELOAD = ("numpy", "pyboy", "trainer.envs.env", "trainer.envs.vector.worker")
 
 
 class _WorkerDied(Exception):
@@ -419,7 +99,8 @@ class _PoolState:
 
     workers: list[_Worker]
     shm: SharedMemory | None = None
-    buffers: _Buffers | None = None
+    buffers: Buffers | None = None
+    on_env_closed: EnvEvent | None = None
 
 
 def _stop_worker(worker: _Worker, grace: float = 0.0) -> None:
@@ -445,12 +126,16 @@ def _shutdown(state: _PoolState) -> None:
     for worker in state.workers:
         if worker.command is not None:
             try:
-                os.write(worker.command.fileno(), _CLOSE)
+                os.write(worker.command.fileno(), commands.CLOSE)
             except OSError:
                 pass
     deadline = time.monotonic() + 2.0
     for worker in state.workers:
         _stop_worker(worker, grace=max(0.0, deadline - time.monotonic()))
+        if state.on_env_closed is not None:
+            for index in range(worker.first, worker.stop):
+                state.on_env_closed(index)
+    state.on_env_closed = None  # once: a second call finds nothing left to close
     state.buffers = None
     if state.shm is not None:
         shm, state.shm = state.shm, None
@@ -525,8 +210,10 @@ class ProcessVecEnv(VecEnv):
         worker_timeout: float | None = 120.0,
         max_restarts: int = 10,
         start_method: Literal["forkserver", "spawn", "fork"] = "forkserver",
+        on_env_ready: EnvEvent | None = None,
+        on_env_closed: EnvEvent | None = None,
     ):
-        fns = _check_env_fns(env_fns)
+        fns = check_env_fns(env_fns)
         if worker_timeout is not None and worker_timeout <= 0:
             raise ValueError(f"worker_timeout: must be > 0 seconds or None, got {worker_timeout!r}")
         if not isinstance(max_restarts, int) or max_restarts < 0:
@@ -561,15 +248,20 @@ class ProcessVecEnv(VecEnv):
         try:
             for worker in workers:
                 self._launch(worker)
-            specs = [self._await_spec(worker) for worker in workers]
-            _check_same(specs)
+            specs = []
+            for worker in workers:  # each answers with its env description once they are built
+                specs.append(self._await_spec(worker))
+                if on_env_ready is not None:
+                    for index in range(worker.first, worker.stop):
+                        on_env_ready(index)
+            check_same(specs)
             self._spec = specs[0]
             self._state.shm = SharedMemory(
-                name=self.shm_name, create=True, size=_Buffers.nbytes(self.num_envs, self._spec)
+                name=self.shm_name, create=True, size=Buffers.nbytes(self.num_envs, self._spec)
             )
-            self._state.buffers = _Buffers.create(self.num_envs, self._spec, self._state.shm.buf)
+            self._state.buffers = Buffers.create(self.num_envs, self._spec, self._state.shm.buf)
             for worker in workers:
-                self._send(worker, _ATTACH)
+                self._send(worker, commands.ATTACH)
             for worker in workers:
                 self._check_answer(worker, self._await(worker))
         except _WorkerDied as exc:
@@ -581,6 +273,7 @@ class ProcessVecEnv(VecEnv):
         self.observation_shape = self._spec.shape
         self.observation_dtype = np.dtype(self._spec.dtype)
         self.num_actions = self._spec.num_actions
+        self._state.on_env_closed = on_env_closed  # from now on every env is up
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -592,11 +285,11 @@ class ProcessVecEnv(VecEnv):
         return [w.process.pid if w.process is not None else None for w in self._state.workers]
 
     def _reset(self) -> None:
-        self._broadcast(_RESET)
+        self._broadcast(commands.RESET)
         self._collect_or_close(restart_marks=False)
 
     def _step_async(self) -> None:
-        self._broadcast(_STEP)
+        self._broadcast(commands.STEP)
 
     def _step_wait(self) -> list[dict[str, Any]]:
         return self._collect_or_close(restart_marks=True)
@@ -606,7 +299,7 @@ class ProcessVecEnv(VecEnv):
 
     # ---- internals --------------------------------------------------------------------------
     @property
-    def _buffers(self) -> _Buffers:
+    def _buffers(self) -> Buffers:
         return self._state.buffers  # type: ignore[return-value]
 
     def _check_open(self) -> None:
@@ -617,7 +310,7 @@ class ProcessVecEnv(VecEnv):
         command_read, command_write = self._ctx.Pipe(duplex=False)
         answers_read, answers_write = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=_worker_main,
+            target=commands.worker_main,
             args=(
                 worker.env_fns,
                 worker.first,
@@ -651,7 +344,7 @@ class ProcessVecEnv(VecEnv):
             raise _WorkerDied(f"{worker.label} {dead[worker.index]}")
         return answers[worker.index]
 
-    def _await_spec(self, worker: _Worker) -> _EnvSpec:
+    def _await_spec(self, worker: _Worker) -> EnvDescription:
         message = self._decode(worker, self._await(worker))
         if not (isinstance(message, tuple) and message[0] == "spec"):
             raise WorkerError(
@@ -716,7 +409,7 @@ class ProcessVecEnv(VecEnv):
         return message
 
     def _check_answer(self, worker: _Worker, answer: bytes) -> list[dict[str, Any]]:
-        if answer == _OK:
+        if answer == commands.OK:
             return []
         message = self._decode(worker, answer)
         if isinstance(message, tuple) and message[0] == "infos":
@@ -779,7 +472,7 @@ class ProcessVecEnv(VecEnv):
                     raise WorkerError(
                         f"vector env: restarted {worker.label} built envs {tuple(spec)}, expected {tuple(self._spec)}"
                     )
-                for command in (_ATTACH, _RESET):
+                for command in (commands.ATTACH, commands.RESET):
                     self._send(worker, command)
                     self._check_answer(worker, self._await(worker))
                 return
@@ -787,82 +480,9 @@ class ProcessVecEnv(VecEnv):
                 what = str(exc).removeprefix(f"{worker.label} ")
 
 
-def _attach_shared_memory(name: str) -> mmap.mmap:
-    """Map the pool's block in a worker without telling the resource tracker.
-
-    `SharedMemory(name)` registers the block with the resource tracker in Python < 3.13
-    (gh-82300; 3.13 adds `track=False`). A worker started by `fork` before the parent's tracker
-    existed gets a tracker of its own, which unlinks the parent's block when the worker is
-    killed: measured here, the replacement worker then failed to attach. Only the parent, which
-    created the block, registers it.
-    """
-    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
-    try:
-        return mmap.mmap(fd, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
-
-
-def _worker_main(
-    env_fns: list[Callable[[], Env]],
-    first: int,
-    num_envs: int,
-    shm_name: str,
-    command: Any,
-    answers: Any,
-) -> None:
-    """A worker's command loop: build envs, describe them, then serve one-byte commands."""
-    # Ctrl-C goes to the whole process group: let the parent handle it and close us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    envs: list[Env] = []
-    what = "creating its environments"
-    try:
-        for fn in env_fns:
-            envs.append(fn())
-        spec = _describe(envs, first)
-        answers.send_bytes(pickle.dumps(("spec", spec)))
-        buffers = None
-        fd = command.fileno()
-        while True:
-            byte = os.read(fd, 1)
-            if byte == _STEP:
-                what = "stepping"
-                infos = _step_slice(envs, first, buffers)
-                answers.send_bytes(pickle.dumps(("infos", infos)) if infos else _OK)
-            elif byte == _RESET:
-                what = "resetting"
-                _reset_slice(envs, first, buffers)
-                answers.send_bytes(_OK)
-            elif byte == _ATTACH:
-                what = "attaching shared memory"
-                mapping = _attach_shared_memory(shm_name)
-                buffers = _Buffers.create(num_envs, spec, mapping)
-                answers.send_bytes(_OK)
-            elif byte in (_CLOSE, b""):  # b"": the parent is gone
-                break
-            else:
-                what = "reading its command pipe"
-                raise RuntimeError(f"unknown command {byte!r}")
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
-    except BaseException:
-        try:
-            answers.send_bytes(pickle.dumps(("error", what, traceback.format_exc())))
-        except OSError:
-            pass
-    finally:
-        buffers = None
-        _close_envs(envs)
-
-
-# ---- choosing a backend -------------------------------------------------------------------
-
-
 def resolve_envs_per_worker(num_envs: int, envs_per_worker: int | Literal["auto"]) -> int:
     """`auto`: spread `num_envs` over `available_cpus()` workers (ceil division)."""
     if envs_per_worker == "auto":
-        from trainer.spec import available_cpus
-
         workers = min(num_envs, available_cpus())
         return -(-num_envs // workers)
     if (
@@ -877,53 +497,3 @@ def resolve_envs_per_worker(num_envs: int, envs_per_worker: int | Literal["auto"
             "pick a divisor or 'auto'"
         )
     return envs_per_worker
-
-
-def make_vec_env(
-    env_fns: Sequence[Callable[[], Env]],
-    backend: Literal["auto", "serial", "process"] = "auto",
-    envs_per_worker: int | Literal["auto"] = "auto",
-    **process_options: Any,
-) -> VecEnv:
-    """Build a vector env. `backend="auto"`: serial for one env, process otherwise.
-
-    `process_options` go to `ProcessVecEnv` (worker_timeout, max_restarts, start_method).
-    """
-    fns = _check_env_fns(env_fns)
-    if backend not in ("auto", "serial", "process"):
-        raise ValueError(f"backend: must be 'auto', 'serial' or 'process', got {backend!r}")
-    resolve_envs_per_worker(len(fns), envs_per_worker)  # fail early, whatever the backend
-    if backend == "auto":
-        backend = "serial" if len(fns) == 1 else "process"
-    if backend == "serial":
-        if process_options:
-            raise ValueError(f"{', '.join(process_options)}: only apply to backend='process'")
-        return SerialVecEnv(fns)
-    return ProcessVecEnv(fns, envs_per_worker=envs_per_worker, **process_options)
-
-
-def measure_steps_per_second(
-    vec_env: VecEnv,
-    steps: int,
-    actions_fn: Callable[[int], np.ndarray] | None = None,
-    warmup: int = 10,
-) -> float:
-    """Environment steps per second (summed over the N envs) over `steps` calls of `step`.
-
-    `actions_fn(t)` gives the (N,) actions of call t (default: uniform random, seed 0). Resets
-    first and runs `warmup` untimed steps. The policy is not included: this is the pool's speed.
-    """
-    if actions_fn is None:
-        rng = np.random.default_rng(0)
-        table = rng.integers(0, vec_env.num_actions, size=(256, vec_env.num_envs))
-
-        def actions_fn(t: int) -> np.ndarray:
-            return table[t % len(table)]
-
-    vec_env.reset()
-    for t in range(warmup):
-        vec_env.step(actions_fn(t))
-    start = time.perf_counter()
-    for t in range(steps):
-        vec_env.step(actions_fn(warmup + t))
-    return steps * vec_env.num_envs / (time.perf_counter() - start)

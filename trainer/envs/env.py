@@ -21,7 +21,7 @@ from trainer.games import GameError, make_adapter, resolve_rom
 from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
 
-__all__ = ["NUM_TILE_IDS", "GameBoyEnv", "import_pyboy", "make_env", "screen_tiles"]
+__all__ = ["NUM_TILE_IDS", "GameBoyEnv", "check_game", "import_pyboy", "make_env", "press_and_tick"]
 
 
 class GameBoyEnv:
@@ -97,17 +97,8 @@ class GameBoyEnv:
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, float]]:
         if self._needs_reset:
             raise RuntimeError("GameBoyEnv.step called before reset() or after the episode ended")
-        button = self._buttons[action]
         render = self.obs_type == "pixels"
-        rest = self.frame_skip - self.hold_frames
-        if button is None:
-            self.pyboy.tick(self.frame_skip, render)
-        else:
-            self.pyboy.button_press(button)
-            self.pyboy.tick(self.hold_frames, render and rest == 0)
-            self.pyboy.button_release(button)  # takes effect on the next tick
-            if rest:
-                self.pyboy.tick(rest, render)
+        press_and_tick(self.pyboy, self._buttons[action], self.hold_frames, self.frame_skip, render)
         ram = self.adapter.read(self.pyboy)
         reward = self.adapter.reward(self._ram, ram)
         self._ram = ram
@@ -159,6 +150,23 @@ class GameBoyEnv:
             raise GameError(
                 f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"
             ) from None
+
+
+def press_and_tick(
+    pyboy: Any, button: str | None, hold_frames: int, frame_skip: int, render: bool
+) -> None:
+    """One env step's emulation: hold `button` for `hold_frames`, release it, tick the rest of
+    `frame_skip`; render only the step's last frame, and only when `render` (PyBoy's
+    `tick(count, render)` renders just the last frame of `count`)."""
+    if button is None:
+        pyboy.tick(frame_skip, render)
+        return
+    rest = frame_skip - hold_frames
+    pyboy.button_press(button)
+    pyboy.tick(hold_frames, render and rest == 0)
+    pyboy.button_release(button)  # takes effect on the next tick
+    if rest:
+        pyboy.tick(rest, render)
 
 
 def import_pyboy() -> type:

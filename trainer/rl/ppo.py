@@ -109,14 +109,20 @@ class Agent(nn.Module):
         return self.critic(self.encoder(obs)).squeeze(-1)
 
     def get_action_and_value(
-        self, obs: torch.Tensor, action: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(action, log π(action), entropy, value); samples an action when none is given."""
+        """(action, log π(action), entropy, value); samples an action when none is given, from
+        `generator` if one is given (the collector's own, so a resumed run draws the same
+        actions and a learner in another thread never shares its random stream)."""
         hidden = self.encoder(obs)
         # No argument validation: the logits come from our own network (saves ~15% per call).
         dist = Categorical(logits=self.actor(hidden), validate_args=False)
         if action is None:
-            action = dist.sample()
+            # What Categorical.sample does, with a generator it does not accept.
+            action = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
         return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
 
 
@@ -267,7 +273,7 @@ def ppo_update(
     stats["explained_variance"] = (
         float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
     )
-    stats["epochs"] = float(epochs_run)
+    stats["epochs"] = float(epochs_run)  # logged as charts/update_epochs: not a loss
     return stats
 
 

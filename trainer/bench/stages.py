@@ -1,0 +1,277 @@
+"""The stages `trainer bench` measures, each a function returning its figure.
+
+Heavy imports (torch, PyBoy, the pool) happen inside the functions, so listing or rendering a
+report needs none of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import multiprocessing as mp
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.spec import JobSpec
+
+
+# ---- 1. raw emulator ------------------------------------------------------------------------
+def _raw_worker(spec_json: str, steps: int, seed: int, barrier: Any, results: Any) -> None:
+    """One emulator, no env layer: `GameBoyEnv.step`'s own press/tick/release (`press_and_tick`)."""
+    from trainer.envs.env import import_pyboy, press_and_tick
+    from trainer.games import make_adapter, resolve_rom
+
+    PyBoy = import_pyboy()
+
+    spec = JobSpec.model_validate_json(spec_json)
+    rom = resolve_rom(spec.game.rom).read_bytes()
+    pyboy = PyBoy(io.BytesIO(rom), window="null", sound_emulated=False, log_level="ERROR")
+    pyboy.set_emulation_speed(0)
+    make_adapter(spec.game.adapter, spec.game.reward).boot(pyboy)
+    buttons = [None if a == "noop" else a for a in spec.env.actions]
+    env = spec.env
+    render = env.obs.type == "pixels"
+    choice = np.random.default_rng(seed).integers(0, len(buttons), size=steps)
+    barrier.wait()
+    start = time.perf_counter()
+    for action in choice:
+        press_and_tick(pyboy, buttons[action], env.hold_frames, env.frame_skip, render)
+    results.put((steps * env.frame_skip, time.perf_counter() - start))
+    pyboy.stop(save=False)
+
+
+def bench_raw_emulator(spec: JobSpec, num_envs: int, steps: int) -> float:
+    """Frames/s of `num_envs` bare emulators in as many processes, run at the same time."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(num_envs), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_raw_worker,
+            args=(spec.model_dump_json(), steps, i, barrier, results),
+            daemon=True,
+        )
+        for i in range(num_envs)
+    ]
+    for p in procs:
+        p.start()
+    figures = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    frames = sum(f for f, _ in figures)
+    return frames / max(t for _, t in figures)
+
+
+# ---- 2, 3, 6. the pool ---------------------------------------------------------------------
+def _make_pool(spec: JobSpec, num_envs: int) -> Any:
+    from trainer.envs.env import make_env
+    from trainer.envs.vector import make_vec_env
+
+    point = spec.with_num_envs(num_envs)
+    return make_vec_env(
+        [functools.partial(make_env, point, i) for i in range(num_envs)],
+        backend=point.env.backend,
+        envs_per_worker=point.env.envs_per_worker,
+    )
+
+
+def measure_steps_per_second(
+    vec_env: Any,
+    steps: int,
+    actions_fn: Callable[[int], np.ndarray] | None = None,
+    warmup: int = 10,
+) -> float:
+    """Environment steps per second (summed over the N envs) over `steps` calls of `step`.
+
+    `actions_fn(t)` gives the (N,) actions of call t (default: uniform random, seed 0). Resets
+    first and runs `warmup` untimed steps. The policy is not included: this is the pool's speed.
+    """
+    if actions_fn is None:
+        rng = np.random.default_rng(0)
+        table = rng.integers(0, vec_env.num_actions, size=(256, vec_env.num_envs))
+
+        def actions_fn(t: int) -> np.ndarray:
+            return table[t % len(table)]
+
+    vec_env.reset()
+    for t in range(warmup):
+        vec_env.step(actions_fn(t))
+    start = time.perf_counter()
+    for t in range(steps):
+        vec_env.step(actions_fn(warmup + t))
+    return steps * vec_env.num_envs / (time.perf_counter() - start)
+
+
+def bench_pool(spec: JobSpec, num_envs: int, steps: int) -> float:
+    pool = _make_pool(spec, num_envs)
+    try:
+        return measure_steps_per_second(pool, steps)
+    finally:
+        pool.close()
+
+
+def bench_rollout(spec: JobSpec, num_envs: int, steps: int) -> float:
+    """Steps/s of the pool driven by the policy: the training loop's own collector (one batched
+    inference call per vector step, results stored in a rollout buffer), without the update."""
+    from trainer.rl.rollout import Collector, Rollout
+    from trainer.rl.seeding import generator
+    from trainer.rl.setup import build_agent, resolve_device
+    from trainer.rl.stopping import StopFlag
+
+    device = resolve_device(spec.ppo.device)
+    pool = _make_pool(spec, num_envs)
+    try:
+        agent = build_agent(spec, pool.observation_shape, pool.num_actions, device)
+
+        def collector(rollout_steps: int) -> Collector:
+            return Collector(
+                pool,
+                agent,
+                gamma=spec.ppo.gamma,
+                rollout_steps=rollout_steps,
+                total_steps=rollout_steps * num_envs,
+                sampler=generator(spec.seed, device),
+                stop=StopFlag(),
+                device=device,
+            )
+
+        buffer = Rollout.for_pool(pool, steps, device)
+        collector(min(10, steps)).collect(buffer)  # warm-up
+        timed = collector(steps)
+        start = time.perf_counter()
+        timed.collect(buffer)
+        return steps * num_envs / (time.perf_counter() - start)
+    finally:
+        pool.close()
+
+
+_STARTUP_PROBE = """
+import sys, time
+start = time.perf_counter()
+import functools, numpy as np
+from trainer.envs.env import make_env
+from trainer.spec import JobSpec
+from trainer.envs.vector import make_vec_env
+spec = JobSpec.model_validate_json(sys.argv[1])
+pool = make_vec_env([functools.partial(make_env, spec, i) for i in range(spec.env.num_envs)],
+                    backend=spec.env.backend, envs_per_worker=spec.env.envs_per_worker)
+pool.reset()
+pool.step(np.zeros(spec.env.num_envs, dtype=np.int64))
+print(time.perf_counter() - start)
+pool.close()
+"""
+
+
+def bench_startup(spec: JobSpec, num_envs: int = 2) -> float:
+    """Seconds from a fresh Python process reading the spec to the pool's first step (imports,
+    worker start, emulator boot, reset): what a pod pays before training, measured cold."""
+    import subprocess
+    import sys
+
+    point = spec.with_num_envs(num_envs)
+    out = subprocess.run(
+        [sys.executable, "-c", _STARTUP_PROBE, point.model_dump_json()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(spec: JobSpec, num_envs: int = 2) -> float:
+    """PSS (MB) per environment of a process-pool worker holding one environment."""
+    from trainer.envs.vector import ProcessVecEnv
+
+    pool = _make_pool(spec.updated({"env.backend": "process", "env.envs_per_worker": 1}), num_envs)
+    try:
+        pool.reset()
+        pool.step(np.zeros(num_envs, dtype=np.int64))
+        assert isinstance(pool, ProcessVecEnv)
+        pss = [_pss_mb(pid) for pid in pool.worker_pids() if pid is not None]
+        return float(np.mean(pss)) if pss else float("nan")
+    finally:
+        pool.close()
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (libraries, the ROM) split between the processes
+    that map them, so summing over workers does not double count (proc(5), smaps_rollup)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---- 4. learner ----------------------------------------------------------------------------
+def bench_learner(
+    spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_actions: int
+) -> float:
+    """Samples/s through forward + backward + Adam step for the configured network."""
+    import torch
+
+    from trainer.envs.env import NUM_TILE_IDS
+    from trainer.rl.ppo import Batch, make_optimizer, ppo_update
+    from trainer.rl.setup import build_agent, loss_config, resolve_device
+
+    device = resolve_device(spec.ppo.device)
+    agent = build_agent(spec, obs_shape, num_actions, device)
+    high = NUM_TILE_IDS if spec.env.obs.type == "tiles" else 256
+    dtype = torch.int16 if spec.env.obs.type == "tiles" else torch.uint8
+    size = max(spec.ppo.batch_size, spec.ppo.rollout_steps * 2)
+    obs = torch.randint(0, high, (size, *obs_shape), device=device).to(dtype)
+    actions = torch.randint(0, num_actions, (size,), device=device)
+    zeros = torch.zeros(size, device=device)
+    batch = Batch(obs, actions, zeros - 1.0, torch.randn(size, device=device), zeros, zeros)
+    cfg = loss_config(spec)
+    optimizer = make_optimizer(agent, spec.ppo.learning_rate)
+
+    def one_pass() -> None:
+        ppo_update(
+            agent,
+            optimizer,
+            batch,
+            update_epochs=1,
+            minibatch_size=spec.ppo.batch_size,
+            max_grad_norm=spec.ppo.max_grad_norm,
+            target_kl=None,
+            cfg=cfg,
+        )
+
+    one_pass()  # warm-up
+    passes = max(1, samples // size)
+    start = time.perf_counter()
+    for _ in range(passes):
+        one_pass()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return passes * size / (time.perf_counter() - start)
+
+
+# ---- 5. end to end ---------------------------------------------------------------------------
+def bench_end_to_end(spec: JobSpec, num_envs: int, total_steps: int) -> dict[str, float]:
+    from trainer.rl.console import Console
+    from trainer.rl.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        point = spec.with_num_envs(num_envs).updated(
+            {
+                "ppo.total_steps": total_steps,
+                "mlflow.enabled": False,
+                "checkpoint.dir": tmp,
+                "checkpoint.resume": False,
+            }
+        )
+        summary = train(point, console=Console(io.StringIO()))
+    return {
+        "num_envs": float(num_envs),
+        "total_steps": float(summary.final_step),
+        "training_seconds": summary.training_seconds,
+        "steps_per_second": summary.steps_per_second,
+        "frames_per_second": summary.frames_per_second,
+        "episodes_per_second": summary.episodes_per_second,
+        "learner_share": summary.learner_fraction,
+    }

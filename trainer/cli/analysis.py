@@ -1,0 +1,150 @@
+"""`trainer bench | compare`: measure throughput, and compare the runs of a sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from trainer.cli.common import env_counts_callback, handle_errors, read_spec, set_option
+
+
+@click.command()
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@set_option
+@click.option(
+    "--envs",
+    "envs",
+    metavar="1,2,4",
+    callback=env_counts_callback,
+    help="Environment counts to measure (default 1,2,4).",
+)
+@click.option("--quick", is_flag=True, help="A short smoke run (seconds; the figures mean little).")
+@click.option(
+    "--mlflow",
+    "mlflow_experiment",
+    metavar="EXPERIMENT",
+    help="Also log the figures to MLflow ($MLFLOW_TRACKING_URI, else the local default) in EXPERIMENT.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the figures as JSON.",
+)
+@click.option(
+    "--no-train-sweep",
+    is_flag=True,
+    help="Run end to end training only for the spec's own env count.",
+)
+@handle_errors
+def bench(
+    spec_path: str | None,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    quick: bool,
+    mlflow_experiment: str | None,
+    json_path: str | None,
+    no_train_sweep: bool,
+) -> None:
+    """Measure throughput, each stage next to its baseline, in one run.
+
+    Without SPEC: the seed's train-20k configuration (2 envs, episode length 750, 6 update
+    epochs, batch 128, 20,000 steps) on the built-in game.
+    """
+    from rich.console import Console as RichConsole
+
+    from trainer.bench import render_tables, run_bench
+    from trainer.spec import validate_spec
+
+    counts = envs or (1, 2, 4)
+    if spec_path:
+        spec = read_spec(spec_path, overrides)
+    else:
+        from trainer.bench import SEED_TRAIN_20K
+
+        spec = validate_spec(SEED_TRAIN_20K)
+        if overrides:
+            raise click.UsageError("--set needs a SPEC")
+    console = RichConsole()
+    with console.status("benchmarking…") as status:
+        report = run_bench(
+            spec,
+            counts,
+            quick=quick,
+            end_to_end_all=not no_train_sweep,
+            progress=lambda m: status.update(f"benchmarking: {m}"),
+        )
+    for table in render_tables(report):
+        console.print(table)
+    if json_path:
+        Path(json_path).write_text(report.to_json())
+        console.print(f"figures written to {json_path}")
+    if mlflow_experiment:
+        import tempfile
+
+        from trainer.tracking.queries import log_benchmark
+
+        with tempfile.TemporaryDirectory() as tmp:
+            report_file = Path(tmp) / "bench.json"
+            report_file.write_text(report.to_json())
+            run_id = log_benchmark(None, mlflow_experiment, report.flat_figures(), report_file)
+        console.print(f"figures logged to MLflow run {run_id} (experiment {mlflow_experiment})")
+
+
+@click.command()
+@click.argument("sweep_id")
+@click.option(
+    "--experiment", help="Experiment holding the sweep (default: search every experiment)."
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's local default).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Where to write comparison.png and comparison.json.",
+)
+@click.option("--no-log", is_flag=True, help="Do not log the comparison to MLflow.")
+@handle_errors
+def compare(
+    sweep_id: str, experiment: str | None, tracking_uri: str | None, out_dir: str, no_log: bool
+) -> None:
+    """Compare the runs of a sweep side by side: a table, plots, and a `compare-<SWEEP_ID>` run
+    in MLflow holding both (`trainer launch` prints the sweep id; runs carry it as tag sweep_id).
+    """
+    from rich.console import Console as RichConsole
+
+    from trainer.errors import TrainerError
+    from trainer.report import comparison_rows, comparison_table, plot_comparison
+    from trainer.tracking.queries import find_sweep_runs, log_comparison
+
+    records = find_sweep_runs(tracking_uri, sweep_id, experiment)
+    if not records:
+        raise TrainerError(
+            f"no runs tagged sweep_id={sweep_id!r}; check the id (`trainer launch` prints it) "
+            "and --tracking-uri"
+        )
+    rows = comparison_rows(records)
+    console = RichConsole()
+    console.print(comparison_table(rows, sweep_id))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table_path = out / "comparison.json"
+    table_path.write_text(json.dumps(rows, indent=2))
+    plot_path = plot_comparison(records, rows, out / "comparison.png")
+    console.print(f"wrote {plot_path} and {table_path}")
+    if not no_log:
+        summary = {f"sps_e{r['num_envs']}": r["sps"] for r in rows} | {
+            f"return_e{r['num_envs']}": r["return_last10"] for r in rows
+        }
+        run_id = log_comparison(
+            tracking_uri, records[0].run_id, sweep_id, [plot_path, table_path], summary
+        )
+        console.print(f"logged to MLflow run {run_id} (compare-{sweep_id})")

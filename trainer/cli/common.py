@@ -1,0 +1,74 @@
+"""What every command shares: error handling with the exit-code table, spec loading, options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from trainer.errors import ExitCode, InvalidInput, Stopped, TrainerError, exit_code_for
+from trainer.spec import JobSpec, check_env_counts, load_spec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Our exceptions → a message on stderr and the exit code of `trainer.errors`' table.
+
+    Invalid input prints one `error:` line per problem; a run-time failure prints its message
+    (a worker's traceback included) after one `error:`; a stop (SIGTERM) prints nothing more,
+    the loop already said what it saved."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Stopped as exc:
+            sys.exit(exc.exit_code)
+        except InvalidInput as exc:
+            for line in exc.problems:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(exit_code_for(exc))
+        except TrainerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exit_code_for(exc))
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+spec_argument = click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any spec key, e.g. --set ppo.total_steps=50000 (wins over TRAIN_* variables and the file).",
+)
+
+
+def env_counts_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    """'1,2,4' → (1, 2, 4); a usage error (exit 2) otherwise."""
+    if value is None:
+        return None
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+        if not counts:
+            raise ValueError("no count given")
+        return tuple(check_env_counts(counts))
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"expected distinct comma-separated integers ≥ 1 like 1,2,4 (got {value!r}: {exc})"
+        ) from None
+
+
+def read_spec(spec_path: str, overrides: tuple[str, ...]) -> JobSpec:
+    """Load SPEC with the TRAIN_* environment and --set overrides (file < environment < CLI)."""
+    return load_spec(spec_path, overrides)

@@ -1,0 +1,261 @@
+"""`trainer render | launch | status | logs | cancel`: the spec on a Kubernetes cluster.
+
+These import `trainer.kube`, `trainer.sweep` and `trainer.launcher` only (no torch, no PyBoy), so
+they start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from trainer.cli.common import (
+    env_counts_callback,
+    handle_errors,
+    read_spec,
+    set_option,
+    spec_argument,
+)
+from trainer.spec import JobSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_envs_option = click.option(
+    "--envs",
+    metavar="1,2,4",
+    callback=env_counts_callback,
+    help="Environment counts, one Job each (default: the spec's sweep.num_envs, else env.num_envs).",
+)
+_image_option = click.option(
+    "--image",
+    metavar="IMAGE",
+    help="Trainer image (default: the spec's kubernetes.image, else the built-in default).",
+)
+_namespace_option = click.option(
+    "-n",
+    "--namespace",
+    metavar="NS",
+    help="Namespace (default: the spec's kubernetes.namespace; without a spec, the kubeconfig's).",
+)
+_context_option = click.option(
+    "--context", metavar="CTX", help="kubeconfig context to use (default: the current one)."
+)
+
+
+def _sweep_options(func: F) -> F:
+    """SPEC, --set, --envs, --image and -n: what `render` and `launch` both take."""
+    for option in reversed(
+        (spec_argument, set_option, _envs_option, _image_option, _namespace_option)
+    ):
+        func = option(func)
+    return func
+
+
+def _kube_spec(spec_path: str, overrides: tuple[str, ...], namespace: str | None) -> JobSpec:
+    if namespace:
+        overrides = (*overrides, f"kubernetes.namespace={namespace}")
+    return read_spec(spec_path, overrides)
+
+
+@click.command()
+@_sweep_options
+@handle_errors
+def render(
+    spec_path: str,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    image: str | None,
+    namespace: str | None,
+) -> None:
+    """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job.
+
+    \b
+    trainer render configs/sweep.yaml | kubectl apply -f -
+    """
+    from trainer.kube import manifests
+
+    spec = _kube_spec(spec_path, overrides, namespace)
+    click.echo(manifests.to_yaml_stream(manifests.render(spec, envs, image)), nl=False)
+
+
+@click.command()
+@_sweep_options
+@_context_option
+@click.option(
+    "--backend",
+    type=click.Choice(["kubernetes", "local"]),
+    help="Where to run (default: kubernetes when a kubeconfig or in-cluster config exists, else local).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would run; send or start nothing.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Kubernetes: wait until every Job finished (local runs always wait).",
+)
+@click.option(
+    "--max-cpus",
+    type=click.IntRange(min=1),
+    help="Local: CPUs to fill with concurrent runs (default: the usable CPUs).",
+)
+@handle_errors
+def launch(
+    spec_path: str,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    image: str | None,
+    namespace: str | None,
+    context: str | None,
+    backend: str | None,
+    dry_run: bool,
+    wait: bool,
+    max_cpus: int | None,
+) -> None:
+    """Run SPEC once per env count, as Kubernetes Jobs or local processes.
+
+    Idempotent: the Jobs' names derive from their spec, so launching again creates only what is
+    missing and reports what already exists. Exit 1 when anything failed (the report lists what
+    was created, existed or failed; run the same command again to complete the sweep).
+    """
+    from trainer import launcher
+
+    spec = _kube_spec(spec_path, overrides, namespace)
+    chosen = launcher.choose_backend(backend)
+    if chosen == "local":
+        code = launcher.run_local(spec, envs, max_cpus=max_cpus, dry_run=dry_run, echo=click.echo)
+    else:
+        code = launcher.launch_kubernetes(
+            spec,
+            envs,
+            image,
+            dry_run=dry_run,
+            wait=wait,
+            echo=click.echo,
+            client_factory=lambda: launcher.make_client(context),
+        )
+    sys.exit(code)
+
+
+def _resolve_target(
+    spec_path: str | None, overrides: tuple[str, ...], namespace: str | None, context: str | None
+) -> tuple[JobSpec | None, str]:
+    from trainer.kube.client import current_namespace
+
+    spec = _kube_spec(spec_path, overrides, namespace) if spec_path else None
+    return spec, namespace or (spec.kubernetes.namespace if spec else current_namespace(context))
+
+
+@click.command()
+@click.argument(
+    "spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False, exists=True)
+)
+@set_option
+@_envs_option
+@click.option("--sweep", "sweep", metavar="ID", help="Show the Jobs of this sweep id.")
+@click.option("--all", "show_all", is_flag=True, help="Show every trainer Job in the namespace.")
+@_namespace_option
+@_context_option
+@handle_errors
+def status(
+    spec_path: str | None,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    sweep: str | None,
+    show_all: bool,
+    namespace: str | None,
+    context: str | None,
+) -> None:
+    """Table of Jobs and their pods: of SPEC's sweep, of --sweep ID, or (--all / neither) of all."""
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    from trainer import launcher
+    from trainer.kube.client import selector
+    from trainer.kube.manifests import plan_pods
+
+    spec, ns = _resolve_target(spec_path, overrides, namespace, context)
+    if spec is not None and not sweep and not show_all:
+        sweep = plan_pods(spec, envs)[0]
+    label_selector = selector(sweep=None if show_all else sweep)
+    rows = launcher.status_rows(launcher.make_client(context), ns, label_selector)
+    table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
+    for column in ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods"):
+        numeric = column in ("envs", "active", "succeeded", "failed")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "pods")
+    for row in rows:
+        table.add_row(
+            row.name,
+            row.envs,
+            row.state,
+            str(row.active),
+            str(row.succeeded),
+            str(row.failed),
+            row.age,
+            row.pods,
+        )
+    RichConsole().print(
+        table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})"
+    )
+
+
+@click.command()
+@click.argument("job")
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pod ends.")
+@_namespace_option
+@_context_option
+@handle_errors
+def logs(job: str, follow: bool, namespace: str | None, context: str | None) -> None:
+    """Print the trainer's log of JOB (its newest pod)."""
+    from trainer import launcher
+    from trainer.kube.client import KubeError, current_namespace
+
+    ns = namespace or current_namespace(context)
+    client = launcher.make_client(context)
+    pod = launcher.newest_pod(client, ns, job)
+    if pod is None:
+        raise KubeError(f"no pod of Job {job} in namespace {ns} (yet); see `trainer status`")
+    for line in client.pod_logs(ns, pod, follow=follow):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("target", metavar="[SPEC|JOB]", required=False)
+@set_option
+@_envs_option
+@click.option("--sweep", "sweep", metavar="ID", help="Cancel every Job of this sweep id.")
+@_namespace_option
+@_context_option
+@handle_errors
+def cancel(
+    target: str | None,
+    overrides: tuple[str, ...],
+    envs: tuple[int, ...] | None,
+    sweep: str | None,
+    namespace: str | None,
+    context: str | None,
+) -> None:
+    """Delete Jobs (their pods with them) and their ConfigMaps: those of SPEC, of --sweep ID,
+    or the Job named JOB. Deleting what is already gone is not an error."""
+    from pathlib import Path
+
+    from trainer import launcher
+    from trainer.kube.client import selector
+    from trainer.kube.manifests import plan_pods
+
+    if bool(target) == bool(sweep):
+        raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
+    is_spec = bool(target) and Path(target).is_file()
+    spec, ns = _resolve_target(target if is_spec else None, overrides, namespace, context)
+    client = launcher.make_client(context)
+    if spec is not None:
+        points = plan_pods(spec, envs)[1]
+        targets = [("Job", p.job_name) for p in points] + [
+            ("ConfigMap", p.job_name) for p in points
+        ]
+    elif sweep:
+        targets = launcher.sweep_objects(client, ns, selector(sweep=sweep))
+    else:
+        targets = [("Job", target), ("ConfigMap", target)]
+    sys.exit(launcher.cancel(client, ns, targets, echo=click.echo))

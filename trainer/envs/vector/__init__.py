@@ -1,0 +1,64 @@
+"""Vector environments: N emulators stepped together, in this process or in worker processes.
+
+One contract (`protocol.VecEnv`), two interchangeable backends tested the same way (PufferLib's
+`vector.py` and SB3's `common/vec_env` are the models):
+
+- `serial.SerialVecEnv` steps every env in this process (1 env, debugging, the determinism
+  reference);
+- `process.ProcessVecEnv` runs worker processes (`worker.py`) that write into shared memory.
+
+Both run the same step (`buffers.step_slice`). `make_vec_env` picks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from trainer.envs.vector.buffers import EnvEvent, check_env_fns
+from trainer.envs.vector.process import ProcessVecEnv, resolve_envs_per_worker
+from trainer.envs.vector.protocol import Env, StepResult, VecEnv, WorkerError
+from trainer.envs.vector.serial import SerialVecEnv
+
+__all__ = [
+    "Env",
+    "ProcessVecEnv",
+    "SerialVecEnv",
+    "StepResult",
+    "VecEnv",
+    "WorkerError",
+    "make_vec_env",
+    "resolve_envs_per_worker",
+]
+
+
+def make_vec_env(
+    env_fns: Sequence[Callable[[], Env]],
+    backend: Literal["auto", "serial", "process"] = "auto",
+    envs_per_worker: int | Literal["auto"] = "auto",
+    on_env_ready: EnvEvent | None = None,
+    on_env_closed: EnvEvent | None = None,
+    **process_options: Any,
+) -> VecEnv:
+    """Build a vector env. `backend="auto"`: serial for one env, process otherwise.
+
+    `on_env_ready(i)` / `on_env_closed(i)` are called when env i is really built / closed.
+    `process_options` go to `ProcessVecEnv` (worker_timeout, max_restarts, start_method).
+    """
+    fns = check_env_fns(env_fns)
+    if backend not in ("auto", "serial", "process"):
+        raise ValueError(f"backend: must be 'auto', 'serial' or 'process', got {backend!r}")
+    resolve_envs_per_worker(len(fns), envs_per_worker)  # fail early, whatever the backend
+    if backend == "auto":
+        backend = "serial" if len(fns) == 1 else "process"
+    if backend == "serial":
+        if process_options:
+            raise ValueError(f"{', '.join(process_options)}: only apply to backend='process'")
+        return SerialVecEnv(fns, on_env_ready, on_env_closed)
+    return ProcessVecEnv(
+        fns,
+        envs_per_worker=envs_per_worker,
+        on_env_ready=on_env_ready,
+        on_env_closed=on_env_closed,
+        **process_options,
+    )

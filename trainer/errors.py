@@ -1,0 +1,62 @@
+"""Exit codes and the error types behind them: the one table scripts can trust.
+
+| exit | meaning                                         | raised as                                  |
+|------|-------------------------------------------------|--------------------------------------------|
+| 0    | success                                         |                                            |
+| 1    | a failure at run time (cluster, workers, I/O)   | `TrainerError` (KubeError, WorkerError, …) |
+| 2    | invalid input: spec, override, argument, game   | `InvalidInput` (SpecError, GameError, …)   |
+| 130  | interrupted (Ctrl-C) before anything was saved  | `KeyboardInterrupt`                        |
+| 143  | SIGTERM: a checkpoint was written; retry resumes| `Stopped` (128 + the signal number)        |
+
+Every layer raises these types (or subclasses); only the CLI turns them into exit codes, through
+`exit_code_for`. This module imports nothing, so any layer may import it (spec/ included).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    INVALID_INPUT = 2
+    INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class TrainerError(Exception):
+    """A failure at run time with a user-facing message (one problem per line)."""
+
+    exit_code: int = ExitCode.FAILURE
+
+
+class InvalidInput(TrainerError, ValueError):
+    """Invalid input. `str()` is the user-facing message, one problem per line; `problems` lists
+    them. Nothing was started or sent when this is raised."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+    def __init__(self, problems: str | Sequence[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Stopped(TrainerError):
+    """SIGTERM (or a first Ctrl-C) arrived; a checkpoint was written. The exit code is 128 + the
+    signal: non-zero, so a Job counts the pod as failed and its retry resumes (a clean 0 would
+    mark unfinished training as succeeded)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + int(signum)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code for an exception that reached the command line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, TrainerError):
+        return int(exc.exit_code)
+    return ExitCode.FAILURE

@@ -1,0 +1,303 @@
+"""The Kubernetes API client wrapper: create, list, read logs of and delete our objects.
+
+The only module that imports the `kubernetes` client (lazily, in `KubeClient.from_config`): tests
+pass fake `BatchV1Api`/`CoreV1Api` objects that record the bodies, the thinnest boundary there is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer.errors import TrainerError
+from trainer.kube.manifests import (
+    APP_NAME,
+    CONTAINER_NAME,
+    LABEL_INSTANCE,
+    LABEL_JOB_NAME,
+    LABEL_NAME,
+    LABEL_NUM_ENVS,
+    LABEL_SWEEP,
+)
+
+
+class KubeError(TrainerError):
+    """The cluster could not be reached or configured (user-facing message)."""
+
+
+class ApiError(KubeError):
+    """The API server answered with an error (`status`, and its own `reason`)."""
+
+    def __init__(self, what: str, status: int, reason: str):
+        super().__init__(f"{what}: HTTP {status}: {reason}")
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class ApplyResult:
+    kind: str
+    name: str
+    status: str  # "created" | "exists" | "failed" | "skipped"
+    message: str = ""
+
+
+@dataclass
+class ApplyReport:
+    results: list[ApplyResult] = field(default_factory=list)
+
+    def of(self, status: str, kind: str | None = None) -> list[str]:
+        return [
+            r.name for r in self.results if r.status == status and (kind is None or r.kind == kind)
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("created", "exists") for r in self.results)
+
+
+def kube_config_available(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an in-cluster service account or a kubeconfig file is there (no client import)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ):
+        return True
+    paths = environ.get("KUBECONFIG", "").split(os.pathsep) if environ.get("KUBECONFIG") else []
+    paths = [p for p in paths if p] or [os.path.expanduser("~/.kube/config")]
+    return any(os.path.isfile(p) for p in paths)
+
+
+def _kubeconfig_path() -> str:
+    # Read $KUBECONFIG now: the client reads it once, at import, and would miss later changes.
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def current_namespace(context: str | None = None) -> str:
+    """The namespace of the pod we run in, else of the kubeconfig's context, else "default"."""
+    in_cluster = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(in_cluster):
+        with open(in_cluster) as handle:
+            return handle.read().strip() or "default"
+    try:
+        from kubernetes import config
+
+        contexts, active = config.list_kube_config_contexts(config_file=_kubeconfig_path())
+        chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+        return (chosen or {}).get("context", {}).get("namespace") or "default"
+    except Exception:  # no kubeconfig, or an unreadable one: the API's own default
+        return "default"
+
+
+def _api_status(exc: BaseException) -> int | None:
+    """The HTTP status of a Kubernetes ApiException (None: no answer from the API server)."""
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) and status > 0 else None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No answer from the API server: refused, timed out, DNS, TLS (urllib3) or status 0."""
+    if _api_status(exc) is not None:
+        return False
+    module = type(exc).__module__ or ""
+    return (
+        isinstance(exc, OSError)
+        or module.startswith("urllib3")
+        or type(exc).__name__ == "ApiException"
+    )
+
+
+def _api_reason(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            message = json.loads(body).get("message")
+            if message:
+                return str(message)
+        except (ValueError, AttributeError):
+            pass
+    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+
+
+class KubeClient:
+    """Create, list, read logs of and delete our objects through the official client's
+    `BatchV1Api` and `CoreV1Api` (or any objects with the same methods: tests pass fakes that
+    record the bodies). Bodies are the plain dicts of `render`; results come back as dicts in
+    the API's own (camelCase) form."""
+
+    REQUEST_TIMEOUT = 15
+
+    def __init__(self, batch: Any, core: Any, serializer: Any = None):
+        self.batch = batch
+        self.core = core
+        self._serializer = serializer
+
+    @classmethod
+    def from_config(cls, context: str | None = None) -> KubeClient:
+        """In-cluster config when running in a pod, else the kubeconfig (`$KUBECONFIG`)."""
+        try:
+            from kubernetes import client, config
+            from kubernetes.config.config_exception import ConfigException
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise KubeError(f"the kubernetes client is not installed: {exc}") from None
+        try:
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+                config.load_incluster_config()
+            else:
+                config.load_kube_config(config_file=_kubeconfig_path(), context=context)
+        except (ConfigException, OSError, TypeError) as exc:
+            raise KubeError(
+                f"no usable Kubernetes configuration ({exc}); set KUBECONFIG or use --backend local"
+            ) from None
+        api = client.ApiClient()
+        return cls(client.BatchV1Api(api), client.CoreV1Api(api), serializer=api)
+
+    # -- helpers --
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            return obj
+        if self._serializer is not None:
+            return self._serializer.sanitize_for_serialization(obj)
+        return obj.to_dict()
+
+    def _call(self, what: str, func: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
+        """`func(...)`, with our request timeout unless it `stream`s. `KubeError` when the API
+        server does not answer; `ApiError` (status, reason) when it answers with an error."""
+        if not stream:
+            kwargs["_request_timeout"] = self.REQUEST_TIMEOUT
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            status = _api_status(exc)
+            if status is not None:
+                raise ApiError(what, status, _api_reason(exc)) from exc
+            if _unreachable(exc):
+                raise KubeError(f"cannot reach the Kubernetes API server ({what}): {exc}") from exc
+            raise
+
+    # -- create --
+    def create(self, manifest: Mapping[str, Any]) -> ApplyResult:
+        """Create one object; an existing one of that name is left as it is ("exists").
+
+        Raises `KubeError` when the API server does not answer; other API errors (invalid,
+        forbidden, quota) come back as a "failed" result with the server's message.
+        """
+        kind, meta = manifest["kind"], manifest["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        if kind == "ConfigMap":
+            func = self.core.create_namespaced_config_map
+        elif kind == "Job":
+            func = self.batch.create_namespaced_job
+        else:
+            raise ValueError(f"KubeClient creates ConfigMaps and Jobs, not {kind}")
+        try:
+            self._call(f"create {kind} {name}", func, namespace=namespace, body=dict(manifest))
+        except ApiError as exc:
+            if exc.status == 409:
+                return ApplyResult(kind, name, "exists", "exists, unchanged")
+            return ApplyResult(kind, name, "failed", f"HTTP {exc.status}: {exc.reason}")
+        return ApplyResult(kind, name, "created")
+
+    def apply(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport:
+        """Create each object in order. A Job is skipped when its ConfigMap failed; when the
+        API server stops answering, the rest is marked "skipped" and `KubeError` is raised
+        with the report so far attached (`exc.report`)."""
+        report = ApplyReport()
+        failed_configmaps: set[str] = set()
+        for index, manifest in enumerate(manifests):
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            volumes = (
+                manifest.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
+            )
+            needs = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+            if kind == "Job" and needs & failed_configmaps:
+                report.results.append(
+                    ApplyResult(kind, name, "skipped", "its ConfigMap was not created")
+                )
+                continue
+            try:
+                result = self.create(manifest)
+            except KubeError as exc:
+                report.results.append(ApplyResult(kind, name, "failed", str(exc)))
+                report.results.extend(
+                    ApplyResult(m["kind"], m["metadata"]["name"], "skipped", "not attempted")
+                    for m in manifests[index + 1 :]
+                )
+                exc.report = report  # type: ignore[attr-defined]
+                raise
+            if result.status == "failed" and kind == "ConfigMap":
+                failed_configmaps.add(name)
+            report.results.append(result)
+        return report
+
+    # -- read --
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Our objects of `kind` (Job, Pod, ConfigMap, Event) matching a label selector (for
+        events, a field selector: `involvedObject.name=...`)."""
+        func = {
+            "Job": self.batch.list_namespaced_job,
+            "Pod": self.core.list_namespaced_pod,
+            "ConfigMap": self.core.list_namespaced_config_map,
+        }[kind]
+        result = self._call(f"list {kind}s", func, namespace=namespace, label_selector=selector)
+        return [self._dict(item) for item in self._dict(result).get("items", [])]
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.list("Job", namespace, selector)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.list("Pod", namespace, selector)
+
+    def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.list("ConfigMap", namespace, selector)
+
+    def pod_logs(self, namespace: str, pod: str, follow: bool = False) -> Iterator[str]:
+        """The trainer container's log lines; with `follow`, streamed until the pod ends."""
+        what, read = f"logs of {pod}", self.core.read_namespaced_pod_log
+        where = {"name": pod, "namespace": namespace, "container": CONTAINER_NAME}
+        if not follow:
+            yield from str(self._call(what, read, **where)).splitlines()
+            return
+        response = self._call(what, read, **where, follow=True, stream=True, _preload_content=False)
+        buffer = b""
+        for chunk in response.stream(amt=4096):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if buffer:
+            yield buffer.decode(errors="replace")
+
+    # -- delete --
+    def delete(self, kind: str, namespace: str, name: str) -> str:
+        """Delete one Job (Background propagation: its pods go too) or ConfigMap.
+
+        Returns "deleted" or "absent" (404)."""
+        if kind == "Job":
+            func, kwargs = self.batch.delete_namespaced_job, {"propagation_policy": "Background"}
+        elif kind == "ConfigMap":
+            func, kwargs = self.core.delete_namespaced_config_map, {}
+        else:
+            raise ValueError(f"KubeClient deletes ConfigMaps and Jobs, not {kind}")
+        try:
+            self._call(f"delete {kind} {name}", func, name=name, namespace=namespace, **kwargs)
+        except ApiError as exc:
+            if exc.status == 404:
+                return "absent"
+            raise
+        return "deleted"
+
+
+def selector(**labels_: str | None) -> str:
+    """A label selector for our objects, e.g. `selector(sweep="x")`."""
+    keys = {
+        "sweep": LABEL_SWEEP,
+        "instance": LABEL_INSTANCE,
+        "job": LABEL_JOB_NAME,
+        "num_envs": LABEL_NUM_ENVS,
+    }
+    parts = [f"{LABEL_NAME}={APP_NAME}"]
+    parts += [f"{keys[k]}={v}" for k, v in labels_.items() if v]
+    return ",".join(parts)

@@ -1,0 +1,312 @@
+"""Job spec → Kubernetes manifests: pure functions returning plain dicts.
+
+One sweep point (a `JobSpec` with a fixed `env.num_envs`) becomes one ConfigMap holding the
+point's spec and one `batch/v1` Job running `trainer run /etc/trainer/spec.yaml`. The Helm chart
+in `helm/pyboy-trainer/` renders the very same objects; `tests/test_helm_chart.py` compares them.
+
+Names. Jobs are immutable, so a Job's name carries its config, never a timestamp:
+`{spec.name}-e{num_envs}-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
+`spec.yaml` text (`trainer.spec.identity`), which Helm reproduces with `toPrettyJson` and
+`sha256sum`. Relaunching the same spec therefore yields the same names (idempotent), and any
+change yields new Jobs.
+
+Imports `trainer.spec` and `trainer.sweep` only: no client, no torch, no PyBoy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from trainer import __version__
+from trainer.errors import ExitCode
+from trainer.spec import (
+    ENV_JOB_NAME,
+    ENV_SWEEP_ID,
+    JobSpec,
+    parse_quantity,
+    spec_document,
+)
+from trainer.sweep import SweepPoint, plan
+
+# ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
+APP_NAME = "pyboy-trainer"
+#: `app.kubernetes.io/managed-by` on what `trainer render`/`launch` make (the chart writes "Helm").
+MANAGED_BY = "trainer"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SWEEP = "pyboy-trainer/sweep-id"
+LABEL_NUM_ENVS = "pyboy-trainer/num-envs"
+#: Set by the Job controller on every pod of a Job (Kubernetes ≥ 1.27).
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+
+IMAGE_REPOSITORY = "ghcr.io/pyboy-trainer/trainer"
+DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+#: The MLflow Service of `k8s/mlflow.yaml`, reachable from every namespace of the cluster.
+DEFAULT_TRACKING_URI = "http://mlflow.pyboy-trainer.svc:5000"
+
+CONTAINER_NAME = "trainer"
+SPEC_DIR = "/etc/trainer"
+SPEC_KEY = "spec.yaml"
+SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
+CHECKPOINT_DIR = "/var/lib/trainer/checkpoints"
+#: The image's numeric non-root user and group (Dockerfile `USER 10001:10001`).
+RUN_AS_USER = 10001
+
+
+def pod_spec(spec: JobSpec, num_envs: int, image: str | None = None) -> JobSpec:
+    """The spec one pod runs: fixed `num_envs`, no sweep, the image resolved, `checkpoint.dir`
+    absolute (relative dirs move to `CHECKPOINT_DIR`, where the checkpoint volume is mounted)."""
+    changes: dict[str, Any] = {
+        "env.num_envs": num_envs,
+        "sweep.num_envs": [],
+        "kubernetes.image": image or spec.kubernetes.image or DEFAULT_IMAGE,
+    }
+    if not PurePosixPath(spec.checkpoint.dir).is_absolute():
+        changes["checkpoint.dir"] = CHECKPOINT_DIR
+    return spec.updated(changes, origin=f"{spec.name} with num_envs={num_envs}")
+
+
+def plan_pods(
+    spec: JobSpec,
+    num_envs_list: Sequence[int] | None = None,
+    image: str | None = None,
+    sweep: str | None = None,
+) -> tuple[str, list[SweepPoint]]:
+    """The sweep's points as pods run them (`pod_spec`)."""
+    return plan(
+        spec, num_envs_list, sweep=sweep, point_spec=lambda base, n: pod_spec(base, n, image)
+    )
+
+
+def format_cpu(cores: float) -> str:
+    """Cores → a clean quantity: "3", "2500m"."""
+    millis = math.floor(cores * 1000 + 0.5)
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def format_memory(num_bytes: float) -> str:
+    """Bytes → the largest unit that divides them exactly: "1536Mi", "2Gi", "2G", "2024"."""
+    value = math.floor(num_bytes + 0.5)
+    for suffix, factor in (
+        ("Ti", 2**40),
+        ("T", 10**12),
+        ("Gi", 2**30),
+        ("G", 10**9),
+        ("Mi", 2**20),
+        ("M", 10**6),
+        ("Ki", 2**10),
+        ("k", 10**3),
+    ):
+        if value >= factor and value % factor == 0:
+            return f"{value // factor}{suffix}"
+    return str(value)
+
+
+def pod_resources(point: JobSpec) -> dict[str, dict[str, str]]:
+    """Requests = limits (Guaranteed QoS): envs × per-env + learner, and the GPUs if any."""
+    res = point.resources
+    cpu = format_cpu(point.requested_cpus())
+    memory = format_memory(
+        int(point.env.num_envs) * parse_quantity(res.memory_per_env)
+        + parse_quantity(res.learner_memory)
+    )
+    limits = {"cpu": cpu, "memory": memory}
+    if res.gpu > 0:
+        limits["nvidia.com/gpu"] = str(res.gpu)
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def learner_threads(point: JobSpec) -> int:
+    """`OMP_NUM_THREADS`: the learner's CPU request, whole cores, at least 1."""
+    return max(1, int(point.resources.learner_cpu))
+
+
+def run_env(point: JobSpec, name: str, sweep: str, tracking_uri: str | None) -> dict[str, str]:
+    """Variables a run gets in a pod and as a local process alike (run identity, threads, MLflow)."""
+    env = {
+        ENV_JOB_NAME: name,
+        ENV_SWEEP_ID: sweep,
+        "OMP_NUM_THREADS": str(learner_threads(point)),
+    }
+    if point.mlflow.enabled and (point.mlflow.tracking_uri or tracking_uri):
+        env["MLFLOW_TRACKING_URI"] = point.mlflow.tracking_uri or tracking_uri or ""
+    return env
+
+
+def labels(point: JobSpec, sweep: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: APP_NAME,
+        LABEL_INSTANCE: point.name,
+        LABEL_COMPONENT: "trainer",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_SWEEP: sweep,
+        LABEL_NUM_ENVS: str(point.env.num_envs),
+    }
+
+
+def configmap_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": point.kubernetes.namespace,
+            "labels": labels(point, sweep),
+        },
+        "data": {SPEC_KEY: spec_document(point)},
+    }
+
+
+def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """The trainer container: `trainer run` on the mounted spec, the run's env, resources,
+    a locked-down security context and the mounts of `pod_manifest`'s volumes."""
+    kube = point.kubernetes
+    env = run_env(point, name, sweep, DEFAULT_TRACKING_URI)
+    env.update({"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib"})
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": kube.image,
+        "imagePullPolicy": kube.image_pull_policy,
+        "args": ["run", SPEC_PATH],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+    }
+    if kube.mlflow_secret:
+        container["envFrom"] = [{"secretRef": {"name": kube.mlflow_secret}}]
+    container["resources"] = pod_resources(point)
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    container["volumeMounts"] = [
+        {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+        {"name": "checkpoints", "mountPath": point.checkpoint.dir},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    return container
+
+
+def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """The pod template's spec: never restarted in place (the Job retries), non-root, and the
+    volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm in memory, /tmp."""
+    kube = point.kubernetes
+    checkpoints: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": kube.checkpoint_pvc}}
+        if kube.checkpoint_pvc
+        else {"emptyDir": {}}
+    )
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": kube.termination_grace_period_seconds,
+        "automountServiceAccountToken": False,
+    }
+    if kube.service_account:
+        pod["serviceAccountName"] = kube.service_account
+    pod["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if kube.node_selector:
+        pod["nodeSelector"] = dict(kube.node_selector)
+    if kube.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(mode="json", exclude_none=True) for t in kube.tolerations
+        ]
+    pod["containers"] = [container_manifest(point, name, sweep)]
+    pod["volumes"] = [
+        {"name": "spec", "configMap": {"name": name}},
+        {"name": "checkpoints", **checkpoints},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": kube.shm_size}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    return pod
+
+
+def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """The Job of one sweep point; `point` comes from `pod_spec` (image and paths resolved).
+
+    Retries (`backoffLimit`) resume from the checkpoint; invalid input (exit 2) fails the Job at
+    once, and a pod lost to a disruption (eviction, preemption) does not count as a failure."""
+    kube = point.kubernetes
+    meta_labels = {**kube.labels, **labels(point, sweep)}
+    job_spec: dict[str, Any] = {"backoffLimit": kube.backoff_limit}
+    if kube.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = kube.active_deadline_seconds
+    if kube.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = kube.ttl_seconds_after_finished
+    job_spec["podReplacementPolicy"] = "Failed"
+    job_spec["podFailurePolicy"] = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [int(ExitCode.INVALID_INPUT)],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+    job_spec["template"] = {
+        "metadata": {"labels": dict(meta_labels)},
+        "spec": pod_manifest(point, name, sweep),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": kube.namespace, "labels": meta_labels},
+        "spec": job_spec,
+    }
+
+
+def render(
+    spec: JobSpec,
+    num_envs_list: Sequence[int] | None = None,
+    image: str | None = None,
+    sweep: str | None = None,
+) -> list[dict[str, Any]]:
+    """One ConfigMap and one Job per env count, in that order (the ConfigMap first)."""
+    sweep, points = plan_pods(spec, num_envs_list, image, sweep)
+    manifests: list[dict[str, Any]] = []
+    for point in points:
+        manifests.append(configmap_manifest(point.spec, point.job_name, sweep))
+        manifests.append(job_manifest(point.spec, point.job_name, sweep))
+    return manifests
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings (the ConfigMap's spec), plain YAML otherwise, and no
+    anchors/aliases for repeated objects (kubectl reads them, but people should not have to)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def to_yaml_stream(manifests: Iterable[Mapping[str, Any]]) -> str:
+    """Manifests as one YAML stream (`---` before each), ready for `kubectl apply -f -`."""
+    return "".join(
+        "---\n"
+        + yaml.dump(dict(m), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+        for m in manifests
+    )

@@ -1,0 +1,44 @@
+"""What the loop sets up from the spec: torch's threads, the device, and the policy network."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from trainer.envs.env import NUM_TILE_IDS
+from trainer.rl.ppo import Agent, LossConfig
+from trainer.spec import JobSpec, available_cpus
+
+
+def set_torch_threads(spec: JobSpec) -> int:
+    """Torch threads = the learner's CPUs (`resources.learner_cpu`, or OMP_NUM_THREADS, which a
+    pod sets from it), capped by the CPUs this process may use (cgroup quota, affinity).
+
+    Not the node's CPU count: idle OpenMP threads spin and steal the cores the emulator workers
+    need; measured under load, 2 threads made a batch-2 policy call 100× slower than 1 thread.
+    """
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or int(spec.resources.learner_cpu)
+    torch.set_num_threads(max(1, min(threads, available_cpus())))
+    return torch.get_num_threads()
+
+
+def resolve_device(name: str) -> torch.device:
+    """`ppo.device`: `auto` is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_agent(
+    spec: JobSpec, obs_shape: tuple[int, ...], num_actions: int, device: torch.device
+) -> Agent:
+    """The policy network the spec describes, on `device`."""
+    agent = Agent(obs_shape, num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS)
+    return agent.to(device)
+
+
+def loss_config(spec: JobSpec) -> LossConfig:
+    """The PPO loss settings of `spec.ppo`."""
+    ppo = spec.ppo
+    return LossConfig(ppo.clip_coef, ppo.clip_vloss, ppo.norm_adv, ppo.ent_coef, ppo.vf_coef)

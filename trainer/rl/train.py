@@ -1,0 +1,198 @@
+"""`trainer run SPEC`: set up a `Trainer` (tracking, checkpoint, emulators), run it, tear down.
+
+The job resumes from its latest checkpoint (local directory, or the MLflow run found by the
+job's identity tag); SIGTERM makes it checkpoint and exit 143 (`trainer.errors.Stopped`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.envs.env import check_game, make_env
+from trainer.envs.vector import VecEnv, make_vec_env
+from trainer.errors import InvalidInput, Stopped
+from trainer.games.base import rom_sha1
+from trainer.rl.console import Console
+from trainer.rl.loop import Counters, Trainer, TrainSummary
+from trainer.rl.seeding import seed_everything
+from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
+from trainer.rl.stopping import StopFlag, stop_on_signals
+from trainer.spec import JobSpec, job_identity, training_hash
+from trainer.tracking.checkpoints import CheckpointStore
+from trainer.tracking.tracker import NullTracker, RunStatus, Tracker
+
+
+class CheckpointMismatch(InvalidInput):
+    """The job's checkpoint was written for a different spec (training hash)."""
+
+
+def train(
+    spec: JobSpec, *, force: bool = False, fresh: bool = False, console: Console | None = None
+) -> TrainSummary:
+    """Train `spec` to `ppo.total_steps`, resuming the job's checkpoint when one exists."""
+    console = console or Console()
+    # Signal handlers first: a SIGTERM while MLflow or the emulators start is not lost.
+    with stop_on_signals() as stop:
+        if spec.env.num_envs == "auto":
+            spec = spec.with_num_envs(spec.resolved_num_envs())
+        set_torch_threads(spec)
+        identity = job_identity(spec)
+        store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
+        rom = check_game(spec)  # a bad game.* value: exit 2 before anything starts
+        tracker = make_tracker(spec, identity, rom)
+        tracker.start()
+        with tracked(tracker, console) as session:
+            checkpoint = load_checkpoint(spec, store, tracker, fresh=fresh, force=force)
+            if checkpoint is not None:
+                step = int(checkpoint["global_step"])
+                session.log_name = f"console-from-step-{step}.log"  # the first start's log stays
+                if step >= spec.ppo.total_steps:
+                    return already_trained(spec, checkpoint, identity, tracker, console)
+            if stop.requested:
+                raise Stopped(stop.signum)
+            return run_trainer(spec, checkpoint, tracker, store, console, stop)
+
+
+def make_tracker(spec: JobSpec, identity: str, rom: Path) -> Tracker:
+    if not spec.mlflow.enabled:
+        return NullTracker()
+    from trainer.tracking.mlflow_run import MlflowTracker
+
+    return MlflowTracker(spec, identity, {"rom_sha1": rom_sha1(rom.read_bytes())})
+
+
+def load_checkpoint(
+    spec: JobSpec, store: CheckpointStore, tracker: Tracker, *, fresh: bool, force: bool
+) -> dict[str, Any] | None:
+    """The job's latest checkpoint: on disk, else in its MLflow run; None to start fresh."""
+    if fresh or not spec.checkpoint.resume:
+        return None
+    checkpoint = store.load_latest()
+    if checkpoint is None:
+        fetched = tracker.fetch_latest_checkpoint(store.root / "downloaded")
+        checkpoint = CheckpointStore.load(fetched) if fetched is not None else None
+    expected = training_hash(spec)
+    if checkpoint is not None and checkpoint["training_hash"] != expected and not force:
+        raise CheckpointMismatch(
+            f"checkpoint.dir: the checkpoint in {store.root} was written for a different spec "
+            f"(training hash {checkpoint['training_hash']}, this spec {expected}); "
+            "use another `name`, pass --fresh to start over, or --force to load it anyway"
+        )
+    return checkpoint
+
+
+def run_trainer(
+    spec: JobSpec,
+    checkpoint: dict[str, Any] | None,
+    tracker: Tracker,
+    store: CheckpointStore,
+    console: Console,
+    stop: StopFlag,
+) -> TrainSummary:
+    """Start the emulators, train, print the summary, log the policy; always close the pool."""
+    seed_everything(spec.seed)
+    device = resolve_device(spec.ppo.device)
+    envs = start_envs(spec, console)
+    try:
+        agent = build_agent(spec, envs.observation_shape, envs.num_actions, device)
+        trainer = Trainer(
+            spec, envs, agent, tracker=tracker, store=store, console=console, stop=stop,
+            device=device,
+        )  # fmt: skip
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+        summary = trainer.run()
+        print_summary(console, summary, spec.env.frame_skip)
+        if spec.mlflow.log_model and summary.final_step > summary.resumed_from_step:
+            tracker.log_model(agent.cpu(), obs_example=trainer.collector.next_obs[:1].cpu())
+        return summary
+    finally:
+        console.print(f"🧹 Cleaning up {envs.num_envs} environments...")
+        envs.close()
+
+
+def start_envs(spec: JobSpec, console: Console) -> VecEnv:
+    """The pool, with the seed's lines printed as each environment really starts and closes."""
+    count = int(spec.env.num_envs)
+    console.print(f"🔧 Initializing {count} parallel environments...")
+    return make_vec_env(
+        [functools.partial(make_env, spec, i) for i in range(count)],
+        backend=spec.env.backend,
+        envs_per_worker=spec.env.envs_per_worker,
+        on_env_ready=lambda i: console.print(f"✅ Environment {i + 1}/{count} initialized"),
+        on_env_closed=lambda i: console.print(f"✅ Environment {i + 1} closed"),
+    )
+
+
+def already_trained(
+    spec: JobSpec, checkpoint: dict[str, Any], identity: str, tracker: Tracker, console: Console
+) -> TrainSummary:
+    """A Job whose pod starts again after finishing (or `make train` run twice): no emulator."""
+    counters = Counters.from_state(checkpoint)
+    console.print(
+        f"✔️  Job {identity} already trained to {counters.global_step:,} of "
+        f"{spec.ppo.total_steps:,} steps: nothing to do (--fresh starts over)"
+    )
+    return TrainSummary(
+        final_step=counters.global_step,
+        total_episodes=counters.episodes,
+        training_seconds=0.0,
+        avg_reward_last10=counters.average_return(),
+        num_envs=int(spec.env.num_envs),
+        steps_per_second=0.0,
+        episodes_per_second=0.0,
+        frames_per_second=0.0,
+        learner_fraction=0.0,
+        resumed_from_step=counters.global_step,
+        run_id=tracker.run_id,
+        worker_restarts=0,
+    )
+
+
+@dataclass
+class _Session:
+    log_name: str = "console.log"
+
+
+@contextlib.contextmanager
+def tracked(tracker: Tracker, console: Console) -> Iterator[_Session]:
+    """Close the run with the status the block ends with (FINISHED; KILLED on a stop or Ctrl-C;
+    FAILED on an error), after uploading the console log under the session's `log_name`."""
+    session = _Session()
+    status: RunStatus = "FAILED"
+    try:
+        yield session
+        status = "FINISHED"
+    except (Stopped, KeyboardInterrupt):
+        status = "KILLED"
+        raise
+    finally:
+        try:
+            tracker.log_text(console.text(), session.log_name)
+        finally:
+            tracker.close(status)
+
+
+def print_summary(console: Console, s: TrainSummary, frame_skip: int) -> None:
+    """The seed's summary block."""
+    console.print()
+    console.print("🏁 PARALLEL TRAINING COMPLETE")
+    console.print("=" * 50)
+    console.print(f"Final step: {s.final_step:,}")
+    console.print(f"Total episodes: {s.total_episodes}")
+    console.print(f"Training time: {s.training_seconds:.1f} seconds")
+    console.print(f"Average reward (last 10): {s.avg_reward_last10:.3f}")
+    console.print(f"Environments used: {s.num_envs}")
+    console.print(f"Steps per second: {s.steps_per_second:.1f}")
+    console.print(f"Episodes per second: {s.episodes_per_second:.2f}")
+    console.print(f"Frames per second: {s.frames_per_second:.1f} (frame skip {frame_skip})")
+    console.print(f"Learner share of time: {s.learner_fraction:.0%}")
+    if s.resumed_from_step:
+        console.print(f"Resumed from step: {s.resumed_from_step:,}")
+    if s.run_id:
+        console.print(f"MLflow run: {s.run_id}")

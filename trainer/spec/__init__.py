@@ -1,0 +1,51 @@
+"""The job spec: one Pydantic-validated YAML document is the single source of truth.
+
+- `models`: the Pydantic models (every field described, unknown keys rejected);
+- `loading`: YAML → `JobSpec` with overrides and errors that name file, line and key;
+- `identity`: Job names, the canonical document and its digest (shared with the Helm chart),
+  the training hash, the sweep id and the run identity;
+- `cpus`: how many CPUs this process may use;
+- `reference`: the JSON Schema and the README's reference tables.
+
+This package imports nothing of ours but `trainer.errors` (a leaf). Import from here.
+"""
+
+from trainer.spec.cpus import available_cpus
+from trainer.spec.identity import (
+    ENV_JOB_NAME,
+    ENV_SWEEP_ID,
+    job_identity,
+    job_name,
+    spec_document,
+    spec_hash,
+    sweep_id,
+    training_hash,
+)
+from trainer.spec.loading import ENV_OVERRIDES, load_spec, validate_spec
+from trainer.spec.models import (
+    BUTTONS,
+    JobSpec,
+    SpecError,
+    check_env_counts,
+    parse_quantity,
+)
+
+__all__ = [
+    "BUTTONS",
+    "ENV_JOB_NAME",
+    "ENV_OVERRIDES",
+    "ENV_SWEEP_ID",
+    "JobSpec",
+    "SpecError",
+    "available_cpus",
+    "check_env_counts",
+    "job_identity",
+    "job_name",
+    "load_spec",
+    "parse_quantity",
+    "spec_document",
+    "spec_hash",
+    "sweep_id",
+    "training_hash",
+    "validate_spec",
+]

@@ -1,0 +1,255 @@
+"""Loading a job spec: YAML with line numbers, `TRAIN_*` and `--set` overrides, and errors that
+name the file, the line, the dotted key, the bad value and what is allowed.
+
+Sources and their precedence, lowest first: the YAML file, then `TRAIN_*` environment variables
+(the seed's Make variables), then `--set dotted.key=value` from the command line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from trainer.spec.models import JobSpec, SpecError
+
+#: The seed's Make variables → spec keys (the README documents them).
+ENV_OVERRIDES: dict[str, str] = {
+    "TRAIN_STEPS": "ppo.total_steps",
+    "TRAIN_ENVS": "env.num_envs",
+    "TRAIN_EPISODE_LENGTH": "env.episode_length",
+    "TRAIN_UPDATE_EPOCHS": "ppo.update_epochs",
+    "TRAIN_BATCH_SIZE": "ppo.batch_size",
+    "TRAIN_OUTPUT_DIR": "checkpoint.dir",
+}
+
+
+def load_spec(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Read a YAML job spec, apply `TRAIN_*` environment overrides, then `--set` overrides.
+
+    Raises `SpecError` whose message names the file, the line, the dotted key, the bad value and
+    what is allowed (e.g. `configs/x.yaml:12: ppo.update_epochs: must be ≥ 1 (got -1)`).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(
+            [f"{path}: no such file; pass the path of a job spec YAML (see configs/)"]
+        ) from None
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([f"{where}: invalid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            [
+                f"{path}:1: the spec must be a mapping of keys (name, game, env, ppo, …), got {type(data).__name__}"
+            ]
+        )
+    sources: dict[str, str] = {}
+    env_pairs = [
+        (key, value, f"environment {var}={value}")
+        for var, key in ENV_OVERRIDES.items()
+        if (value := (os.environ if environ is None else environ).get(var, "")) != ""
+    ]
+    cli_pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(
+                [f"--set {item}: expected dotted.key=value (e.g. --set ppo.total_steps=50000)"]
+            )
+        key, value = item.split("=", 1)
+        cli_pairs.append((key.strip(), value, f"--set {item}"))
+    for key, raw, source in env_pairs + cli_pairs:
+        set_dotted(data, key, _parse_scalar(raw), source)
+        sources[key] = source
+    return validate_spec(data, origin=str(path), lines=lines, sources=sources)
+
+
+def validate_spec(
+    data: Mapping[str, Any],
+    origin: str = "<spec>",
+    lines: Mapping[str, int] | None = None,
+    sources: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Validate a mapping into a `JobSpec`, translating Pydantic errors to our message format."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc, data, origin, lines or {}, sources or {})) from None
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, source: str = "override") -> None:
+    """Set `data["a"]["b"] = value` for `key` "a.b", creating mappings on the way; `SpecError`
+    naming `source` for a key the spec does not have (with the nearest valid one)."""
+    parts = key.split(".")
+    valid = _valid_paths()
+    if key not in valid and not _is_free_map_key(key):
+        hint = _suggest(key, list(valid))
+        raise SpecError([f"{source}: unknown key {key!r}{hint}"])
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError([f"{source}: {part!r} is not a mapping in the spec"])
+        node = child
+    node[parts[-1]] = value
+
+
+def _is_free_map_key(key: str) -> bool:
+    """Keys below free-form maps (game.reward.<term>, mlflow.tags.<tag>, …) are allowed."""
+    return any(
+        key.startswith(prefix + ".") and key.count(".") == prefix.count(".") + 1
+        for prefix in _FREE_MAPS
+    )
+
+
+_FREE_MAPS = ("game.reward", "mlflow.tags", "kubernetes.node_selector", "kubernetes.labels")
+
+
+def _valid_paths(
+    model: type[BaseModel] = JobSpec, prefix: str = ""
+) -> dict[str, type[BaseModel] | None]:
+    """Every dotted key of the spec → the model it opens (None for leaves)."""
+    out: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[dotted] = ann
+            out.update(_valid_paths(ann, dotted + "."))
+        else:
+            out[dotted] = None
+    return out
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:  # e.g. 'ppo_settings' → 'ppo': a known key the word starts with
+        close = sorted(
+            (c for c in choices if word.startswith(c) or c.startswith(word)), key=len, reverse=True
+        )[:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted key → 1-based line, from the YAML node tree (list items as key.N)."""
+    root = yaml.compose(text)
+    out: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                dotted = f"{prefix}{key_node.value}"
+                out[dotted] = key_node.start_mark.line + 1
+                walk(value_node, dotted + ".")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                out[f"{prefix}{i}"] = item.start_mark.line + 1
+                walk(item, f"{prefix}{i}.")
+
+    if root is not None:
+        walk(root, "")
+    return out
+
+
+def _format_errors(
+    exc: ValidationError,
+    data: Mapping[str, Any],
+    origin: str,
+    lines: Mapping[str, int],
+    sources: Mapping[str, str],
+) -> list[str]:
+    problems = []
+    paths = list(_valid_paths())
+    for err in exc.errors(include_url=False):
+        # Drop union/tag branch names Pydantic adds (e.g. 'int', "literal['auto']").
+        loc = [
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and (p in ("int", "str", "float") or "[" in p))
+        ]
+        dotted = ".".join(str(p) for p in loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = ".".join(str(p) for p in loc[:-1])
+            siblings = [
+                p.rsplit(".", 1)[-1]
+                for p in paths
+                if (p.rsplit(".", 1)[0] if "." in p else "") == parent
+            ]
+            message = f"unknown key{_suggest(str(loc[-1]), siblings)}; allowed here: {', '.join(siblings)}"
+        elif kind == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            message = (
+                message.replace("Input should be", "must be")
+                .replace("greater than or equal to", "≥")
+                .replace("less than or equal to", "≤")
+                .replace("greater than", ">")
+                .replace("less than", "<")
+            )
+            named = message.split(" ", 1)[0]
+            if named in paths:
+                # A cross-field check: its message starts with the key to change; point there.
+                dotted, message = named, message.split(" ", 1)[1]
+            elif "input" in err and not isinstance(err["input"], dict):
+                message += f" (got {_show(err['input'])})"
+        where = origin
+        source = next(
+            (s for k, s in sources.items() if dotted == k or dotted.startswith(k + ".")), None
+        )
+        if source:
+            where = source
+        else:
+            line = _nearest_line(dotted, lines)
+            if line:
+                where = f"{origin}:{line}"
+        label = f"{dotted}: " if dotted else ""
+        problems.append(f"{where}: {label}{message}")
+    # One message per problem, in file order, without repeats (unions can report twice).
+    return list(dict.fromkeys(problems))
+
+
+def _nearest_line(dotted: str, lines: Mapping[str, int]) -> int | None:
+    parts = dotted.split(".") if dotted else []
+    while parts:
+        key = ".".join(parts)
+        if key in lines:
+            return lines[key]
+        parts.pop()
+    return None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

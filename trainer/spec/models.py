@@ -1,0 +1,435 @@
+"""The job spec's models: one Pydantic-validated document is the single source of truth.
+
+Everything else (the trainer in a pod, the launcher, the Kubernetes renderer, the Helm chart)
+reads a `JobSpec`. Every field has a description (they become `--help`, the README reference and
+the chart's values.yaml); `extra="forbid"` makes a typo an error. Loading from YAML with
+line-numbered errors is `trainer.spec.loading`; names and hashes are `trainer.spec.identity`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainer.errors import InvalidInput
+from trainer.spec.cpus import available_cpus
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Kubernetes resource quantity, e.g. 256Mi, 1Gi, 500M, 0.5 (memory); see apimachinery quantity.go.
+QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
+_QUANTITY_FACTORS = {
+    None: 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
+Button = Literal["noop", "up", "down", "left", "right", "a", "b", "start", "select"]
+
+
+class SpecError(InvalidInput):
+    """An invalid spec or override. `str()` is the user-facing message, one problem per line
+    (`file:line: dotted.key: what is wrong`)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def parse_quantity(value: str) -> float:
+    """Kubernetes quantity string → number (bytes for memory, cores for CPU)."""
+    match = QUANTITY.match(str(value))
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity (examples: 256Mi, 1Gi, 500m): {value!r}")
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3)]
+
+
+def _check_quantity(value: str) -> str:
+    parse_quantity(value)
+    return value
+
+
+Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
+
+
+class GameSpec(_Model):
+    rom: str = Field(
+        "builtin:dungeon",
+        description="ROM to run: `builtin:<name>` for a game shipped with the trainer, or a path to "
+        "your own .gb/.gbc file (mounted into the pod or baked into a derived image).",
+    )
+    adapter: str = Field(
+        "dungeon",
+        description="Game adapter that reads RAM into rewards and episode ends "
+        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens).",
+    )
+    state: str | None = Field(
+        None,
+        description="Optional PyBoy save state to start every episode from; by default the "
+        "adapter plays from power-on to its start position and saves a state itself.",
+    )
+    reward: dict[str, float] = Field(
+        default_factory=dict,
+        description="Reward weight overrides by term name (e.g. `{coin: 1.0, step: -0.01}`); "
+        "unknown terms are rejected by the adapter.",
+    )
+
+
+class ObsSpec(_Model):
+    type: Literal["tiles", "pixels"] = Field(
+        "tiles",
+        description="`tiles`: the screen's background tile ids (PyBoy game_area), a small integer "
+        "grid; `pixels`: grayscale screen, downsampled.",
+    )
+    downsample: int = Field(
+        2, ge=1, le=8, description="Pixels only: keep every n-th pixel on each axis."
+    )
+    frame_stack: int = Field(
+        1, ge=1, le=8, description="Number of past observations stacked as channels."
+    )
+
+
+class EnvSpec(_Model):
+    num_envs: int | Literal["auto"] = Field(
+        2,
+        description="Emulators stepped in parallel, or `auto` for one per CPU the process may use "
+        "(cgroup quota and affinity respected).",
+    )
+    frame_skip: int = Field(
+        4, ge=1, le=64, description="Emulator frames per environment step (action repeat)."
+    )
+    press_frames: int | None = Field(
+        None,
+        ge=1,
+        description="Frames the button is held within each step; default: half of frame_skip (at least 1).",
+    )
+    episode_length: int = Field(
+        750,
+        ge=1,
+        description="Steps after which an episode is truncated (time limit, not a real ending).",
+    )
+    actions: list[Button] = Field(
+        default_factory=lambda: ["noop", "up", "down", "left", "right", "a", "b"],
+        description=f"Discrete action set, each one button (or noop); allowed: {', '.join(BUTTONS)}.",
+    )
+    obs: ObsSpec = Field(default_factory=ObsSpec, description="Observation settings.")
+    backend: Literal["auto", "serial", "process"] = Field(
+        "auto",
+        description="Vector backend: `process` runs emulators in worker processes over shared "
+        "memory, `serial` in this process; `auto` picks serial for 1 env, process otherwise.",
+    )
+    envs_per_worker: int | Literal["auto"] = Field(
+        "auto",
+        description="Environments each worker process steps; `auto` spreads them over the usable CPUs.",
+    )
+
+    @field_validator("num_envs", "envs_per_worker")
+    @classmethod
+    def _count_or_auto(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be ≥ 1 or 'auto'")
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _actions_unique(cls, value: list[str]) -> list[str]:
+        if len(value) < 2:
+            raise ValueError("needs at least 2 actions to choose from")
+        dupes = sorted({a for a in value if value.count(a) > 1})
+        if dupes:
+            raise ValueError(f"duplicate actions: {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _press_within_skip(self) -> EnvSpec:
+        if self.press_frames is not None and self.press_frames > self.frame_skip:
+            raise ValueError(
+                f"env.press_frames must not exceed env.frame_skip ({self.frame_skip}; got {self.press_frames})"
+            )
+        return self
+
+    @property
+    def hold_frames(self) -> int:
+        return self.press_frames if self.press_frames is not None else max(1, self.frame_skip // 2)
+
+
+class PPOSpec(_Model):
+    total_steps: int = Field(
+        20000, ge=1, description="Environment steps to train for, summed over environments."
+    )
+    rollout_steps: int = Field(
+        128, ge=1, description="Steps per environment in each rollout before an update."
+    )
+    update_epochs: int = Field(6, ge=1, description="Passes over each rollout batch.")
+    batch_size: int = Field(128, ge=1, description="Minibatch size (samples per gradient step).")
+    learning_rate: float = Field(
+        2.5e-4, ge=0, description="Adam learning rate (0 freezes the policy: a baseline)."
+    )
+    anneal_lr: bool = Field(
+        True, description="Anneal the learning rate linearly to 0 over training."
+    )
+    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE λ.")
+    clip_coef: float = Field(0.1, gt=0, description="PPO ratio clip ε.")
+    clip_vloss: bool = Field(True, description="Clip the value loss like the policy ratio.")
+    norm_adv: bool = Field(True, description="Normalize advantages per minibatch.")
+    ent_coef: float = Field(0.01, ge=0, description="Entropy bonus weight.")
+    vf_coef: float = Field(0.5, ge=0, description="Value loss weight.")
+    max_grad_norm: float = Field(0.5, gt=0, description="Global gradient-norm clip.")
+    target_kl: float | None = Field(
+        None, gt=0, description="Stop an update's epochs early past this approximate KL."
+    )
+    hidden_size: int = Field(128, ge=8, le=4096, description="Width of the policy's hidden layer.")
+    device: str = Field(
+        "auto",
+        description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N.",
+    )
+    async_rollout: bool = Field(
+        False,
+        description="Collect the next rollout with the previous policy while the learner updates "
+        "(overlaps collection and learning; one update of policy lag).",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+
+class CheckpointSpec(_Model):
+    dir: str = Field(
+        "training_runs", description="Directory for checkpoints and run outputs (a PVC in a pod)."
+    )
+    every_updates: int = Field(
+        10, ge=1, description="Write a checkpoint every n updates (and at the end, and on SIGTERM)."
+    )
+    keep: int = Field(3, ge=1, description="Step checkpoints kept on disk besides `latest`.")
+    resume: bool = Field(
+        True, description="Continue from the latest checkpoint of this job when one exists."
+    )
+
+
+class MlflowSpec(_Model):
+    enabled: bool = Field(
+        True, description="Track the run in MLflow; false: nothing talks to MLflow."
+    )
+    tracking_uri: str | None = Field(
+        None,
+        description="Tracking URI; default: $MLFLOW_TRACKING_URI, else MLflow's local default.",
+    )
+    experiment: str = Field("pyboy-ppo", min_length=1, description="Experiment name.")
+    run_name: str | None = Field(None, description="Run name; default: the job name.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra run tags.")
+    log_model: bool = Field(True, description="Log the final policy as an MLflow PyTorch model.")
+
+
+class ResourcesSpec(_Model):
+    cpu_per_env: float = Field(1.0, gt=0, description="CPU cores requested per environment.")
+    learner_cpu: float = Field(1.0, gt=0, description="CPU cores requested for the learner.")
+    memory_per_env: Quantity = Field(
+        "256Mi", description="Memory requested per environment (Kubernetes quantity)."
+    )
+    learner_memory: Quantity = Field(
+        "1Gi", description="Memory requested for the learner (Kubernetes quantity)."
+    )
+    gpu: int = Field(0, ge=0, description="NVIDIA GPUs (`nvidia.com/gpu`) for the learner.")
+
+    @field_validator("memory_per_env", "learner_memory")
+    @classmethod
+    def _memory_quantity(cls, value: str) -> str:
+        return _check_quantity(value)
+
+
+class TolerationSpec(_Model):
+    key: str | None = Field(None, description="Taint key.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Equal or Exists.")
+    value: str | None = Field(None, description="Taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect."
+    )
+    tolerationSeconds: int | None = Field(
+        None, description="For NoExecute: how long to stay bound."
+    )  # noqa: N815
+
+
+class KubernetesSpec(_Model):
+    namespace: str = Field("default", description="Namespace for the Job and its ConfigMap.")
+    image: str | None = Field(
+        None, description="Trainer image; default: the launcher's built-in default."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Image pull policy."
+    )
+    backoff_limit: int = Field(3, ge=0, description="Pod retries before the Job fails.")
+    ttl_seconds_after_finished: int | None = Field(
+        86400, ge=0, description="Delete the finished Job after this many seconds."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the Job after this much wall time."
+    )
+    termination_grace_period_seconds: int = Field(
+        60, ge=5, description="Time between SIGTERM and SIGKILL (the trainer checkpoints then)."
+    )
+    service_account: str | None = Field(None, description="ServiceAccount for the pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector.")
+    tolerations: list[TolerationSpec] = Field(default_factory=list, description="Tolerations.")
+    checkpoint_pvc: str | None = Field(
+        None,
+        description="PersistentVolumeClaim mounted at checkpoint.dir (keeps checkpoints across pods).",
+    )
+    mlflow_secret: str | None = Field(
+        None,
+        description="Secret whose keys (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD) become env vars; values never appear in the spec.",
+    )
+    shm_size: Quantity = Field("1Gi", description="Size limit of the in-memory /dev/shm volume.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the Job and pod."
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_dns(cls, value: str) -> str:
+        if len(value) > 63 or not DNS1123_LABEL.match(value):
+            raise ValueError(
+                "must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters"
+            )
+        return value
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_quantity(cls, value: str) -> str:
+        return _check_quantity(value)
+
+
+class SweepSpec(_Model):
+    num_envs: list[int] = Field(
+        default_factory=list,
+        description="Environment counts to compare; the launcher makes one Job per value.",
+    )
+
+    @field_validator("num_envs")
+    @classmethod
+    def _counts(cls, value: list[int]) -> list[int]:
+        return check_env_counts(value)
+
+
+class JobSpec(_Model):
+    """One training job. `name` is a DNS-1123 label: it names the Job and the MLflow run."""
+
+    name: str = Field(
+        ...,
+        description="Job name: DNS-1123 label (lowercase letters, digits, '-'), at most 40 characters.",
+    )
+    seed: int = Field(
+        1, ge=0, description="Seed for the policy, the action sampling and the environments."
+    )
+    game: GameSpec = Field(
+        default_factory=GameSpec, description="Which game and how it is rewarded."
+    )
+    env: EnvSpec = Field(default_factory=EnvSpec, description="Emulators and observations.")
+    ppo: PPOSpec = Field(default_factory=PPOSpec, description="PPO hyperparameters.")
+    checkpoint: CheckpointSpec = Field(
+        default_factory=CheckpointSpec, description="Checkpoints and resume."
+    )
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow tracking.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Pod resources per environment."
+    )
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec, description="Job settings.")
+    sweep: SweepSpec = Field(
+        default_factory=SweepSpec, description="Environment counts for the launcher."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_dns(cls, value: str) -> str:
+        # 40 leaves room for the "-e<envs>-<hash>" suffix within the 63-character label limit.
+        if len(value) > 40 or not DNS1123_LABEL.match(value):
+            raise ValueError(
+                "must be a DNS-1123 label of at most 40 characters: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (e.g. 'zelda-ppo')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _batch_fits_rollout(self) -> JobSpec:
+        if isinstance(self.env.num_envs, int):
+            check_batch(self.env.num_envs, self.ppo.rollout_steps, self.ppo.batch_size)
+        for count in self.sweep.num_envs:
+            check_batch(count, self.ppo.rollout_steps, self.ppo.batch_size, where="sweep.num_envs")
+        return self
+
+    # ---- derived values -------------------------------------------------------------------
+    def resolved_num_envs(self) -> int:
+        """`env.num_envs`, with `auto` resolved to the CPUs this process may use."""
+        if self.env.num_envs == "auto":
+            return available_cpus()
+        return int(self.env.num_envs)
+
+    def with_num_envs(self, num_envs: int) -> JobSpec:
+        """A copy for one sweep point: fixed env count, no sweep of its own (validated)."""
+        return self.updated({"env.num_envs": num_envs, "sweep.num_envs": []})
+
+    def updated(self, changes: Mapping[str, Any], origin: str | None = None) -> JobSpec:
+        """A validated copy with `changes` applied (`{"dotted.key": value}`); `SpecError` naming
+        `origin` (default: the spec's name) when the result is invalid."""
+        from trainer.spec.loading import set_dotted, validate_spec
+
+        data = self.model_dump(mode="json")
+        for key, value in changes.items():
+            set_dotted(data, key, value)
+        return validate_spec(data, origin=origin or self.name)
+
+    def requested_cpus(self) -> float:
+        """CPU cores one pod (or local run) of this spec needs: its envs plus the learner."""
+        return self.resolved_num_envs() * self.resources.cpu_per_env + self.resources.learner_cpu
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def check_env_counts(counts: Sequence[int], where: str | None = None) -> list[int]:
+    """Environment counts for a sweep: integers ≥ 1, distinct. `ValueError` (or `SpecError`
+    naming `where`, e.g. `--envs`) otherwise: the one rule for the spec, the CLI and the chart."""
+    counts = list(counts)
+    problem = None
+    bad = [n for n in counts if isinstance(n, bool) or not isinstance(n, int) or n < 1]
+    if bad:
+        problem = f"every count must be an integer ≥ 1 (got {bad})"
+    elif len(set(counts)) != len(counts):
+        problem = f"counts must be distinct (got {counts})"
+    if problem is None:
+        return counts
+    if where is None:
+        raise ValueError(problem)
+    raise SpecError([f"{where}: {problem}"])
+
+
+def check_batch(
+    num_envs: int, rollout_steps: int, batch_size: int, where: str = "env.num_envs"
+) -> None:
+    rollout = num_envs * rollout_steps
+    if batch_size > rollout:
+        raise ValueError(
+            f"ppo.batch_size must not exceed {where} × ppo.rollout_steps "
+            f"({num_envs} × {rollout_steps} = {rollout}; got {batch_size}): "
+            "lower ppo.batch_size or raise ppo.rollout_steps"
+        )
