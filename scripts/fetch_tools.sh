@@ -7,6 +7,9 @@
 #   .tools/sdcc/usr/bin                  SDCC (sm83 port) from Debian's sdcc + sdcc-libraries,
 #                                        unpacked with dpkg -x (no root needed once downloaded);
 #                                        skipped when an sdcc is already on PATH
+#   PostgreSQL (system package)          Debian's postgresql, for the MLflow load test (its
+#                                        server on PostgreSQL, as k8s/mlflow.yaml deploys it);
+#                                        installed with apt-get when root, else a warning
 # Idempotent: a second run only checks what is there. Needs npm, unzip and python3 ≥ 3.10.
 # Never use /usr/bin/kubectl on the dev machine: it is an unrelated dispatcher.
 set -euo pipefail
@@ -71,10 +74,23 @@ else
   echo "warning: no apt-get here; install SDCC yourself to rebuild the ROM" >&2
 fi
 
+if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; then
+  echo "postgresql: present"
+elif command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+  echo "installing postgresql from Debian (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq postgresql >/dev/null \
+    || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+else
+  echo "warning: PostgreSQL is missing and this is not root: run 'sudo apt-get install postgresql'" \
+       "(the MLflow load test fails without it)" >&2
+fi
+
 for tool in kubernetes-validate checkov hadolint; do
   ln -sf "../venv/bin/$tool" "$TOOLS/bin/$tool"
 done
 
-"$TOOLS/bin/kubectl" version --client 2>/dev/null | head -n 1
+# sed, not head: it reads to the end, so kubectl's second line is no SIGPIPE under pipefail.
+"$TOOLS/bin/kubectl" version --client 2>/dev/null | sed -n 1p
 "$TOOLS/bin/helm" version --short
 echo "tools ready in $TOOLS/bin"
