@@ -392,6 +392,53 @@ def test_too_many_restarts_give_up_with_worker_error():
             venv.step(np.zeros(2, dtype=int))
 
 
+def test_worker_that_keeps_crashing_fails_naming_its_envs_within_the_window():
+    """A ROM that crashes the emulator every time: restarted `max_restarts` times, then a clear
+    failure, not an endless loop; the pool is gone."""
+    fns = toy_fns(2)
+    fns[1] = functools.partial(ToyEnv, index=1, crash_at_step=2)
+    venv = make_vec_env(fns, backend="process", envs_per_worker=1, max_restarts=2)
+    pids = venv.worker_pids()
+    venv.reset()
+    with pytest.raises(WorkerError) as raised:
+        for _ in range(20):
+            venv.step(np.zeros(2, dtype=int))
+    message = str(raised.value)
+    assert "worker 1 (env 1," in message and "was killed by SIGSEGV" in message
+    assert "restart 3 within restart_window=600 s (max_restarts=2)" in message
+    assert venv.worker_restarts == 3
+    assert wait_until(lambda: all(process_gone(pid) for pid in pids))
+    assert not os.path.exists(f"/dev/shm/{venv.shm_name}")
+
+
+def test_restarts_older_than_the_window_are_forgiven():
+    """The same crashing env with a window shorter than one restart: every restart is the only
+    one in its window, so a rare crash over a long run never adds up to a failure."""
+    fns = [functools.partial(ToyEnv, index=0, crash_at_step=2)]
+    with make_vec_env(
+        fns, backend="process", envs_per_worker=1, max_restarts=1, restart_window=1e-6
+    ) as venv:
+        venv.reset()
+        results = run(venv, action_sequence(12, 1))
+        assert venv.worker_restarts == 6  # a crash every second step, each one restarted
+        assert sum(bool(r.truncated[0]) for r in results) >= 6
+
+
+def test_worker_that_keeps_hanging_fails_after_its_restarts():
+    """A real hang (the env sleeps inside step): killed after worker_timeout, restarted once,
+    hangs again: the pool gives up naming the timeout."""
+    fns = [functools.partial(ToyEnv, index=0, hang_at_step=2)]
+    with make_vec_env(
+        fns, backend="process", envs_per_worker=1, worker_timeout=0.3, max_restarts=1
+    ) as venv:
+        venv.reset()
+        with pytest.raises(
+            WorkerError, match=r"did not answer within worker_timeout=0.3 s.*restart 2"
+        ):
+            run(venv, action_sequence(6, 1))
+        assert venv.worker_restarts == 2
+
+
 def test_close_and_exceptions_leave_no_processes_or_shared_memory():
     shm_before = set(os.listdir("/dev/shm"))
     venv = make("process", num_envs=4, envs_per_worker=2)
@@ -495,9 +542,9 @@ def test_two_workers_start_as_separate_processes():
 
 
 def test_auto_backend_and_envs_per_worker(monkeypatch):
-    from trainer.envs.vector import process
+    from trainer.envs.vector import layout
 
-    monkeypatch.setattr(process, "available_cpus", lambda: 2)
+    monkeypatch.setattr(layout, "available_cpus", lambda: 2)
     with make_vec_env(toy_fns(1)) as venv:
         assert isinstance(venv, SerialVecEnv)
     with make_vec_env(toy_fns(5)) as venv:

@@ -11,6 +11,8 @@ the same thunks drive the serial and the process backends.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -31,6 +33,7 @@ class ToyEnv:
         fail_on_create: bool = False,
         fail_at_step: int | None = None,
         hang_at_step: int | None = None,
+        crash_at_step: int | None = None,
     ):
         if fail_on_create:
             raise ValueError(f"toy env {index}: refusing to start (fail_on_create=True)")
@@ -49,6 +52,7 @@ class ToyEnv:
         self.closed = False
         self.fail_at_step = fail_at_step  # raise in step() at this many steps since creation
         self.hang_at_step = hang_at_step  # sleep "forever" in step() at this many steps
+        self.crash_at_step = crash_at_step  # die by SIGSEGV in step(), as a crashing emulator
         self.total_steps = 0
 
     def reset(self) -> np.ndarray:
@@ -66,6 +70,8 @@ class ToyEnv:
             raise RuntimeError(f"toy env {self.index}: failing at step {self.total_steps} as asked")
         if self.total_steps == self.hang_at_step:
             time.sleep(3600)
+        if self.total_steps == self.crash_at_step:
+            os.kill(os.getpid(), signal.SIGSEGV)
         if self.step_cost_us:  # stand-in for emulator work (busy, like a CPU-bound emulator)
             end = time.perf_counter() + self.step_cost_us * 1e-6
             while time.perf_counter() < end:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from trainer.envs.vector.buffers import EnvEvent, check_env_fns
-from trainer.envs.vector.process import ProcessVecEnv, resolve_envs_per_worker
+from trainer.envs.vector.layout import resolve_backend, resolve_envs_per_worker
+from trainer.envs.vector.process import ProcessVecEnv
 from trainer.envs.vector.protocol import Env, StepResult, VecEnv, WorkerError
 from trainer.envs.vector.serial import SerialVecEnv
 
@@ -28,6 +29,7 @@ __all__ = [
     "VecEnv",
     "WorkerError",
     "make_vec_env",
+    "resolve_backend",
     "resolve_envs_per_worker",
 ]
 
@@ -43,15 +45,12 @@ def make_vec_env(
     """Build a vector env. `backend="auto"`: serial for one env, process otherwise.
 
     `on_env_ready(i)` / `on_env_closed(i)` are called when env i is really built / closed.
-    `process_options` go to `ProcessVecEnv` (worker_timeout, max_restarts, start_method).
+    `process_options` go to `ProcessVecEnv` (worker_timeout, max_restarts, restart_window,
+    start_method).
     """
     fns = check_env_fns(env_fns)
-    if backend not in ("auto", "serial", "process"):
-        raise ValueError(f"backend: must be 'auto', 'serial' or 'process', got {backend!r}")
     resolve_envs_per_worker(len(fns), envs_per_worker)  # fail early, whatever the backend
-    if backend == "auto":
-        backend = "serial" if len(fns) == 1 else "process"
-    if backend == "serial":
+    if resolve_backend(backend, len(fns)) == "serial":
         if process_options:
             raise ValueError(f"{', '.join(process_options)}: only apply to backend='process'")
         return SerialVecEnv(fns, on_env_ready, on_env_closed)

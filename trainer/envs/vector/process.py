@@ -43,8 +43,9 @@ import select
 import signal
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Literal
 
@@ -58,8 +59,8 @@ from trainer.envs.vector.buffers import (
     check_env_fns,
     check_same,
 )
+from trainer.envs.vector.layout import resolve_envs_per_worker
 from trainer.envs.vector.protocol import Env, VecEnv, WorkerError
-from trainer.spec import available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class _Worker:
     process: Any = None  # multiprocessing Process
     command: Any = None  # Connection: parent writes one raw byte per command
     answers: Any = None  # Connection: worker sends framed answers
+    restarts: deque[float] = field(default_factory=deque)  # monotonic times, within the window
 
     @property
     def label(self) -> str:
@@ -192,8 +194,10 @@ class ProcessVecEnv(VecEnv):
     `"auto"` spreads the envs over `trainer.spec.available_cpus()` workers (the last may get
     fewer). `worker_timeout`: seconds a worker may take to answer one command (build its envs,
     reset them, or step them) before it is considered hung, killed and replaced; None waits
-    forever (deaths are still seen at once). `max_restarts`: replacements allowed over the
-    pool's life before it gives up with `WorkerError`.
+    forever (deaths are still seen at once). `max_restarts`: replacements of one worker allowed
+    within any `restart_window` seconds; one more and the pool gives up with `WorkerError`
+    naming the worker's envs and what happened (a ROM that keeps crashing or hanging PyBoy
+    fails the run instead of restarting forever, while a rare crash over a long run is fine).
 
     Fault policy: a worker that dies or hangs is replaced by a fresh one; its envs are rebuilt
     and reset. In the step where that happens their episodes are dropped: `truncated=True`,
@@ -208,7 +212,8 @@ class ProcessVecEnv(VecEnv):
         env_fns: Sequence[Callable[[], Env]],
         envs_per_worker: int | Literal["auto"] = "auto",
         worker_timeout: float | None = 120.0,
-        max_restarts: int = 10,
+        max_restarts: int = 3,
+        restart_window: float = 600.0,
         start_method: Literal["forkserver", "spawn", "fork"] = "forkserver",
         on_env_ready: EnvEvent | None = None,
         on_env_closed: EnvEvent | None = None,
@@ -218,6 +223,8 @@ class ProcessVecEnv(VecEnv):
             raise ValueError(f"worker_timeout: must be > 0 seconds or None, got {worker_timeout!r}")
         if not isinstance(max_restarts, int) or max_restarts < 0:
             raise ValueError(f"max_restarts: must be an int ≥ 0, got {max_restarts!r}")
+        if not restart_window > 0:
+            raise ValueError(f"restart_window: must be > 0 seconds, got {restart_window!r}")
         if start_method not in ("forkserver", "spawn", "fork"):
             raise ValueError(
                 f"start_method: must be forkserver, spawn or fork, got {start_method!r}"
@@ -226,6 +233,7 @@ class ProcessVecEnv(VecEnv):
         self.envs_per_worker = resolve_envs_per_worker(self.num_envs, envs_per_worker)
         self.worker_timeout = worker_timeout
         self.max_restarts = max_restarts
+        self.restart_window = restart_window
         self.worker_restarts = 0
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
@@ -449,20 +457,7 @@ class ProcessVecEnv(VecEnv):
     def _restart(self, worker: _Worker, what: str) -> None:
         """Replace a dead or hung worker by a fresh one with freshly reset envs."""
         while True:
-            self.worker_restarts += 1
-            logger.warning(
-                "vector env: %s %s; starting a new one (restart %d of at most %d); its episodes are dropped",
-                worker.label,
-                what,
-                self.worker_restarts,
-                self.max_restarts,
-            )
-            if self.worker_restarts > self.max_restarts:
-                label = worker.label
-                self._finalizer()
-                raise WorkerError(
-                    f"vector env: {label} {what}; giving up after max_restarts={self.max_restarts}"
-                )
+            self._count_restart(worker, what)
             _stop_worker(worker)
             self._launch(worker)
             try:
@@ -479,21 +474,24 @@ class ProcessVecEnv(VecEnv):
             except _WorkerDied as exc:
                 what = str(exc).removeprefix(f"{worker.label} ")
 
-
-def resolve_envs_per_worker(num_envs: int, envs_per_worker: int | Literal["auto"]) -> int:
-    """`auto`: spread `num_envs` over `available_cpus()` workers (ceil division)."""
-    if envs_per_worker == "auto":
-        workers = min(num_envs, available_cpus())
-        return -(-num_envs // workers)
-    if (
-        isinstance(envs_per_worker, bool)
-        or not isinstance(envs_per_worker, int)
-        or envs_per_worker < 1
-    ):
-        raise ValueError(f"envs_per_worker: must be 'auto' or an int ≥ 1, got {envs_per_worker!r}")
-    if num_envs % envs_per_worker:
-        raise ValueError(
-            f"envs_per_worker: {envs_per_worker} does not divide the number of envs ({num_envs}); "
-            "pick a divisor or 'auto'"
-        )
-    return envs_per_worker
+    def _count_restart(self, worker: _Worker, what: str) -> None:
+        """Record one more restart of `worker`; too many within the window fail the pool."""
+        now = time.monotonic()
+        times = worker.restarts
+        times.append(now)
+        while times and times[0] < now - self.restart_window:
+            times.popleft()
+        self.worker_restarts += 1
+        if len(times) > self.max_restarts:
+            label = worker.label
+            self._finalizer()
+            raise WorkerError(
+                f"vector env: {label} {what}, its restart {len(times)} within "
+                f"restart_window={self.restart_window:g} s (max_restarts={self.max_restarts}); "
+                "giving up: the environment keeps crashing or hanging (a bad ROM or save state?)"
+            )
+        logger.warning(
+            "vector env: %s %s; starting a new one (restart %d of at most %d within %g s); "
+            "its episodes are dropped",
+            worker.label, what, len(times), self.max_restarts, self.restart_window,
+        )  # fmt: skip

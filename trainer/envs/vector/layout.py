@@ -1,0 +1,37 @@
+"""How a pool is laid out: which backend, and how many envs each worker process steps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from trainer.spec import available_cpus
+
+
+def resolve_backend(
+    backend: Literal["auto", "serial", "process"], num_envs: int
+) -> Literal["serial", "process"]:
+    """`auto`: serial for one env (nothing to overlap), process otherwise."""
+    if backend not in ("auto", "serial", "process"):
+        raise ValueError(f"backend: must be 'auto', 'serial' or 'process', got {backend!r}")
+    if backend == "auto":
+        return "serial" if num_envs == 1 else "process"
+    return backend
+
+
+def resolve_envs_per_worker(num_envs: int, envs_per_worker: int | Literal["auto"]) -> int:
+    """`auto`: spread `num_envs` over `available_cpus()` workers (ceil division)."""
+    if envs_per_worker == "auto":
+        workers = min(num_envs, available_cpus())
+        return -(-num_envs // workers)
+    if (
+        isinstance(envs_per_worker, bool)
+        or not isinstance(envs_per_worker, int)
+        or envs_per_worker < 1
+    ):
+        raise ValueError(f"envs_per_worker: must be 'auto' or an int ≥ 1, got {envs_per_worker!r}")
+    if num_envs % envs_per_worker:
+        raise ValueError(
+            f"envs_per_worker: {envs_per_worker} does not divide the number of envs ({num_envs}); "
+            "pick a divisor or 'auto'"
+        )
+    return envs_per_worker
