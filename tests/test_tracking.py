@@ -260,6 +260,7 @@ def start_tracker(spec: JobSpec, identity: str, **kwargs) -> MlflowTracker:
 def test_new_run_has_params_tags_and_spec(server_spec, client, tmp_path):
     tracker = start_tracker(server_spec, "job-a")
     try:
+        assert tracker.flush(timeout=60)  # params and the spec are queued
         assert tracker.run_id and tracker.resumed is False
         run = client.get_run(tracker.run_id)
         assert run.info.run_name == "job-a" and run.info.status == "RUNNING"
@@ -330,6 +331,7 @@ def test_same_identity_resumes_the_run_other_identity_gets_a_new_one(server_spec
     raised.ppo.total_steps = 50000
     second = start_tracker(raised, "job-resume")
     try:
+        assert second.flush(timeout=60)
         assert second.run_id == first.run_id and second.resumed is True
         run = client.get_run(second.run_id)
         assert run.info.status == "RUNNING"
@@ -355,6 +357,7 @@ def test_checkpoint_upload_and_fetch_round_trip(server_spec, client, tmp_path):
     assert tracker.fetch_latest_checkpoint(tmp_path / "dl") is None  # a new run has none
     for step in (128, 256):
         tracker.log_checkpoint(store.save(make_state(step), step), step)
+        assert tracker.flush(timeout=60)  # else the newer upload replaces the waiting one
     tracker.close("KILLED")
     names = sorted(a.path for a in client.list_artifacts(tracker.run_id, "checkpoints"))
     assert names == ["checkpoints/latest.pt", "checkpoints/step_128.pt", "checkpoints/step_256.pt"]

@@ -1,7 +1,7 @@
 """MLflow metric names, in one place: the loop logs them, `trainer compare` and `bench` read them.
 
 Namespaces follow CleanRL: `charts/` for what the agent achieves, `losses/` for the update's
-losses and diagnostics, `perf/` for throughput. Per-term and per-adapter episode numbers go under
+losses and diagnostics, `perf/` for throughput; `tracking/` for the tracking itself. Per-term and per-adapter episode numbers go under
 `episode/<name>`. Renaming one here renames it everywhere.
 """
 
@@ -27,6 +27,8 @@ STEPS_PER_SECOND = "perf/sps"
 FRAMES_PER_SECOND = "perf/fps"
 LEARNER_SECONDS = "perf/learner_seconds"
 WORKER_RESTARTS = "perf/worker_restarts"
+#: Metric points the tracking queue dropped (oldest first) while the server was unreachable.
+DROPPED_POINTS = "tracking/dropped_points"
 
 EPISODE_PREFIX = "episode/"
 

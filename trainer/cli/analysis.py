@@ -38,6 +38,13 @@ from trainer.cli.common import env_counts_callback, handle_errors, read_spec, se
     is_flag=True,
     help="Run end to end training only for the spec's own env count.",
 )
+@click.option(
+    "--reliability",
+    is_flag=True,
+    help="Instead: train the quickstart game for 120,000 steps against a local MLflow server "
+    "that is SIGKILLed 12 s in and restarted 25 s later; show what the outage cost "
+    "(throughput and CPU per phase, metric steps lost). About 2 minutes.",
+)
 @handle_errors
 def bench(
     spec_path: str | None,
@@ -47,13 +54,22 @@ def bench(
     mlflow_experiment: str | None,
     json_path: str | None,
     no_train_sweep: bool,
+    reliability: bool,
 ) -> None:
     """Measure throughput, each stage next to its baseline, in one run.
 
     Without SPEC: the seed's train-20k configuration (2 envs, episode length 750, 6 update
-    epochs, batch 128, 20,000 steps) on the built-in game.
+    epochs, batch 128, 20,000 steps) on the built-in game. With --reliability: the MLflow outage
+    benchmark instead (docs/reliability.json holds the README's figures).
     """
     from rich.console import Console as RichConsole
+
+    if reliability:
+        if spec_path or overrides or envs or mlflow_experiment or no_train_sweep:
+            raise click.UsageError(
+                "--reliability takes no SPEC, --set, --envs, --mlflow or --no-train-sweep"
+            )
+        return bench_reliability(quick, json_path)
 
     from trainer.bench import render_tables, run_bench
     from trainer.spec import validate_spec
@@ -91,6 +107,28 @@ def bench(
             report_file.write_text(report.to_json())
             run_id = log_benchmark(None, mlflow_experiment, report.flat_figures(), report_file)
         console.print(f"figures logged to MLflow run {run_id} (experiment {mlflow_experiment})")
+
+
+def bench_reliability(quick: bool, json_path: str | None) -> None:
+    """`trainer bench --reliability` (`--quick`: 30,000 steps, server down 6 s after 4 s)."""
+    from rich.console import Console as RichConsole
+
+    from trainer.bench.reliability import QUICKSTART_LONG, bench_mlflow_outage, outage_tables
+
+    data, timing = QUICKSTART_LONG, {"kill_after_s": 12.0, "outage_s": 25.0}
+    if quick:
+        data = {**data, "ppo": {**data["ppo"], "total_steps": 30000}}
+        timing = {"kill_after_s": 4.0, "outage_s": 6.0}
+    console = RichConsole()
+    with console.status("benchmarking an MLflow outage…") as status:
+        figures = bench_mlflow_outage(
+            data, progress=lambda m: status.update(f"MLflow outage: {m}"), **timing
+        )
+    for table in outage_tables(figures):
+        console.print(table)
+    if json_path:
+        Path(json_path).write_text(figures.to_json())
+        console.print(f"figures written to {json_path}")
 
 
 @click.command()

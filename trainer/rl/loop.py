@@ -47,7 +47,7 @@ from trainer.rl.setup import loss_config
 from trainer.rl.stopping import StopFlag
 from trainer.spec import JobSpec, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
-from trainer.tracking.tracker import Tracker
+from trainer.tracking.tracker import UNSENT_METRICS, Tracker
 
 
 @dataclass
@@ -182,8 +182,9 @@ class Trainer:
             self.collector.restore(CollectorState(**checkpoint["collector"]))
         self.collector.global_step = self.resumed_from = self.counters.global_step
         self.checkpointed_at = self.counters.global_step
-        # Metrics logged after the checkpoint, before a kill, are not logged twice.
-        self.log_floor = self.tracker.last_step()
+        # Metrics logged after the checkpoint, before a kill, are not logged twice; those the
+        # server had not confirmed when it was written are logged again.
+        self.log_floor = self.tracker.restore_unsent(checkpoint.get(UNSENT_METRICS))
         c = self.counters
         self.console.print(
             f"↩️  Resuming from step {c.global_step:,} (update {c.update}, {c.episodes} episodes)"
@@ -292,12 +293,12 @@ class Trainer:
             "collector": {"sampler": collector.sampler, "actor": collector.actor},
             "training_hash": training_hash(self.spec),
             "spec_yaml": self.spec.to_yaml(),
+            # A SIGKILL loses no metric step: a resume logs these again (`Trainer.resume`).
+            UNSENT_METRICS: self.tracker.unsent_metrics(),
         }
         path = self.store.save(state, self.counters.global_step)
         self.checkpointed_at = self.counters.global_step
-        # Metrics up to a checkpoint are in MLflow before it is: a SIGKILL then loses neither (a
-        # resume starts after the checkpoint and never logs those steps again).
-        self.tracker.flush()
+        # Queued behind this checkpoint's metrics: they reach MLflow before it does.
         self.tracker.log_checkpoint(path, self.counters.global_step)
         return path
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.envs.env import check_game, make_env
-from trainer.envs.vector import VecEnv, make_vec_env
+from trainer.envs.vector import VecEnv, WorkerError, make_vec_env, resolve_backend
 from trainer.errors import InvalidInput, Stopped
 from trainer.games.base import rom_sha1
 from trainer.rl.console import Console
@@ -24,7 +24,7 @@ from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
 from trainer.rl.stopping import StopFlag, stop_on_signals
 from trainer.spec import JobSpec, job_identity, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
-from trainer.tracking.tracker import NullTracker, RunStatus, Tracker
+from trainer.tracking.tracker import UNSENT_METRICS, NullTracker, RunStatus, Tracker
 
 
 class CheckpointMismatch(InvalidInput):
@@ -44,7 +44,7 @@ def train(
         identity = job_identity(spec)
         store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
         rom = check_game(spec)  # a bad game.* value: exit 2 before anything starts
-        tracker = make_tracker(spec, identity, rom)
+        tracker = make_tracker(spec, identity, rom, console)
         tracker.start()
         with tracked(tracker, console) as session:
             checkpoint = load_checkpoint(spec, store, tracker, fresh=fresh, force=force)
@@ -58,12 +58,13 @@ def train(
             return run_trainer(spec, checkpoint, tracker, store, console, stop)
 
 
-def make_tracker(spec: JobSpec, identity: str, rom: Path) -> Tracker:
+def make_tracker(spec: JobSpec, identity: str, rom: Path, console: Console) -> Tracker:
     if not spec.mlflow.enabled:
         return NullTracker()
     from trainer.tracking.mlflow_run import MlflowTracker
 
-    return MlflowTracker(spec, identity, {"rom_sha1": rom_sha1(rom.read_bytes())})
+    tags = {"rom_sha1": rom_sha1(rom.read_bytes())}
+    return MlflowTracker(spec, identity, tags, notify=console.print)
 
 
 def load_checkpoint(
@@ -106,7 +107,12 @@ def run_trainer(
         )  # fmt: skip
         if checkpoint is not None:
             trainer.resume(checkpoint)
-        summary = trainer.run()
+        try:
+            summary = trainer.run()
+        except WorkerError as exc:  # name the game: the environments' index alone says little
+            raise WorkerError(
+                f"{exc}\n(game.rom {spec.game.rom}, adapter {spec.game.adapter})"
+            ) from exc
         print_summary(console, summary, spec.env.frame_skip)
         if spec.mlflow.log_model and summary.final_step > summary.resumed_from_step:
             tracker.log_model(agent.cpu(), obs_example=trainer.collector.next_obs[:1].cpu())
@@ -118,21 +124,31 @@ def run_trainer(
 
 def start_envs(spec: JobSpec, console: Console) -> VecEnv:
     """The pool, with the seed's lines printed as each environment really starts and closes."""
-    count = int(spec.env.num_envs)
+    env, count = spec.env, int(spec.env.num_envs)
     console.print(f"🔧 Initializing {count} parallel environments...")
+    restarts = {}
+    if resolve_backend(env.backend, count) == "process":
+        restarts = {
+            "worker_timeout": env.worker_timeout_s,
+            "max_restarts": env.max_worker_restarts,
+            "restart_window": env.restart_window_s,
+        }
     return make_vec_env(
         [functools.partial(make_env, spec, i) for i in range(count)],
-        backend=spec.env.backend,
-        envs_per_worker=spec.env.envs_per_worker,
+        backend=env.backend,
+        envs_per_worker=env.envs_per_worker,
         on_env_ready=lambda i: console.print(f"✅ Environment {i + 1}/{count} initialized"),
         on_env_closed=lambda i: console.print(f"✅ Environment {i + 1} closed"),
+        **restarts,
     )
 
 
 def already_trained(
     spec: JobSpec, checkpoint: dict[str, Any], identity: str, tracker: Tracker, console: Console
 ) -> TrainSummary:
-    """A Job whose pod starts again after finishing (or `make train` run twice): no emulator."""
+    """A Job whose pod starts again after finishing (or `make train` run twice): no emulator;
+    metrics a kill kept from MLflow are sent now."""
+    tracker.restore_unsent(checkpoint.get(UNSENT_METRICS))
     counters = Counters.from_state(checkpoint)
     console.print(
         f"✔️  Job {identity} already trained to {counters.global_step:,} of "

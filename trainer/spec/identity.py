@@ -61,6 +61,16 @@ def sweep_id(spec_name: str, job_names: Iterable[str]) -> str:
     return f"{spec_name}-{hashlib.sha256(joined.encode()).hexdigest()[:DIGEST_LENGTH]}"
 
 
+#: env settings that change how emulators are run, not what is learned.
+_ENV_NOT_TRAINED = (
+    "backend",
+    "envs_per_worker",
+    "worker_timeout_s",
+    "max_worker_restarts",
+    "restart_window_s",
+)
+
+
 def training_hash(spec: JobSpec, length: int = 12) -> str:
     """Hash of what a checkpoint depends on: game, env, network and algorithm.
 
@@ -72,7 +82,7 @@ def training_hash(spec: JobSpec, length: int = 12) -> str:
     ppo = {
         k: v for k, v in data["ppo"].items() if k not in ("total_steps", "device", "async_rollout")
     }
-    env = {k: v for k, v in data["env"].items() if k not in ("backend", "envs_per_worker")}
+    env = {k: v for k, v in data["env"].items() if k not in _ENV_NOT_TRAINED}
     blob = json.dumps(
         {"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo},
         sort_keys=True,

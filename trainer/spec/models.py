@@ -136,6 +136,22 @@ class EnvSpec(_Model):
         "auto",
         description="Environments each worker process steps; `auto` spreads them over the usable CPUs.",
     )
+    worker_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a worker process may take to build, reset or step its emulators "
+        "before it counts as hung and is replaced (a ROM that hangs PyBoy).",
+    )
+    max_worker_restarts: int = Field(
+        3,
+        ge=0,
+        description="Replacements of one worker process allowed within `env.restart_window_s`; "
+        "one more fails the run, naming the environments and the ROM (a ROM that keeps crashing "
+        "or hanging PyBoy), instead of restarting forever.",
+    )
+    restart_window_s: float = Field(
+        600.0, gt=0, description="Sliding time window of `env.max_worker_restarts`, in seconds."
+    )
 
     @field_validator("num_envs", "envs_per_worker")
     @classmethod
@@ -237,6 +253,38 @@ class MlflowSpec(_Model):
     run_name: str | None = Field(None, description="Run name; default: the job name.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra run tags.")
     log_model: bool = Field(True, description="Log the final policy as an MLflow PyTorch model.")
+    required: bool = Field(
+        False,
+        description="true: an unreachable tracking server at start fails the run (exit 1); false: "
+        "train meanwhile, create or resume the run when the server answers, and send what was "
+        "logged in between (up to `mlflow.max_buffered_points`).",
+    )
+    max_buffered_points: int = Field(
+        100_000,
+        ge=1000,
+        description="Metric points kept while the server is unreachable (about 15 minutes of "
+        "training on the built-in game); beyond, the oldest are dropped and counted in the "
+        "metric `tracking/dropped_points`.",
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="At the end of a run (or on SIGTERM), how long to keep sending what is "
+        "queued to an unreachable server before giving up; keep it below "
+        "`kubernetes.termination_grace_period_seconds`.",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        # The spec is logged as params and lands in a ConfigMap: credentials go elsewhere.
+        if value is not None and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@", value):
+            raise ValueError(
+                "must not contain credentials (user:password@): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead, "
+                "on Kubernetes through kubernetes.mlflow_secret"
+            )
+        return value
 
 
 class ResourcesSpec(_Model):

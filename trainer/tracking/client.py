@@ -1,11 +1,14 @@
 """Small helpers over `MlflowClient` that every MLflow caller here shares: MLflow's request
-limits, batching within them, get-or-create an experiment, and quoting in filter strings.
-MLflow itself is imported by the callers (lazily: a run without MLflow never pays for it)."""
+limits, batching within them, get-or-create an experiment, quoting in filter strings, and which
+failures are worth retrying. MLflow itself is imported lazily (a run without MLflow never pays
+for it)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -24,6 +27,14 @@ TAG_SWEEP_ID = "sweep_id"
 TAG_NUM_ENVS = "num_envs"
 
 T = TypeVar("T")
+
+#: HTTP statuses worth retrying: the server is overloaded, restarting or behind a failing proxy.
+TRANSIENT_HTTP_STATUS = frozenset({429, 500, 502, 503, 504})
+
+#: MLflow's client retries each request 7 times with backoff, about 4 minutes
+#: (mlflow/environment_variables.py), inside the call: an outage would hide in one request.
+#: The tracking queue retries on its own, so its requests fail fast (unless the user set these).
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -74,3 +85,71 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 def quote(value: str) -> str:
     """`value` for a single-quoted string in an MLflow filter expression."""
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Can trying again later help? Connection failures, timeouts, 5xx and 429: yes. A refusal
+    (another 4xx: bad value, unknown run, no permission) or a bug in our code: no."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is None or status in TRANSIENT_HTTP_STATUS
+    if isinstance(
+        exc, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError
+    ):
+        return True
+    if isinstance(exc, MlflowException):  # a failed connection arrives as INTERNAL_ERROR (500)
+        return exc.get_http_status_code() in TRANSIENT_HTTP_STATUS
+    return False
+
+
+#: What a failed request's long message boils down to, for one console line.
+_FAILURE_GIST = (
+    ("Connection refused", "connection refused"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "unknown host"),
+    ("Temporary failure in name resolution", "name resolution failed"),
+    ("RemoteDisconnected", "connection closed by the server"),
+    ("Connection reset", "connection reset"),
+)
+
+
+def describe_failure(exc: BaseException, limit: int = 160) -> str:
+    """A short description of a failed call: "connection refused", or its first words."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for needle, gist in _FAILURE_GIST:
+        if needle in text:
+            return gist
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def retrying(call: Callable[[], T], attempts: int = 3, first_wait_s: float = 0.5) -> T:
+    """`call()`, tried again after 0.5 s, 1 s, … while it fails transiently: for the few
+    synchronous calls at start-up (find the run, read its last step), which a blip should not
+    turn into a fresh start."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(first_wait_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def set_defaults(
+    values: Mapping[str, str], environ: MutableMapping[str, str] = os.environ
+) -> dict[str, str]:
+    """Set the variables of `values` not already set; returns those it set (for `unset`)."""
+    added = {name: value for name, value in values.items() if name not in environ}
+    environ.update(added)
+    return added
+
+
+def unset(added: Mapping[str, str], environ: MutableMapping[str, str] = os.environ) -> None:
+    """Undo `set_defaults` where nobody changed the value since."""
+    for name, value in added.items():
+        if environ.get(name) == value:
+            del environ[name]

@@ -1,56 +1,69 @@
-"""`MlflowTracker`: one MLflow run per job, found again (and resumed) by its identity tag.
+"""`MlflowTracker`: one MLflow run per job, found again (and resumed) by its identity tag. After
+start-up, everything it sends goes through one background queue (`queue.SendQueue`): the
+training thread never waits on the network.
 
 Idempotence, because a Job's pod can start twice: the job's identity (`spec.job_identity`) is
 the Kubernetes Job name, or the same formula locally, and `start()` finds the run tagged
 `trainer.job_id == identity` and resumes it. Checkpoints go to the run's artifacts too, for pods
 without a PVC.
 
-Failure policy: `start()` raises (a wrong URI should fail the job at once); after that, tracking
-errors are logged as warnings and never stop training.
+Start-up (`start()`, before any emulator starts): find or create the run, with a few quick
+tries. A server that answers but refuses (credentials, a wrong URI) fails the job (exit 1). An
+unreachable one fails it too with `mlflow.required: true`; with `required: false` (the default)
+one line says so and training starts: the queue finds or creates the run when the server
+answers, and what was logged meanwhile follows it. If that run already holds steps beyond the
+ones logged meanwhile (a job that had to start over without its checkpoint), the points at or
+below its last step are not sent: the same rule as a resume. The start-up reads `last_step` and
+`fetch_latest_checkpoint` are synchronous: a resume needs them before training.
 
-Metrics are buffered and sent with `MlflowClient.log_batch` (≤ 1000 points per request) by one
-background thread, every `flush_interval_s` seconds or as soon as a full batch is waiting, and on
-`flush()`/`close()`. The training thread only appends to a list, so an HTTP round trip never
-stalls a rollout. We use our own buffer rather than MLflow's async logging (`synchronous=False`)
-because it batches per call, not across calls, its queue is unbounded and its failures surface
-only at exit; ours bounds memory, keeps failed points for the next attempt and flushes on demand.
+Then: metrics, params, tags, texts (spec, console log), checkpoint and model uploads are queued.
+A checkpoint is staged as hard links beside it (pruning cannot take what waits to be sent), and
+only the newest waits. `close()` sends what is queued for up to `mlflow.drain_timeout_s` and
+says what could not be sent. Credentials never appear in what is logged (`redact.Redactor`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.errors import TrainerError
 from trainer.spec import ENV_SWEEP_ID, JobSpec, spec_hash, training_hash
 from trainer.tracking.checkpoints import LATEST, CheckpointStore
 from trainer.tracking.client import (
-    MAX_METRICS_PER_BATCH,
+    FAIL_FAST_HTTP,
     MAX_TAG_VALUE_LENGTH,
     TAG_JOB_ID,
     TAG_NUM_ENVS,
     TAG_SWEEP_ID,
-    chunked,
+    describe_failure,
     experiment_id,
+    is_transient,
     log_batch,
     quote,
+    retrying,
+    set_defaults,
+    unset,
 )
-from trainer.tracking.tracker import RunStatus, Tracker, flatten_params
+from trainer.tracking.model import log_pytorch_model
+from trainer.tracking.queue import Point, SendQueue, Task
+from trainer.tracking.redact import Redactor
+from trainer.tracking.tracker import RunStatus, Tracker, flatten_params, pack_points
 
 if TYPE_CHECKING:  # mlflow and torch are imported lazily
     import torch
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
 log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".upload-"
 
 
 def resolve_tracking_uri(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:
@@ -68,86 +81,11 @@ def resolve_tracking_uri(spec: JobSpec, environ: Mapping[str, str] = os.environ)
     return mlflow.get_tracking_uri()
 
 
-class _MetricSender:
-    """Buffers metric points and sends them with `log_batch` from one background thread."""
-
-    def __init__(
-        self, client: MlflowClient, run_id: str, interval_s: float, max_pending: int = 200_000
-    ):
-        self.client = client
-        self.run_id = run_id
-        self.interval_s = interval_s
-        self.max_pending = max_pending
-        self._pending: list[Metric] = []
-        self._lock = threading.Lock()  # guards _pending
-        self._send_lock = threading.Lock()  # one sender at a time keeps points in order
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        self._failing = False
-        self.sent = 0
-
-    def add(self, points: list[Metric]) -> None:
-        with self._lock:
-            self._pending.extend(points)
-            dropped = len(self._pending) - self.max_pending
-            if dropped > 0:
-                del self._pending[:dropped]
-                log.warning(
-                    "MLflow unreachable: dropped the %d oldest buffered metric points", dropped
-                )
-            full = len(self._pending) >= MAX_METRICS_PER_BATCH
-        # Started on first use, after the vector env forked its workers (no thread across fork).
-        if self._thread is None and not self._stop:
-            self._thread = threading.Thread(target=self._run, name="mlflow-metrics", daemon=True)
-            self._thread.start()
-        if full:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if not self._stop:
-                self.send()
-
-    def send(self) -> bool:
-        """Send everything pending; on failure keep the unsent points and return False."""
-        with self._send_lock:
-            with self._lock:
-                batch, self._pending = self._pending, []
-            sent = 0
-            for chunk in chunked(batch, MAX_METRICS_PER_BATCH):
-                try:
-                    self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-                except Exception as exc:
-                    with self._lock:
-                        self._pending[:0] = batch[sent:]
-                    if not self._failing:
-                        log.warning(
-                            "MLflow log_batch failed (%s); keeping %d points for the next try",
-                            exc,
-                            len(batch) - sent,
-                        )
-                    self._failing = True
-                    return False
-                sent += len(chunk)
-                self.sent += len(chunk)
-            if self._failing:
-                log.warning("MLflow log_batch works again")
-            self._failing = False
-            return True
-
-    def close(self) -> bool:
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-        return self.send()
-
-
 class MlflowTracker(Tracker):
-    """One MLflow run per job identity, found again (and resumed) by the `trainer.job_id` tag."""
+    """One MLflow run per job identity, found again (and resumed) by the `trainer.job_id` tag.
+
+    `notify(line)` prints the tracking's own lines (outage, end-of-run report): the console.
+    """
 
     def __init__(
         self,
@@ -157,36 +95,102 @@ class MlflowTracker(Tracker):
         *,
         environ: Mapping[str, str] | None = None,
         flush_interval_s: float = 5.0,
+        notify: Callable[[str], None] | None = None,
     ):
         self.spec = spec
         self.identity = identity
         self.extra_tags = dict(tags or {})
         self.environ = dict(os.environ if environ is None else environ)
         self.flush_interval_s = flush_interval_s
+        self.redact = Redactor({**os.environ, **self.environ})
+        self._print = notify or log.warning
         self.run_id: str | None = None
         self.resumed = False
         self.experiment_id: str | None = None
         self.tracking_uri: str | None = None
         self._client: MlflowClient | None = None
-        self._sender: _MetricSender | None = None
+        self._queue: SendQueue | None = None
         self._params: dict[str, str] = {}
+        self._floor = -1  # steps the run already held when it was found late
+        self._env_added: dict[str, str] = {}
+        self._staged: set[Path] = set()
         self._closed = False
 
-    # -- start -------------------------------------------------------------------------------
+    def notify(self, line: str) -> None:
+        self._print(self.redact(line))
+
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
             raise RuntimeError("MlflowTracker: call start() first")
         return self._client
 
+    @property
+    def queue(self) -> SendQueue:
+        if self._queue is None:
+            raise RuntimeError("MlflowTracker: call start() first")
+        return self._queue
+
+    @property
+    def target(self) -> str:
+        return self.redact(str(self.tracking_uri))
+
+    # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
         from mlflow import MlflowClient
-        from mlflow.entities import ViewType
 
-        if self.run_id is not None:
+        if self._queue is not None:
             return
         self.tracking_uri = resolve_tracking_uri(self.spec, self.environ)
+        quiet = {}
+        if self.target != self.tracking_uri:  # MLflow prints "View run at <URI>" on stdout
+            quiet = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+        self._env_added = set_defaults({**FAIL_FAST_HTTP, **quiet})
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._queue = SendQueue(
+            self._send_points,
+            is_transient=is_transient,
+            notify=self.notify,
+            target=self.target,
+            describe=describe_failure,
+            max_points=self.spec.mlflow.max_buffered_points,
+            interval_s=self.flush_interval_s,
+        )
+        try:
+            retrying(self._open_run)
+        except Exception as exc:
+            self._start_failed(exc)
+        self.log_params(self.spec.model_dump(mode="json"))
+        self.log_text(self.spec.to_yaml(), "spec.yaml")
+
+    def _start_failed(self, exc: Exception) -> None:
+        mlflow = self.spec.mlflow
+        where = "mlflow.tracking_uri" if mlflow.tracking_uri else "$MLFLOW_TRACKING_URI"
+        what = self.redact(describe_failure(exc, limit=300))
+        if not is_transient(exc) or mlflow.required:
+            self._shutdown()
+            if not is_transient(exc):
+                raise TrainerError(
+                    f"MLflow at {self.target} refused to start the run: {what}\n"
+                    f"check {where} and the credentials (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN)"
+                ) from None
+            raise TrainerError(
+                f"MLflow at {self.target} is unreachable ({what}) and mlflow.required is true: "
+                f"start the server or fix {where}, or set mlflow.required: false to train "
+                "meanwhile"
+            ) from None
+        self.notify(
+            f"⚠️  MLflow unreachable at {self.target} at start ({what}): training without it for "
+            "now; the run is found or created when the server answers, and what is logged "
+            f"meanwhile follows (up to mlflow.max_buffered_points={mlflow.max_buffered_points:,} "
+            "metric points; set mlflow.required: true to fail instead)"
+        )
+        self.queue.begin_outage()
+        self.queue.put(Task("the MLflow run", self._open_run_late))
+
+    def _open_run(self) -> None:
+        from mlflow.entities import ViewType
+
         self.experiment_id = experiment_id(self.client, self.spec.mlflow.experiment)
         found = self.client.search_runs(
             [self.experiment_id],
@@ -219,16 +223,25 @@ class MlflowTracker(Tracker):
             starts = 1
         tags["trainer.starts"] = str(starts)
         self._log_tags(tags)
-        self._sender = _MetricSender(self.client, self.run_id, self.flush_interval_s)
-        self.log_params(self.spec.model_dump(mode="json"))
-        self.log_text(self.spec.to_yaml(), "spec.yaml")
         log.info(
             "MLflow run %s (%s) in experiment %r at %s",
             self.run_id,
             "resumed" if self.resumed else "new",
             self.spec.mlflow.experiment,
-            self.tracking_uri,
+            self.target,
         )
+
+    def _open_run_late(self) -> None:
+        """The queue's first task when the server was unreachable at start."""
+        self._open_run()
+        if self.resumed:
+            self._floor = self.last_step()
+            dropped = self.queue.drop_points(self._floor)
+            if dropped:
+                self.notify(
+                    f"MLflow run {self.run_id} already holds steps up to {self._floor:,}: "
+                    f"{dropped:,} points logged at or below it are not sent again"
+                )
 
     def _tags(self) -> dict[str, str]:
         spec = self.spec
@@ -247,7 +260,7 @@ class MlflowTracker(Tracker):
             tags[TAG_SWEEP_ID] = self.environ[ENV_SWEEP_ID]
         tags.update(self.extra_tags)
         tags[TAG_JOB_ID] = self.identity
-        return {k: str(v)[:MAX_TAG_VALUE_LENGTH] for k, v in tags.items()}
+        return {k: self.redact(str(v))[:MAX_TAG_VALUE_LENGTH] for k, v in tags.items()}
 
     def _log_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -257,103 +270,147 @@ class MlflowTracker(Tracker):
     @property
     def client_run_id(self) -> str:
         if self.run_id is None:
-            raise RuntimeError("MlflowTracker: call start() first")
+            raise RuntimeError("MlflowTracker: the run has not started")
         return self.run_id
 
     # -- params and metrics --------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log new params; a param already in the run with another value (MLflow forbids changing
-        it, e.g. a raised `ppo.total_steps` on resume) is kept and the new value goes to a tag."""
+        flat = self.redact.mapping(flatten_params(params))
+        self.queue.put(Task("params", lambda: self._send_params(flat)))
+
+    def _send_params(self, flat: Mapping[str, str]) -> None:
+        """New params are logged; one already in the run with another value (MLflow forbids
+        changing it, e.g. a raised `ppo.total_steps` on resume) is kept, the new value a tag."""
         from mlflow.entities import Param
 
-        new: dict[str, str] = {}
-        changed: dict[str, str] = {}
-        for key, value in flatten_params(params).items():
-            if key not in self._params:
-                new[key] = value
-            elif self._params[key] != value:
-                changed[key] = value
-        try:
-            log_batch(self.client, self.client_run_id, params=[Param(k, v) for k, v in new.items()])
-            self._params.update(new)
-            if changed:
-                log.warning(
-                    "params changed since the run started (kept the logged values, new ones as tags): %s",
-                    ", ".join(f"{k}: {self._params[k]} → {v}" for k, v in changed.items()),
-                )
-                self._log_tags({_changed_param_tag(k): v for k, v in changed.items()})
-        except Exception as exc:
-            log.warning("MLflow: logging params failed: %s", exc)
+        new = {k: v for k, v in flat.items() if k not in self._params}
+        changed = {k: v for k, v in flat.items() if k in self._params and self._params[k] != v}
+        log_batch(self.client, self.client_run_id, params=[Param(k, v) for k, v in new.items()])
+        self._params.update(new)
+        if changed:
+            log.warning(
+                "params changed since the run started (kept the logged values, new ones as tags): %s",
+                ", ".join(f"{k}: {self._params[k]} → {v}" for k, v in changed.items()),
+            )
+            self._log_tags({_changed_param_tag(k): v for k, v in changed.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        if self._sender is None:
-            raise RuntimeError("MlflowTracker: call start() first")
+        if step <= self._floor:
+            return
         now = int(time.time() * 1000)
-        self._sender.add(
-            [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+        self.queue.put_points(
+            [(key, float(value), now, int(step)) for key, value in metrics.items()]
         )
 
-    def flush(self) -> None:
-        if self._sender is not None:
-            self._sender.send()
+    def _send_points(self, points: Sequence[Point]) -> None:
+        from mlflow.entities import Metric
+
+        batch = [Metric(key, value, stamp, step) for key, value, stamp, step in points]
+        self.client.log_batch(self.client_run_id, metrics=batch, synchronous=True)
+
+    def unsent_metrics(self) -> dict[str, list[Any]]:
+        return pack_points(self.queue.unsent_points() if self._queue is not None else [])
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self._queue.flush(timeout) if self._queue is not None else True
 
     def last_step(self, key: str | None = None) -> int:
-        self.flush()
+        if self.run_id is None:
+            return -1  # the run is not found yet: `_open_run_late` applies its floor
+        run_id = self.run_id
+
+        def read() -> int:
+            keys = [key] if key else list(self.client.get_run(run_id).data.metrics)
+            history = (self.client.get_metric_history(run_id, k) for k in keys)
+            return max((m.step for points in history for m in points), default=-1)
+
         try:
-            keys = [key] if key else list(self.client.get_run(self.client_run_id).data.metrics)
-            steps = [
-                m.step for k in keys for m in self.client.get_metric_history(self.client_run_id, k)
-            ]
+            return retrying(read)
         except Exception as exc:
-            log.warning("MLflow: reading metric history failed: %s", exc)
+            log.warning("MLflow: reading metric history failed: %s", self.redact(str(exc)))
             return -1
-        return max(steps, default=-1)
 
     # -- artifacts -------------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        try:
-            self.client.log_artifact(self.client_run_id, os.fspath(path), artifact_path)
-        except Exception as exc:
-            log.warning("MLflow: uploading %s failed: %s", path, exc)
+        path = Path(path)
+        staged = self._stage(path.parent, {path.name: path})
+        if staged is not None:
+            self.queue.put(
+                Task(
+                    path.name,
+                    lambda: self._upload(staged, artifact_path),
+                    discard=lambda: self._unstage(staged),
+                )
+            )
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        try:
-            self.client.log_text(self.client_run_id, text, artifact_file)
-        except Exception as exc:
-            log.warning("MLflow: uploading %s failed: %s", artifact_file, exc)
+        text = self.redact(text)
+        send = lambda: self.client.log_text(self.client_run_id, text, artifact_file)  # noqa: E731
+        self.queue.put(Task(artifact_file, send, key=f"text:{artifact_file}"))
 
     def log_checkpoint(self, path: str | os.PathLike[str], step: int) -> None:
+        """Queue `checkpoints/step_<step>.pt` and `checkpoints/latest.pt`; a newer checkpoint
+        replaces one still waiting (only the newest matters to a resume)."""
         path = Path(path)
+        staged = self._stage(path.parent, {f"step_{step}.pt": path, LATEST: path})
+        if staged is not None:
+            self.queue.put(
+                Task(
+                    f"checkpoint at step {step:,}",
+                    lambda: self._upload(staged, "checkpoints"),
+                    key="checkpoint",
+                    discard=lambda: self._unstage(staged),
+                )
+            )
+
+    def _stage(self, parent: Path, files: Mapping[str, Path]) -> Path | None:
+        """Hard links (copies across file systems) of `files` in a staging folder in `parent`;
+        stale folders of an earlier process are removed. None (and a warning) on failure."""
+        for stale in parent.glob(STAGING_PREFIX + "*"):
+            if stale not in self._staged:
+                shutil.rmtree(stale, ignore_errors=True)
         try:
-            with tempfile.TemporaryDirectory(prefix=".upload-", dir=path.parent) as tmp:
-                for name in (f"step_{step}.pt", LATEST):
-                    _link_or_copy(path, Path(tmp) / name)
-                self.client.log_artifacts(self.client_run_id, tmp, "checkpoints")
-        except Exception as exc:
-            log.warning("MLflow: uploading checkpoint %s failed: %s", path, exc)
+            staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
+            self._staged.add(staged)
+            for name, source in files.items():
+                _link_or_copy(source, staged / name)
+        except OSError as exc:
+            log.warning("MLflow: cannot stage %s for upload (%s); not uploaded", parent, exc)
+            return None
+        return staged
+
+    def _upload(self, staged: Path, artifact_path: str | None) -> None:
+        self.client.log_artifacts(self.client_run_id, str(staged), artifact_path)
+        self._unstage(staged)
+
+    def _unstage(self, staged: Path) -> None:
+        shutil.rmtree(staged, ignore_errors=True)
+        self._staged.discard(staged)
 
     def fetch_latest_checkpoint(self, dest_dir: str | os.PathLike[str]) -> Path | None:
         """Download `checkpoints/latest.pt` of a resumed run into `dest_dir/latest.pt` (checked
-        readable with `weights_only=True`); None for a new run, no checkpoint or a failure."""
-        if not self.resumed:
+        readable); None for a new run, no checkpoint, a failure or a run not found yet."""
+        if not self.resumed or self.run_id is None:
             return None
-        dest_dir = Path(dest_dir)
+        dest_dir, run_id = Path(dest_dir), self.run_id
         try:
-            names = {a.path for a in self.client.list_artifacts(self.client_run_id, "checkpoints")}
+            names = {
+                a.path for a in retrying(lambda: self.client.list_artifacts(run_id, "checkpoints"))
+            }
             if f"checkpoints/{LATEST}" not in names:
                 return None
             dest_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".download-", dir=dest_dir) as tmp:
-                local = self.client.download_artifacts(
-                    self.client_run_id, f"checkpoints/{LATEST}", tmp
+                local = retrying(
+                    lambda: self.client.download_artifacts(run_id, f"checkpoints/{LATEST}", tmp)
                 )
                 CheckpointStore.load(local)
                 target = dest_dir / LATEST
                 os.replace(local, target)
         except Exception as exc:
-            log.warning("MLflow: fetching the run's latest checkpoint failed: %s", exc)
+            log.warning(
+                "MLflow: fetching the run's latest checkpoint failed: %s", self.redact(str(exc))
+            )
             return None
         log.info("fetched checkpoint of run %s to %s", self.run_id, target)
         return target
@@ -361,90 +418,50 @@ class MlflowTracker(Tracker):
     def log_model(
         self, model: torch.nn.Module, obs_example: torch.Tensor | None = None, name: str = "policy"
     ) -> None:
-        """Log `model` (pickled, so any nn.Module works, `forward` or not) as an MLflow model.
+        def send() -> None:
+            log_pytorch_model(
+                model, obs_example, name, self.client_run_id, str(self.tracking_uri),
+                str(self.experiment_id),
+            )  # fmt: skip
 
-        Kept fast: pinned requirements (no inference in a subprocess), an input-only signature
-        from `obs_example` (no forward pass, no input example to validate).
-        """
-        import mlflow
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        signature = None
-        if obs_example is not None:
-            signature = infer_signature(obs_example.detach().cpu().numpy())
-        requirements = [
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"mlflow=={mlflow.__version__}",
-        ]
-        with contextlib.suppress(ImportError):
-            import cloudpickle
-
-            requirements.append(f"cloudpickle=={cloudpickle.__version__}")
-        quiet = _DropMessage("Pickle or CloudPickle")  # pickle is our deliberate choice here
-        logging.getLogger("mlflow.pytorch").addFilter(quiet)
-        try:
-            with self._fluent_context():
-                mlflow.pytorch.log_model(
-                    model,
-                    name=name,
-                    run_id=self.client_run_id,
-                    signature=signature,
-                    pip_requirements=requirements,
-                    serialization_format="pickle",
-                )
-        except Exception as exc:
-            log.warning("MLflow: logging the model failed: %s", exc)
-        finally:
-            logging.getLogger("mlflow.pytorch").removeFilter(quiet)
-
-    @contextlib.contextmanager
-    def _fluent_context(self) -> Iterator[None]:
-        """Point MLflow's fluent API (used by `log_model`) at our server and experiment, then
-        put everything back: the environment variables, and an explicit `set_tracking_uri`
-        (which outranks the environment) only if one was in force."""
-        import mlflow
-
-        names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-        saved = {name: os.environ.get(name) for name in names}
-        os.environ["MLFLOW_TRACKING_URI"] = str(self.tracking_uri)
-        os.environ["MLFLOW_EXPERIMENT_ID"] = str(self.experiment_id)
-        explicit = None
-        if mlflow.get_tracking_uri() != self.tracking_uri:
-            explicit = mlflow.get_tracking_uri()
-            mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            yield
-        finally:
-            if explicit is not None:
-                mlflow.set_tracking_uri(explicit)
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        self.queue.put(Task(f"model {name!r}", send, key=f"model:{name}"))
 
     # -- end ---------------------------------------------------------------------------------------
     def close(self, status: RunStatus = "FINISHED") -> None:
-        if self._closed or self.run_id is None:
+        """Queue the run's status, send what is queued for up to `mlflow.drain_timeout_s`, and
+        say what could not be sent."""
+        if self._closed or self._queue is None:
             return
         self._closed = True
-        if self._sender is not None and not self._sender.close():
-            log.warning("MLflow: %d metric points could not be sent", len(self._sender._pending))
-        try:
-            self.client.set_terminated(self.run_id, status)
-        except Exception as exc:
-            log.warning("MLflow: marking the run %s failed: %s", status, exc)
+        queue, timeout = self._queue, self.spec.mlflow.drain_timeout_s
+        queue.put(Task(f"run status {status}", lambda: self._terminate(status)))
+        if queue.outage:
+            self.notify(
+                f"⏳ MLflow still unreachable: trying for up to {timeout:g} s "
+                f"(mlflow.drain_timeout_s) to send {queue.pending().describe()}"
+            )
+        left = queue.close(timeout)
+        if left:
+            self.notify(
+                f"⚠️  MLflow at {self.target}: not sent within mlflow.drain_timeout_s={timeout:g} s: "
+                f"{left.describe()}. The checkpoints on disk keep the unsent metrics: running "
+                "this job again sends them."
+            )
+        if queue.rejected:
+            self.notify(
+                f"⚠️  MLflow refused {len(queue.rejected)} items: {', '.join(queue.rejected)}"
+            )
+        self._shutdown()
 
+    def _terminate(self, status: RunStatus) -> None:
+        self.client.set_terminated(self.client_run_id, status)
 
-class _DropMessage(logging.Filter):
-    def __init__(self, fragment: str):
-        super().__init__()
-        self.fragment = fragment
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in record.getMessage()
+    def _shutdown(self) -> None:
+        if self._queue is not None and not self._closed:
+            self._closed = True
+            self._queue.close(0)
+        unset(self._env_added)
+        self._env_added = {}
 
 
 def _changed_param_tag(key: str) -> str:

@@ -122,3 +122,22 @@ def log_benchmark(
     client.log_artifact(run.info.run_id, str(report_file))
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def run_metric_points(
+    tracking_uri: str, experiment: str, keys: Sequence[str]
+) -> tuple[str, dict[str, list[tuple[int, float]]]]:
+    """The one run of `experiment`: its status and every (step, value) of each metric in `keys`
+    (what a reliability check counts: a point logged but missing here was lost)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found is not None else []
+    if len(runs) != 1:
+        raise InvalidInput(f"expected one run in experiment {experiment!r}, found {len(runs)}")
+    run_id = runs[0].info.run_id
+    points = {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in keys
+    }
+    return runs[0].info.status, points

@@ -1,6 +1,11 @@
 """What the training loop logs to: the `Tracker` interface, and `NullTracker` for runs without
 MLflow, so "no MLflow" is one object, not `if`s in the loop. `mlflow_run.MlflowTracker` is the
 real one. Imports neither MLflow nor torch (type hints only).
+
+The contract the loop relies on: after `start()`, no call waits on the network (they queue),
+except the start-up reads `last_step` and `fetch_latest_checkpoint`. Metric points the server
+has not confirmed yet go into each checkpoint (`unsent_metrics`) and are logged again on resume
+(`restore_unsent`), so a SIGKILL loses no metric step, even in the middle of an outage.
 """
 
 from __future__ import annotations
@@ -8,7 +13,7 @@ from __future__ import annotations
 import abc
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,6 +21,9 @@ if TYPE_CHECKING:
     import torch
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
+
+#: Where a checkpoint keeps `Tracker.unsent_metrics()`.
+UNSENT_METRICS = "unsent_metrics"
 
 # MLflow's limits (mlflow/utils/validation.py).
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -40,12 +48,27 @@ class Tracker(abc.ABC):
         """Buffer metric values at `step`; cheap, never blocks on the network."""
 
     @abc.abstractmethod
-    def flush(self) -> None:
-        """Send buffered metrics now."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged so far is sent (at most `timeout` s); True if it is.
+        The loop never calls this; tests and tools do."""
 
     @abc.abstractmethod
     def last_step(self, key: str | None = None) -> int:
-        """Largest step logged so far for `key` (any metric if None); -1 when none."""
+        """Largest step the run holds for `key` (any metric if None); -1 when none or unknown."""
+
+    def unsent_metrics(self) -> dict[str, list[Any]]:
+        """Metric points logged but not yet confirmed by the server, packed for a checkpoint
+        (plain lists: `torch.load(weights_only=True)` reads them)."""
+        return pack_points([])
+
+    def restore_unsent(self, packed: Mapping[str, list[Any]] | None) -> int:
+        """On resume: log again the points a checkpoint kept as unsent that the run does not
+        hold (steps after `last_step()`); returns that step, below which the loop logs nothing."""
+        floor = self.last_step()
+        for key, value, step in unpack_points(packed):
+            if step > floor:
+                self.log_metrics({key: value}, step)
+        return floor
 
     @abc.abstractmethod
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -98,8 +121,8 @@ class NullTracker(Tracker):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         pass
 
-    def flush(self) -> None:
-        pass
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
 
     def last_step(self, key: str | None = None) -> int:
         return -1
@@ -142,3 +165,26 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = text[: MAX_PARAM_VALUE_LENGTH - 15] + "…[truncated]"
         out[dotted] = text
     return out
+
+
+def pack_points(points: Iterable[tuple[str, float, int, int]]) -> dict[str, list[Any]]:
+    """(key, value, timestamp, step) points → columns (`keys` once, then one index per point)."""
+    keys: dict[str, int] = {}
+    packed: dict[str, list[Any]] = {"keys": [], "key": [], "value": [], "step": []}
+    for key, value, _, step in points:
+        packed["key"].append(keys.setdefault(key, len(keys)))
+        packed["value"].append(float(value))
+        packed["step"].append(int(step))
+    packed["keys"] = list(keys)
+    return packed
+
+
+def unpack_points(packed: Mapping[str, list[Any]] | None) -> list[tuple[str, float, int]]:
+    """`pack_points`' columns → (key, value, step); none for None (an older checkpoint)."""
+    if not packed:
+        return []
+    keys = packed["keys"]
+    return [
+        (keys[k], float(v), int(s))
+        for k, v, s in zip(packed["key"], packed["value"], packed["step"], strict=True)
+    ]
