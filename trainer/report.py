@@ -36,6 +36,17 @@ def ema(values: np.ndarray, alpha: float = EMA_ALPHA) -> np.ndarray:
     return out
 
 
+def per_step(record: RunRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, wall-clock minutes, mean return) with one point per step: episodes of several
+    envs that end in the same vector step are averaged, so a curve has no vertical segments."""
+    steps = np.array([s for s, _, _ in record.returns], dtype=float)
+    values = np.array([v for _, v, _ in record.returns], dtype=float)
+    minutes = np.array(record.wall_minutes(), dtype=float)
+    unique, first, counts = np.unique(steps, return_index=True, return_counts=True)
+    sums = np.add.reduceat(values, first)
+    return unique, minutes[first], sums / counts
+
+
 def comparison_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     """One row per run: env count, throughput, time, CPU and the learning result."""
     rows = []
@@ -111,10 +122,9 @@ def plot_comparison(records: list[RunRecord], rows: list[dict[str, Any]], path: 
     for record in records:
         if not record.returns:
             continue
-        steps = np.array([s for s, _, _ in record.returns], dtype=float)
-        values = np.array([v for _, v, _ in record.returns], dtype=float)
+        steps, minutes, values = per_step(record)
         label = f"{record.num_envs} envs · {record.name}"
-        for axis, x in ((by_step, steps), (by_time, np.array(record.wall_minutes()) * scale)):
+        for axis, x in ((by_step, steps), (by_time, minutes * scale)):
             (line,) = axis.plot(x, ema(values), label=label, linewidth=1.8)
             axis.plot(x, values, color=line.get_color(), alpha=0.15, linewidth=0.8)
     by_step.set(xlabel="environment steps", ylabel="episodic return", title="Learning curves")
