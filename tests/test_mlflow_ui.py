@@ -14,7 +14,12 @@ from trainer import launcher, metrics
 from trainer.spec import validate_spec
 from trainer.sweep import plan
 from trainer.tracking.client import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND
-from trainer.tracking.sweeps import TAG_PARENT_RUN, TAG_SWEEP_PARENT, sweep_run
+from trainer.tracking.sweeps import (
+    TAG_PARENT_RUN,
+    TAG_SWEEP_PARENT,
+    sweep_lock_name,
+    sweep_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -91,12 +96,13 @@ def test_every_run_has_the_agent_on_video(finished_sweep, mlflow_server, tmp_pat
             assert gif.n_frames > 10 and gif.size == (320, 288)
 
 
-def test_parent_creation_converges_when_runs_start_together(mlflow_server):
-    """Eight starters at once (a Job's pods): one parent survives and all of them use it."""
+@pytest.mark.parametrize("round_", range(3))
+def test_parent_creation_elects_one_when_runs_start_together(mlflow_server, round_):
+    """Eight starters at once (a Job's pods): one parent exists and all of them use it."""
     from mlflow import MlflowClient
 
     client = MlflowClient(mlflow_server)
-    experiment = client.create_experiment("ui-race")
+    experiment = client.create_experiment(f"ui-race-{round_}")
     found: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -110,7 +116,20 @@ def test_parent_creation_converges_when_runs_start_together(mlflow_server):
     for thread in threads:
         thread.join()
     alive = client.search_runs([experiment], f"tags.`{TAG_SWEEP_PARENT}` = 'race-1234abcd'")
-    assert len(alive) == 1 and set(found) == {alive[0].info.run_id}
+    assert len(alive) == 1 and found == [alive[0].info.run_id] * 8
+
+
+def test_a_dead_lock_holder_does_not_block_the_sweep(mlflow_server):
+    """The lock's holder died before creating the parent: a waiter creates it after wait_s."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment("ui-dead-lock")
+    client.create_experiment(sweep_lock_name(experiment, "dead-1234abcd"))
+    parent = sweep_run(client, experiment, "dead-1234abcd", wait_s=0.2)
+    assert sweep_run(client, experiment, "dead-1234abcd") == parent
+    alive = client.search_runs([experiment], f"tags.`{TAG_SWEEP_PARENT}` = 'dead-1234abcd'")
+    assert [run.info.run_id for run in alive] == [parent]
 
 
 def test_play_writes_a_gif_of_a_checkpoint_and_fetches_a_run(
