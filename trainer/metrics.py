@@ -29,6 +29,8 @@ LEARNER_SECONDS = "perf/learner_seconds"
 WORKER_RESTARTS = "perf/worker_restarts"
 #: Metric points the tracking queue dropped (oldest first) while the server was unreachable.
 DROPPED_POINTS = "tracking/dropped_points"
+#: CPU cores the run keeps busy: CPU seconds of the trainer and its worker processes per second.
+CPU_CORES = "perf/cpu_cores"
 
 EPISODE_PREFIX = "episode/"
 

@@ -55,6 +55,8 @@ from trainer.tracking.client import (
 from trainer.tracking.model import log_pytorch_model
 from trainer.tracking.queue import Point, SendQueue, Task
 from trainer.tracking.redact import Redactor
+from trainer.tracking.sweeps import child_tags, extend_sweep_run, run_page, sweep_run
+from trainer.tracking.system import start_system_metrics
 from trainer.tracking.tracker import RunStatus, Tracker, flatten_params, pack_points
 
 if TYPE_CHECKING:  # mlflow and torch are imported lazily
@@ -114,6 +116,8 @@ class MlflowTracker(Tracker):
         self._floor = -1  # steps the run already held when it was found late
         self._env_added: dict[str, str] = {}
         self._staged: set[Path] = set()
+        self._system: Any = None  # MLflow's SystemMetricsMonitor, while the run is open
+        self._parent: str | None = None  # the sweep's run, when this run is part of a sweep
         self._closed = False
 
     def notify(self, line: str) -> None:
@@ -199,7 +203,8 @@ class MlflowTracker(Tracker):
             max_results=2,
             order_by=["attributes.start_time DESC"],
         )
-        tags = self._tags()
+        self._parent = self._sweep_parent()
+        tags = {**self._tags(), **child_tags(self._parent)}
         if found:
             if len(found) > 1:
                 log.warning(
@@ -223,6 +228,12 @@ class MlflowTracker(Tracker):
             starts = 1
         tags["trainer.starts"] = str(starts)
         self._log_tags(tags)
+        if self._system is None:  # MLflow's own thread, its own requests (`tracking.system`)
+            self._system = start_system_metrics(
+                self.client_run_id, self.spec.mlflow.system_metrics_interval_s, self.resumed,
+                self.tracking_uri,
+            )  # fmt: skip
+        self.run_url = run_page(self.tracking_uri, self.client_experiment_id, self.run_id)
         log.info(
             "MLflow run %s (%s) in experiment %r at %s",
             self.run_id,
@@ -242,6 +253,22 @@ class MlflowTracker(Tracker):
                     f"MLflow run {self.run_id} already holds steps up to {self._floor:,}: "
                     f"{dropped:,} points logged at or below it are not sent again"
                 )
+
+    def _sweep_parent(self) -> str | None:
+        """The parent run of this run's sweep ($TRAINER_SWEEP_ID), created by the first run of
+        the sweep to start (`tracking.sweeps`); None outside a sweep."""
+        sweep = self.environ.get(ENV_SWEEP_ID, "").strip()
+        if not sweep:
+            return None
+        return sweep_run(
+            self.client, self.client_experiment_id, sweep, {"sweep_of": self.spec.name}
+        )
+
+    @property
+    def client_experiment_id(self) -> str:
+        if self.experiment_id is None:
+            raise RuntimeError("MlflowTracker: call start() first")
+        return self.experiment_id
 
     def _tags(self) -> dict[str, str]:
         spec = self.spec
@@ -433,6 +460,8 @@ class MlflowTracker(Tracker):
         if self._closed or self._queue is None:
             return
         self._closed = True
+        if self._system is not None:
+            self._system.finish()
         queue, timeout = self._queue, self.spec.mlflow.drain_timeout_s
         queue.put(Task(f"run status {status}", lambda: self._terminate(status)))
         if queue.outage:
@@ -454,7 +483,11 @@ class MlflowTracker(Tracker):
         self._shutdown()
 
     def _terminate(self, status: RunStatus) -> None:
+        """The run's status, and the sweep's run's end time (`sweeps.extend_sweep_run`): one
+        task, retried whole (both calls are idempotent)."""
         self.client.set_terminated(self.client_run_id, status)
+        if self._parent is not None:
+            extend_sweep_run(self.client, self._parent)
 
     def _shutdown(self) -> None:
         if self._queue is not None and not self._closed:
