@@ -3,7 +3,9 @@
 - the spec reference and the Make variables, from the spec's models;
 - the benchmark tables, from the JSON of one `trainer bench` run (docs/bench.json), rendered
   by the very function `trainer bench` prints with. After a new run:
-  `trainer bench --json docs/bench.json && python scripts/update_readme.py`.
+  `trainer bench --json docs/bench.json && python scripts/update_readme.py`;
+- the MLflow outage figures, from docs/reliability.json (`trainer bench --reliability --json
+  docs/reliability.json`).
 
 Usage: python scripts/update_readme.py [--check]
 """
@@ -15,12 +17,14 @@ import sys
 from pathlib import Path
 
 from trainer.bench import BenchReport
+from trainer.bench.reliability import OutageFigures
 from trainer.spec import ENV_OVERRIDES
 from trainer.spec.reference import reference_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BENCH = ROOT / "docs" / "bench.json"
+RELIABILITY = ROOT / "docs" / "reliability.json"
 
 
 def blocks() -> dict[str, str]:
@@ -32,6 +36,7 @@ def blocks() -> dict[str, str]:
         "spec-reference": reference_markdown(),
         "train-variables": variables + "\n",
         "bench": f"```text\n{bench.text()}```\n",
+        "reliability": f"```text\n{OutageFigures.from_json(RELIABILITY.read_text()).text()}```\n",
     }
 
 

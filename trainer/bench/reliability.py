@@ -98,6 +98,16 @@ class OutageFigures:
             down.cpu_per_1000_steps / before.cpu_per_1000_steps,
         )
 
+    def stall_seconds(self) -> float:
+        """Training time the outage cost: for the phases after the kill, the seconds beyond what
+        their steps took at the rate before it."""
+        rate = self.phase("before").steps_per_second
+        return sum(
+            p.seconds * (1 - p.steps_per_second / rate)
+            for p in self.phases
+            if p.name in ("server down", "server restarting") and p.seconds
+        )
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
 
@@ -139,6 +149,7 @@ def outage_tables(f: OutageFigures) -> list[Any]:
         ("Steps/s while the server is down / before", f"{sps:.0%}"),
         ("CPU per step while the server is down / before", f"{cpu:.0%}"),
         ("Training time", f"{f.training_seconds:.1f} s"),
+        ("Training time lost to the outage (down + restarting)", f"{f.stall_seconds():.1f} s"),
         ("Update metric steps lost (of logged)", f"{f.update_steps_lost} of {f.update_steps_logged:,}"),
         ("Episodes lost (of logged)", f"{f.episodes_lost} of {f.episodes_logged:,}"),
         ("Console lines about tracking", str(len(f.tracking_lines))),
@@ -313,7 +324,9 @@ def _figures(
         episodes_lost=_episodes_missing(episodes, found["charts/episodic_return"]),
         run_status=status,
         exit_code=code,
-        tracking_lines=[line for line in text if "MLflow" in line and "MLflow run:" not in line],
+        tracking_lines=[
+            line for line in text if "mlflow" in line.lower() and "MLflow run:" not in line
+        ],
     )
 
 

@@ -47,7 +47,7 @@ def train(
         tracker = make_tracker(spec, identity, rom, console)
         tracker.start()
         with tracked(tracker, console) as session:
-            checkpoint = load_checkpoint(spec, store, tracker, fresh=fresh, force=force)
+            checkpoint = load_checkpoint(spec, store, tracker, console, fresh=fresh, force=force)
             if checkpoint is not None:
                 step = int(checkpoint["global_step"])
                 session.log_name = f"console-from-step-{step}.log"  # the first start's log stays
@@ -68,12 +68,19 @@ def make_tracker(spec: JobSpec, identity: str, rom: Path, console: Console) -> T
 
 
 def load_checkpoint(
-    spec: JobSpec, store: CheckpointStore, tracker: Tracker, *, fresh: bool, force: bool
+    spec: JobSpec,
+    store: CheckpointStore,
+    tracker: Tracker,
+    console: Console,
+    *,
+    fresh: bool,
+    force: bool,
 ) -> dict[str, Any] | None:
-    """The job's latest checkpoint: on disk, else in its MLflow run; None to start fresh."""
+    """The job's latest intact checkpoint: on disk (a corrupt one is skipped, and the console
+    says so), else in its MLflow run; None to start fresh."""
     if fresh or not spec.checkpoint.resume:
         return None
-    checkpoint = store.load_latest()
+    checkpoint = store.load_latest(warn=console.print)
     if checkpoint is None:
         fetched = tracker.fetch_latest_checkpoint(store.root / "downloaded")
         checkpoint = CheckpointStore.load(fetched) if fetched is not None else None

@@ -1,26 +1,45 @@
-"""Checkpoints of one job on local disk (a PVC in a pod): atomic, fsynced, pruned, and read back
-with the newest readable one winning.
+"""Checkpoints of one job on local disk (a PVC in a pod): atomic, fsynced, checksummed, pruned,
+and read back with the newest intact one winning.
 
-Written atomically (`path.tmp`, fsync, `os.replace`; PufferLib does the same); a damaged
-`latest.pt` falls back to the newest readable step file.
+Written atomically (`path.tmp`, fsync, `os.replace`; PufferLib does the same). Each file starts
+with `MAGIC` and the SHA-256 of the `torch.save` payload after it, so a truncated or corrupt
+file is detected before unpickling (a bad disk, a copy cut short) and `load_latest` falls back
+to the newest intact step file, saying so. A failed write (a full disk: ENOSPC) removes its
+temporary files and raises `CheckpointWriteError`: the previous checkpoint is never touched
+before the new one is complete. Files without `MAGIC` (older checkpoints) load as plain
+`torch.save` files.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import logging
 import os
 import re
-import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from trainer.errors import TrainerError
+
 log = logging.getLogger(__name__)
 
 LATEST = "latest.pt"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+MAGIC = b"TRAINER-CHECKPOINT-SHA256\n"
+_DIGEST_BYTES = 32
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file whose checksum does not match its contents (truncated or damaged)."""
+
+
+class CheckpointWriteError(TrainerError):
+    """Writing a checkpoint failed (full disk, I/O error); the previous one is intact."""
 
 
 class CheckpointStore:
@@ -57,12 +76,21 @@ class CheckpointStore:
         path = self.step_path(step)
         tmp = path.with_name(path.name + ".tmp")
         latest_tmp = self.latest_path.with_name(LATEST + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        shutil.copyfile(tmp, latest_tmp)
-        _fsync_file(latest_tmp)
+        data = encode(state)
+        try:
+            for target in (tmp, latest_tmp):
+                _write_synced(target, data)
+        except OSError as exc:
+            for target in (tmp, latest_tmp):
+                target.unlink(missing_ok=True)
+            previous = self.steps()
+            kept = f"step {previous[-1]:,}" if previous else "none yet"
+            full = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise CheckpointWriteError(
+                f"checkpoint.dir: writing the checkpoint at step {step:,} to {self.dir} failed"
+                f"{full}: {exc.strerror or exc}. The previous checkpoint ({kept}) is intact; "
+                "free space or point checkpoint.dir elsewhere, then run the job again to resume"
+            ) from None
         os.replace(latest_tmp, self.latest_path)
         os.replace(tmp, path)
         _fsync_dir(self.dir)
@@ -73,8 +101,9 @@ class CheckpointStore:
         for step in self.steps()[: -self.keep]:
             self.step_path(step).unlink(missing_ok=True)
 
-    def load_latest(self) -> dict[str, Any] | None:
-        """The newest readable checkpoint: `latest.pt`, else step files newest first; None if none."""
+    def load_latest(self, warn: Callable[[str], None] = log.warning) -> dict[str, Any] | None:
+        """The newest intact checkpoint: `latest.pt`, else step files newest first; None if none.
+        Each one skipped (truncated, corrupt, unreadable) is reported through `warn`."""
         candidates = [self.latest_path] + [self.step_path(s) for s in reversed(self.steps())]
         existing = [p for p in candidates if p.is_file()]
         for i, path in enumerate(existing):
@@ -82,30 +111,57 @@ class CheckpointStore:
                 state = self.load(path)
             except Exception as exc:  # truncated copy, bad zip, foreign pickle: try the next one
                 rest = (
-                    "falling back to " + existing[i + 1].name
+                    "using the previous one, " + existing[i + 1].name
                     if i + 1 < len(existing)
                     else "no other checkpoint"
                 )
-                log.warning(
-                    "checkpoint %s is unreadable (%s: %s); %s", path, type(exc).__name__, exc, rest
-                )
+                warn(f"⚠️  checkpoint {path} is unusable ({type(exc).__name__}: {exc}); {rest}")
                 continue
             return state
         if existing:
-            log.warning("no readable checkpoint in %s: starting from scratch", self.dir)
+            warn(f"⚠️  no intact checkpoint in {self.dir}: starting from scratch")
         return None
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Load one checkpoint file with `weights_only=True` (tensors, containers, numbers, str)."""
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        """Load one checkpoint file: checksum checked, then `torch.load(weights_only=True)`
+        (tensors, containers, numbers, str)."""
+        state = decode(Path(path).read_bytes())
         if not isinstance(state, dict):
             raise ValueError(f"expected a dict, found {type(state).__name__}")
         return state
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
+def encode(state: Mapping[str, Any]) -> bytes:
+    """`MAGIC`, the SHA-256 of the payload, the payload (`torch.save` of `state`)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    payload = buffer.getvalue()
+    return MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def decode(data: bytes) -> Any:
+    """The state in `encode`'s bytes (`CorruptCheckpoint` if the checksum fails), or in a plain
+    `torch.save` file (written before checksums)."""
+    header = len(MAGIC) + _DIGEST_BYTES
+    if len(data) < header and (MAGIC.startswith(data) or data.startswith(MAGIC)):
+        raise CorruptCheckpoint(f"truncated: {len(data):,} bytes, not even its header")
+    if data.startswith(MAGIC):
+        digest = data[len(MAGIC) : len(MAGIC) + _DIGEST_BYTES]
+        payload = data[len(MAGIC) + _DIGEST_BYTES :]
+        if hashlib.sha256(payload).digest() != digest:
+            raise CorruptCheckpoint(
+                f"checksum mismatch: {len(data):,} bytes, truncated or corrupted"
+            )
+        data = payload
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """`data` into `path`, flushed and fsynced (the tests inject a full disk here)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
 
 

@@ -293,12 +293,13 @@ class SendQueue:
 
     def _succeeded(self, item: list[Point] | Task | None) -> None:
         with self._cond:
+            since, self._outage_since, self._failures = self._outage_since, None, 0
+            # What was queued when the server came back: the item just sent included.
+            pending = self.pending() if since is not None else None
             self._in_flight = None
             self._last_send = time.monotonic()
             if isinstance(item, list):
                 self.sent_points += len(item)
-            since, self._outage_since, self._failures = self._outage_since, None, 0
-            pending = self.pending() if since is not None else None
             dropped, self._dropped_unreported = self._dropped_unreported, 0
             self._cond.notify_all()
         if pending is not None:
@@ -317,7 +318,9 @@ class SendQueue:
         if dropped:
             stamp = int(time.time() * 1000)
             point = (metrics.DROPPED_POINTS, float(self.dropped_points), stamp, self.newest_step)
-            self.put_points([point])
+            with self._cond:  # past the bound by one point: trimming here would drop another
+                self._items.append([point])
+                self._cond.notify_all()
 
     # ---- helpers (hold the lock) -----------------------------------------------------------
     def _queued_points(self) -> int:

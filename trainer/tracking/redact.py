@@ -46,3 +46,9 @@ class Redactor:
 
     def mapping(self, values: Mapping[str, str]) -> dict[str, str]:
         return {key: self(value) for key, value in values.items()}
+
+
+def without_userinfo(url: str) -> str:
+    """`url` with its user-info removed (`https://user:pass@host/x` → `https://host/x`): for
+    links printed and logged, which must work for anyone with access, not carry a login."""
+    return _USERINFO.sub(r"\g<1>", url)

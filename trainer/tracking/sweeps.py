@@ -203,9 +203,11 @@ def log_to_sweep_run(
 def run_page(tracking_uri: str | None, experiment_id: str, run_id: str) -> str | None:
     """The run's page in the MLflow UI, opened in model-training mode (MLflow 3 opens the GenAI
     view otherwise, whatever the experiment's kind tag says); None for a local store."""
+    from trainer.tracking.redact import without_userinfo
+
     if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
         return None
-    base = tracking_uri.rstrip("/")
+    base = without_userinfo(tracking_uri).rstrip("/")  # a link carries no credentials
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 

@@ -2,7 +2,7 @@
 disk, network, GPU), sampled by a thread of its own while the run is open.
 
 It samples the whole machine (the node, in a pod) and stops for good if the server is
-unreachable when it checks the run; `perf/cpu_cores` (the loop's own metric, through our queue)
+unreachable when it checks the run (an outage ends `system/*` for that start of the run); `perf/cpu_cores` (the loop's own metric, through our queue)
 is what this run's processes use.
 """
 
@@ -22,8 +22,10 @@ def start_system_metrics(
         return None
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    # Its INFO lines ("Started monitoring…") would land between the seed's console lines.
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    # Its INFO lines ("Started monitoring…") would land between the seed's console lines, and
+    # in an outage its warning quotes the request (the URI, user-info included): the tracking
+    # queue's two lines are the outage's report (`tracking.queue`).
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
     monitor = SystemMetricsMonitor(
         run_id, sampling_interval=interval_s, resume_logging=resumed, tracking_uri=tracking_uri
     )
