@@ -8,6 +8,7 @@ a flag says "down": the thinnest boundary (one HTTP call). Everything else uses 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -311,12 +312,13 @@ def test_invalid_specs_and_overrides_exit_2_naming_a_key(nothing_starts, in_file
     for key, value in in_file:
         set_path(doc, key, value)
     overrides = [override(key, value) for key, value in on_command_line]
+    expected: InvalidInput | None = None
     try:
-        expected = validate_spec(doc, overrides=overrides) and None
+        load_doc(doc, overrides)
     except InvalidInput as exc:
         expected = exc
     except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"validate_spec raised {type(exc).__name__} instead of InvalidInput: {exc}")
+        pytest.fail(f"load_spec raised {type(exc).__name__} instead of InvalidInput: {exc}")
     event("valid" if expected is None else "invalid")
     if expected is None:
         return  # every mutation happened to be valid: nothing to check here
@@ -335,7 +337,7 @@ def test_invalid_specs_and_overrides_exit_2_naming_a_key(nothing_starts, in_file
     assert nothing_starts == []
 
 
-def validate_spec(doc: dict, overrides: list[str]):
+def load_doc(doc: dict, overrides: list[str]):
     """The CLI's own loading, in-process: the oracle of what is invalid."""
     from trainer.spec import load_spec
 
@@ -346,7 +348,7 @@ def validate_spec(doc: dict, overrides: list[str]):
 
 
 # ---- real servers, real training (slow) ------------------------------------------------------
-def small_spec(tmp_path: Path, uri: str, name: str, **sections) -> Path:
+def small_spec(tmp_path: Path, uri: str | None, name: str, **sections) -> Path:
     spec = {
         "name": name,
         "seed": 3,
@@ -537,3 +539,78 @@ def test_server_down_at_start_trains_anyway_and_the_run_follows_when_it_answers(
     finally:
         proc.kill()
         server.stop()
+
+
+@pytest.mark.slow
+def test_emulator_that_keeps_crashing_fails_the_run_naming_the_envs_and_the_rom(tmp_path):
+    """A real `trainer run` whose emulator worker dies by SIGSEGV (as a ROM that crashes PyBoy)
+    each time it is started: restarted `env.max_worker_restarts` times, then exit 1 naming the
+    environment and the ROM, not an endless loop."""
+    import signal
+
+    import psutil
+
+    spec = small_spec(
+        tmp_path,
+        None,
+        "crash",
+        env={"num_envs": 2, "backend": "process", "envs_per_worker": 1, "max_worker_restarts": 1},
+        ppo={"total_steps": 200000},
+        mlflow={"enabled": False},
+    )
+    log = tmp_path / "trainer.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "run", str(spec)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=trainer_env(),
+    )
+    try:
+        while "Update" not in log.read_text() and proc.poll() is None:
+            threading.Event().wait(0.1)
+        crashes = 0
+        while proc.poll() is None and crashes < 10:
+            workers = pool_workers(proc.pid)
+            # The newest: after the first crash, that worker's replacement.
+            victim = max(workers, key=lambda w: w.create_time(), default=None)
+            if victim is not None and victim.create_time() + 0.5 < time.time():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim.pid, signal.SIGSEGV)  # a crash of the emulator
+                    crashes += 1
+                psutil.wait_procs([victim], timeout=30)
+            threading.Event().wait(0.5)
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert "SIGSEGV" in text and "max_restarts=1" in text, text[-3000:]
+    assert "game.rom builtin:dungeon" in text and "Traceback" not in text
+    assert crashes == 2  # the first crash is restarted, the second fails the run
+
+
+def pool_workers(trainer_pid: int) -> list:
+    """The emulator workers of a trainer: forked by its pool's forkserver (a child of it)."""
+    import psutil
+
+    workers = []
+    for child in psutil.Process(trainer_pid).children(recursive=True):
+        try:
+            parent = child.parent()
+            alive = child.status() != psutil.STATUS_ZOMBIE
+            if alive and parent is not None and "forkserver" in " ".join(parent.cmdline()):
+                workers.append(child)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return workers
+
+
+def test_the_outage_benchmark_trains_the_quickstart_configuration():
+    from trainer.bench.reliability import QUICKSTART_LONG
+    from trainer.spec import validate_spec
+
+    long, quick = validate_spec(QUICKSTART_LONG), validate_spec(BASE)
+    assert long.ppo.total_steps > quick.ppo.total_steps
+    long.ppo.total_steps = quick.ppo.total_steps
+    for section in ("seed", "game", "env", "ppo"):
+        assert getattr(long, section) == getattr(quick, section), section

@@ -22,6 +22,7 @@ from trainer.rl import train as train_module
 from trainer.rl.console import Console
 from trainer.rl.train import train
 from trainer.spec import validate_spec
+from trainer.tracking.checkpoints import CheckpointStore
 
 ROLLOUT = 32
 UPDATES = 8
@@ -65,7 +66,7 @@ class SigtermAt:
 
 def final_weights(tmp_path, name: str) -> dict[str, torch.Tensor]:
     latest = next((tmp_path / name).glob("*/checkpoints/latest.pt"))
-    return torch.load(latest, weights_only=True)["model"]
+    return CheckpointStore.load(latest)["model"]
 
 
 @pytest.mark.parametrize("async_rollout", [False, True], ids=["sync", "async"])

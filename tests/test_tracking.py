@@ -152,7 +152,8 @@ def test_corrupt_latest_falls_back_to_newest_readable_step(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="trainer.tracking.checkpoints"):
         state = store.load_latest()
     assert state["global_step"] == 2
-    assert "latest.pt is unreadable" in caplog.text and "falling back to step_3.pt" in caplog.text
+    assert "latest.pt is unusable (CorruptCheckpoint: checksum mismatch" in caplog.text
+    assert "using the previous one, step_3.pt" in caplog.text
 
 
 def test_load_latest_none_when_empty_or_all_unreadable(tmp_path, caplog):
@@ -162,7 +163,7 @@ def test_load_latest_none_when_empty_or_all_unreadable(tmp_path, caplog):
     store.latest_path.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="trainer.tracking.checkpoints"):
         assert store.load_latest() is None
-    assert "no readable checkpoint" in caplog.text
+    assert "no intact checkpoint" in caplog.text
 
 
 def test_rng_state_round_trips_through_weights_only_load(tmp_path):
@@ -184,7 +185,7 @@ def test_rng_state_round_trips_through_weights_only_load(tmp_path):
     np.random.seed(99)
     torch.manual_seed(99)
     sampler = generator(99)
-    state = torch.load(store.latest_path, weights_only=True)  # what the trainer does
+    state = CheckpointStore.load(store.latest_path)  # what the trainer does
     set_rng_state(state["rng"])
     assert restore_generator(sampler, state["sampler"])
     assert (
@@ -368,11 +369,11 @@ def test_checkpoint_upload_and_fetch_round_trip(server_spec, client, tmp_path):
     try:
         fetched = resumed.fetch_latest_checkpoint(tmp_path / "pod-2" / "downloaded")
         assert fetched == tmp_path / "pod-2" / "downloaded" / "latest.pt"
-        state = torch.load(fetched, weights_only=True, map_location="cpu")
+        state = CheckpointStore.load(fetched)
         assert state["global_step"] == 256
         assert torch.equal(
             state["model"]["weight"],
-            torch.load(store.latest_path, weights_only=True)["model"]["weight"],
+            CheckpointStore.load(store.latest_path)["model"]["weight"],
         )
     finally:
         resumed.close()

@@ -99,11 +99,12 @@ class OutageFigures:
         )
 
     def stall_seconds(self) -> float:
-        """Training time the outage cost: for the phases after the kill, the seconds beyond what
-        their steps took at the rate before it."""
+        """Training time the outage cost: for each phase after the kill until the server is up,
+        the seconds beyond what its steps took at the rate before it (none when it was faster:
+        a faster phase does not pay for a slower one)."""
         rate = self.phase("before").steps_per_second
         return sum(
-            p.seconds * (1 - p.steps_per_second / rate)
+            max(0.0, p.seconds * (1 - p.steps_per_second / rate))
             for p in self.phases
             if p.name in ("server down", "server restarting") and p.seconds
         )
