@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -55,6 +54,7 @@ from trainer.tracking.client import (
 from trainer.tracking.model import log_pytorch_model
 from trainer.tracking.queue import Point, SendQueue, Task
 from trainer.tracking.redact import Redactor
+from trainer.tracking.staging import Staging
 from trainer.tracking.sweeps import child_tags, extend_sweep_run, run_page, sweep_run
 from trainer.tracking.system import start_system_metrics
 from trainer.tracking.tracker import RunStatus, Tracker, flatten_params, pack_points
@@ -64,8 +64,6 @@ if TYPE_CHECKING:  # mlflow and torch are imported lazily
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
-
-STAGING_PREFIX = ".upload-"
 
 
 def resolve_tracking_uri(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:
@@ -115,7 +113,7 @@ class MlflowTracker(Tracker):
         self._params: dict[str, str] = {}
         self._floor = -1  # steps the run already held when it was found late
         self._env_added: dict[str, str] = {}
-        self._staged: set[Path] = set()
+        self._staging = Staging()
         self._system: Any = None  # MLflow's SystemMetricsMonitor, while the run is open
         self._parent: str | None = None  # the sweep's run, when this run is part of a sweep
         self._closed = False
@@ -360,15 +358,7 @@ class MlflowTracker(Tracker):
     # -- artifacts -------------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         path = Path(path)
-        staged = self._stage(path.parent, {path.name: path})
-        if staged is not None:
-            self.queue.put(
-                Task(
-                    path.name,
-                    lambda: self._upload(staged, artifact_path),
-                    discard=lambda: self._unstage(staged),
-                )
-            )
+        self._queue_upload(path.name, {path.name: path}, artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         text = self.redact(text)
@@ -379,40 +369,26 @@ class MlflowTracker(Tracker):
         """Queue `checkpoints/step_<step>.pt` and `checkpoints/latest.pt`; a newer checkpoint
         replaces one still waiting (only the newest matters to a resume)."""
         path = Path(path)
-        staged = self._stage(path.parent, {f"step_{step}.pt": path, LATEST: path})
-        if staged is not None:
-            self.queue.put(
-                Task(
-                    f"checkpoint at step {step:,}",
-                    lambda: self._upload(staged, "checkpoints"),
-                    key="checkpoint",
-                    discard=lambda: self._unstage(staged),
-                )
-            )
+        files = {f"step_{step}.pt": path, LATEST: path}
+        self._queue_upload(f"checkpoint at step {step:,}", files, "checkpoints", key="checkpoint")
 
-    def _stage(self, parent: Path, files: Mapping[str, Path]) -> Path | None:
-        """Hard links (copies across file systems) of `files` in a staging folder in `parent`;
-        stale folders of an earlier process are removed. None (and a warning) on failure."""
-        for stale in parent.glob(STAGING_PREFIX + "*"):
-            if stale not in self._staged:
-                shutil.rmtree(stale, ignore_errors=True)
-        try:
-            staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
-            self._staged.add(staged)
-            for name, source in files.items():
-                _link_or_copy(source, staged / name)
-        except OSError as exc:
-            log.warning("MLflow: cannot stage %s for upload (%s); not uploaded", parent, exc)
-            return None
-        return staged
+    def _queue_upload(
+        self,
+        name: str,
+        files: Mapping[str, Path],
+        artifact_path: str | None,
+        key: str | None = None,
+    ) -> None:
+        """Stage `files` (`staging.Staging`) and queue their upload under `artifact_path`."""
+        staged = self._staging.stage(next(iter(files.values())).parent, files)
+        if staged is None:
+            return
 
-    def _upload(self, staged: Path, artifact_path: str | None) -> None:
-        self.client.log_artifacts(self.client_run_id, str(staged), artifact_path)
-        self._unstage(staged)
+        def send() -> None:
+            self.client.log_artifacts(self.client_run_id, str(staged), artifact_path)
+            self._staging.remove(staged)
 
-    def _unstage(self, staged: Path) -> None:
-        shutil.rmtree(staged, ignore_errors=True)
-        self._staged.discard(staged)
+        self.queue.put(Task(name, send, key=key, discard=lambda: self._staging.remove(staged)))
 
     def fetch_latest_checkpoint(self, dest_dir: str | os.PathLike[str]) -> Path | None:
         """Download `checkpoints/latest.pt` of a resumed run into `dest_dir/latest.pt` (checked
@@ -499,10 +475,3 @@ class MlflowTracker(Tracker):
 
 def _changed_param_tag(key: str) -> str:
     return "trainer.total_steps" if key == "ppo.total_steps" else f"trainer.param.{key}"
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
