@@ -457,8 +457,6 @@ def test_four_runs_at_once_on_postgresql_store_every_metric_step(tmp_path, mlflo
     reports is in MLflow."""
     from mlflow.tracking import MlflowClient
 
-    from trainer.bench.reliability import _EPISODE, _UPDATE
-
     names = [f"load-{i}" for i in range(4)]
     specs = [
         small_spec(tmp_path, mlflow_postgres_server, name, ppo={"total_steps": 4096})
@@ -482,17 +480,15 @@ def test_four_runs_at_once_on_postgresql_store_every_metric_step(tmp_path, mlflo
     for name, code, log in zip(names, codes, logs, strict=True):
         text = log.read_text()
         assert code == 0, text[-3000:]
-        updates = {
-            int(m.group(1).replace(",", "")) for m in map(_UPDATE.search, text.splitlines()) if m
-        }
-        episodes = [m for m in map(_EPISODE.search, text.splitlines()) if m]
+        updates = logged_steps(text)["updates"]
+        episodes = logged_steps(text)["episodes"]
         experiment = client.get_experiment_by_name(f"reliability-{name}")
         (run,) = client.search_runs([experiment.experiment_id])
         assert run.info.status == "FINISHED"
         stored = {m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")}
         returns = client.get_metric_history(run.info.run_id, "charts/episodic_return")
         assert updates and updates == stored, (name, sorted(updates - stored))
-        assert {int(m.group(1)) for m in episodes} == {m.step for m in returns}, name
+        assert episodes == {m.step for m in returns}, name
         totals.append((len(updates), len(episodes)))
     sys.stderr.write(
         f"\n[load] 4 runs at once on PostgreSQL in {seconds:.1f} s: (update steps, episodes) "
@@ -506,7 +502,6 @@ def test_server_down_at_start_trains_anyway_and_the_run_follows_when_it_answers(
     created once the server is up, with every step logged meanwhile."""
     from mlflow.tracking import MlflowClient
 
-    from trainer.bench.reliability import _UPDATE
     from trainer.bench.servers import MlflowServer
 
     server = MlflowServer(tmp_path / "mlflow")  # its port is chosen, nothing listens yet
@@ -531,9 +526,7 @@ def test_server_down_at_start_trains_anyway_and_the_run_follows_when_it_answers(
             [client.get_experiment_by_name("reliability-late").experiment_id]
         )
         assert run.info.status == "FINISHED"
-        updates = {
-            int(m.group(1).replace(",", "")) for m in map(_UPDATE.search, text.splitlines()) if m
-        }
+        updates = logged_steps(text)["updates"]
         stored = {m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")}
         assert updates and updates == stored
     finally:
@@ -614,3 +607,14 @@ def test_the_outage_benchmark_trains_the_quickstart_configuration():
     long.ppo.total_steps = quick.ppo.total_steps
     for section in ("seed", "game", "env", "ppo"):
         assert getattr(long, section) == getattr(quick, section), section
+
+
+def logged_steps(console: str) -> dict[str, set[int]]:
+    """The steps a trainer's console says it logged: updates (`perf/sps`) and episodes."""
+    from trainer.bench.reliability import _EPISODE, _UPDATE
+
+    lines = console.splitlines()
+    return {
+        "updates": {int(m.group(1).replace(",", "")) for m in map(_UPDATE.search, lines) if m},
+        "episodes": {int(m.group(1)) for m in map(_EPISODE.search, lines) if m},
+    }
