@@ -16,13 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from test_kube_render import FULL
-from test_kube_tools import (
-    ROOT,
-    assert_checkov_passes,
-    assert_valid_manifests,
-    require_tool,
-    run_tool,
-)
+from test_kube_tools import ROOT, assert_checkov_passes, require_tool, run_tool
 
 from trainer.kube import chart
 from trainer.kube import manifests as kube
@@ -187,7 +181,8 @@ def test_values_schema_is_generated_from_the_job_spec() -> None:
 
 
 @pytest.mark.slow
-def test_chart_output_validates_and_passes_checkov(tmp_path: Path) -> None:
+def test_chart_output_passes_checkov(tmp_path: Path) -> None:
+    """(The schemas of every supported version: tests/test_kube_versions.py.)"""
     out = tmp_path / "rendered"
     out.mkdir()
     for name, args in [
@@ -200,7 +195,6 @@ def test_chart_output_validates_and_passes_checkov(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         (out / f"{name}.yaml").write_text(result.stdout)
-    assert_valid_manifests(sorted(out.glob("*.yaml")))
     assert_checkov_passes(out, CHART / ".checkov.yaml")
 
 
