@@ -201,8 +201,9 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
 
 
 def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
-    """The pod template's spec: never restarted in place (the Job retries), non-root, and the
-    volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm in memory, /tmp."""
+    """The pod template's spec: never restarted in place (the Job retries), non-root, the trainer
+    not PID 1, and the volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm
+    in memory, /tmp."""
     kube = point.kubernetes
     checkpoints: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": kube.checkpoint_pvc}}
@@ -213,6 +214,10 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": kube.termination_grace_period_seconds,
         "automountServiceAccountToken": False,
+        # The pause container is PID 1, not the trainer: PID 1 never gets a signal it has no
+        # handler for, so a SIGTERM before Python installs one (its first ~0.1 s) would be lost
+        # and the pod SIGKILLed after the grace period. It also reaps orphaned processes.
+        "shareProcessNamespace": True,
     }
     if kube.service_account:
         pod["serviceAccountName"] = kube.service_account

@@ -125,6 +125,7 @@ class Trainer:
         self.learner_seconds = 0.0
         self.returns: list[float] = []  # this session's episodes, in order
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
+        self.checkpoint_seconds = 0.0  # how long writing and uploading the newest one took
         actor = copy.deepcopy(agent) if ppo.async_rollout else agent
         self.collector = Collector(
             envs,
@@ -281,6 +282,7 @@ class Trainer:
     def checkpoint(self, next_rollout: Rollout | None) -> Path:
         """Write the checkpoint as of the last update; `next_rollout` (collected or being
         collected, not trained on) is where a resumed run starts collecting again."""
+        began = time.perf_counter()
         start = next_rollout.start_state if next_rollout is not None else None
         collector = start or self.collector.state()
         state = {
@@ -299,6 +301,8 @@ class Trainer:
         # resume starts after the checkpoint and never logs those steps again).
         self.tracker.flush()
         self.tracker.log_checkpoint(path, self.counters.global_step)
+        # What a stop costs within the pod's grace period (saved, metrics sent, uploaded).
+        self.checkpoint_seconds = time.perf_counter() - began
         return path
 
     def summary(self) -> TrainSummary:
@@ -331,8 +335,11 @@ class Trainer:
         c = self.counters
         if c.update and self.checkpointed_at != c.global_step:
             self.checkpoint(next_rollout)
+        took = self.checkpoint_seconds
         self.console.print(
-            f"🛑 {self.stop.signum.name}: checkpoint written at step {c.global_step:,}; exiting"
+            f"🛑 {self.stop.signum.name}: checkpoint written at step {c.global_step:,}"
+            + (f" (saved and uploaded in {took:.2f} s)" if took else "")
+            + "; exiting"
             if c.update
             else f"🛑 {self.stop.signum.name} before the first update: nothing to save; exiting"
         )
