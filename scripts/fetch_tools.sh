@@ -7,6 +7,9 @@
 #   .tools/sdcc/usr/bin                  SDCC (sm83 port) from Debian's sdcc + sdcc-libraries,
 #                                        unpacked with dpkg -x (no root needed once downloaded);
 #                                        skipped when an sdcc is already on PATH
+#   bubblewrap (bwrap), setpriv          system packages from Debian (apt-get, as root or with
+#                                        sudo) when missing: tests/pod_harness.py runs the
+#                                        rendered pod in a bwrap sandbox
 # Idempotent: a second run only checks what is there. Needs npm, unzip and python3 ≥ 3.10.
 # Never use /usr/bin/kubectl on the dev machine: it is an unrelated dispatcher.
 set -euo pipefail
@@ -69,6 +72,22 @@ elif command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
   rm -rf "$debs"
 else
   echo "warning: no apt-get here; install SDCC yourself to rebuild the ROM" >&2
+fi
+
+# The pod harness's sandbox: Debian's bubblewrap, and setpriv (util-linux) to take the Job's
+# uid as root does on a node. System packages, so apt-get installs them (not .tools/).
+if command -v bwrap >/dev/null && command -v setpriv >/dev/null; then
+  echo "bwrap, setpriv: present ($(command -v bwrap))"
+elif command -v apt-get >/dev/null; then
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  echo "installing bubblewrap and util-linux with apt-get"
+  $sudo apt-get install -y -qq bubblewrap util-linux >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq bubblewrap util-linux; }
+  command -v bwrap >/dev/null || { echo "error: bubblewrap did not install" >&2; exit 1; }
+else
+  echo "error: bwrap is missing and there is no apt-get: install bubblewrap (the pod tests need it)" >&2
+  exit 1
 fi
 
 for tool in kubernetes-validate checkov hadolint; do
