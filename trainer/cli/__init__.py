@@ -34,6 +34,7 @@ for command in (
     training.validate,
     training.schema,
     training.run,
+    training.play,
     analysis.bench,
     kubernetes.render,
     kubernetes.launch,

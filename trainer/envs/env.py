@@ -33,7 +33,9 @@ class GameBoyEnv:
     an episode, where it holds `episode_return`, `episode_length` and the adapter's stats.
     """
 
-    def __init__(self, spec: JobSpec, index: int = 0):
+    def __init__(
+        self, spec: JobSpec, index: int = 0, render_screen: bool = False, window: str = "null"
+    ):
         PyBoy = import_pyboy()
 
         self.index = index
@@ -47,6 +49,8 @@ class GameBoyEnv:
         self.hold_frames = env.hold_frames
         self.episode_length = env.episode_length
         self.obs_type = env.obs.type
+        # Render every step's last frame even for tile observations (recording a video).
+        self._render = self.obs_type == "pixels" or render_screen
         self.downsample = env.obs.downsample
         self._buttons: list[str | None] = [None if a == "noop" else a for a in env.actions]
         self.num_actions = len(self._buttons)
@@ -54,11 +58,12 @@ class GameBoyEnv:
         # PyBoy looks for <rom>.ram next to a path ROM; pass the bytes to keep runs hermetic.
         self.pyboy = PyBoy(
             io.BytesIO(rom),
-            window="null",
+            window=window,
             sound_emulated=False,
             log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
         )
-        self.pyboy.set_emulation_speed(0)
+        # Unlimited speed for training; real time when a person watches in a window.
+        self.pyboy.set_emulation_speed(0 if window == "null" else 1)
         # The visible 20×18 tiles, following SCX/SCY (default is the whole 32×32 tilemap).
         self.pyboy.game_area_dimensions(0, 0, SCREEN_TILES_W, SCREEN_TILES_H, True)
         self.adapter.configure(self.pyboy)
@@ -72,6 +77,7 @@ class GameBoyEnv:
         self._start_state = io.BytesIO()
         self.pyboy.save_state(self._start_state)
         self._start_frame = self._frame(rendered=True)
+        self.start_screen = self.screen_rgb()  # what every episode starts from, as a picture
 
         self.observation_dtype = self._start_frame.dtype
         self.observation_shape = (env.obs.frame_stack, *self._start_frame.shape)
@@ -97,7 +103,7 @@ class GameBoyEnv:
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, float]]:
         if self._needs_reset:
             raise RuntimeError("GameBoyEnv.step called before reset() or after the episode ended")
-        render = self.obs_type == "pixels"
+        render = self._render
         press_and_tick(self.pyboy, self._buttons[action], self.hold_frames, self.frame_skip, render)
         ram = self.adapter.read(self.pyboy)
         reward = self.adapter.reward(self._ram, ram)
@@ -118,6 +124,11 @@ class GameBoyEnv:
                 **self.adapter.episode_stats(ram),
             }
         return self._frames.copy(), reward, terminated, truncated, info
+
+    def screen_rgb(self) -> np.ndarray:
+        """A copy of the screen as (144, 160, 3) uint8 RGB: valid after `reset()` and after each
+        step when the env was built with `render_screen=True` (or pixel observations)."""
+        return np.ascontiguousarray(self.pyboy.screen.ndarray[:, :, :3])
 
     def close(self) -> None:
         pyboy, self.pyboy = getattr(self, "pyboy", None), None
@@ -171,7 +182,7 @@ def press_and_tick(
 
 def import_pyboy() -> type:
     """PyBoy's class, imported on first use (the launcher and CLI must not pay for it), without
-    pysdl2's "Using SDL2 binaries" notice: we never open a window."""
+    pysdl2's "Using SDL2 binaries" notice (printed whether or not a window opens)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using SDL2 binaries", category=UserWarning)
         from pyboy import PyBoy
