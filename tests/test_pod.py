@@ -216,13 +216,16 @@ START_UP = [
     ("emulators-starting", "Initializing"),
     ("emulators-ready", "Environment 2/2 initialized"),
 ]
+#: The last case plays the second built-in game: its ROM must be in the installed wheel.
+GAME_OF = {"emulators-ready": {"rom": "builtin:cavern", "adapter": "generic"}}
 
 
 @pytest.mark.parametrize(("name", "when"), START_UP, ids=[m[0] for m in START_UP])
 def test_sigterm_during_start_up_exits_143_before_the_grace_period(
     tmp_path: Path, host: Path, image: Image, mlflow_server: str, name: str, when: float | str
 ) -> None:
-    manifests = rendered(tmp_path, spec_values(f"start-{name}"))
+    values = {**spec_values(f"start-{name}"), "game": GAME_OF.get(name, {})}
+    manifests = rendered(tmp_path, values)
     pod = Pod(manifests, host, mlflow_server, image=image).start()
     if isinstance(when, str):
         pod.wait_for(when)
