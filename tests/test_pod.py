@@ -155,7 +155,8 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
 ) -> None:
     """The chart's Job with a PVC: SIGTERM mid-training exits 143 before the grace period; the
     Job's next pod (same PVC) resumes from the checkpoint on it and trains to the end, in the
-    same MLflow run, which then holds params, metrics, checkpoints and the model."""
+    same MLflow run, which then holds params, metrics, checkpoints, the policy's video (written
+    beside the checkpoints: the root is read-only) and the model."""
     values = spec_values("helm-pod", checkpoint_pvc="checkpoints")
     manifests = helm_template(tmp_path, {"spec": values, "envs": [2]}, "default")
     job = job_of(manifests)["metadata"]["name"]
@@ -179,7 +180,7 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")]
     assert max(steps) == TOTAL_STEPS and len(steps) == len(set(steps))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"checkpoints", "spec.yaml", "console.log"} <= artifacts, artifacts
+    assert {"checkpoints", "spec.yaml", "console.log", "videos"} <= artifacts, artifacts
     saved = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert {f"checkpoints/step_{step}.pt", "checkpoints/latest.pt"} <= saved
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
