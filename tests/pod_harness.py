@@ -139,11 +139,11 @@ def pod_python(uid: int) -> str:
     pytest.fail(f"no {version} that uid {uid} may run (install Debian's {version})")
 
 
-def _runs_as(python: str, uid: int) -> bool:
+def _runs_as(python: str, uid: int, code: str = "pass") -> bool:
     if os.geteuid() != 0:
         return True
     args = [require("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python]
-    return subprocess.run([*args, "-c", "pass"], capture_output=True).returncode == 0
+    return subprocess.run([*args, "-c", code], capture_output=True).returncode == 0
 
 
 def build_image() -> Image:
@@ -170,7 +170,15 @@ def build_image() -> Image:
         )
         assert built.returncode == 0, built.stdout.decode() + built.stderr.decode()
         stamp.write_text(digest)
-    return dockerfile_image(venv)
+    image = dockerfile_image(venv)
+    # The pod's uid must reach the venv and .venv's packages: a clone under a private home
+    # (/root is 0700) would otherwise fail inside the pod with a confusing ImportError.
+    if not _runs_as(str(venv / "bin" / "python"), image.user[0], "import trainer, yaml"):
+        pytest.fail(
+            f"uid {image.user[0]} cannot import from {venv} and {ROOT / '.venv'}: clone the "
+            "repository where other users may read it (its parent folders need o+x)"
+        )
+    return image
 
 
 def dockerfile_image(venv: Path) -> Image:
