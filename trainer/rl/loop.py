@@ -44,7 +44,7 @@ from trainer.rl.rollout import (
     SyncRollouts,
 )
 from trainer.rl.seeding import generator, restore_generator, rng_state, set_rng_state
-from trainer.rl.setup import loss_config
+from trainer.rl.setup import loss_config, torch_threads, update_threads
 from trainer.rl.stopping import StopFlag
 from trainer.rl.usage import CpuMeter
 from trainer.spec import JobSpec, training_hash
@@ -96,6 +96,7 @@ class TrainSummary:
     run_url: str | None
     worker_restarts: int
     returns: list[float] = field(default_factory=list)
+    return_times: list[float] = field(default_factory=list)  # seconds from start to each end
 
 
 class Trainer:
@@ -126,7 +127,9 @@ class Trainer:
         self.resumed_from = 0
         self.log_floor = -1  # metrics at or below this step are already in the run
         self.learner_seconds = 0.0
+        self.update_threads = update_threads(spec)
         self.returns: list[float] = []  # this session's episodes, in order
+        self.return_times: list[float] = []  # when each ended, seconds since collection began
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
         self.cpu = CpuMeter()
         actor = copy.deepcopy(agent) if ppo.async_rollout else agent
@@ -200,6 +203,7 @@ class Trainer:
             c.episodes += 1
             c.recent_returns.append(episode.ret)
             self.returns.append(episode.ret)
+            self.return_times.append(episode.elapsed)
             self.console.print(
                 f"Step {episode.step:>6} | Episode {c.episodes:>4} | Reward: {episode.ret:>7.2f} | "
                 f"Length: {episode.length:>4} | Avg10: {c.average_return():>7.2f} | "
@@ -237,7 +241,16 @@ class Trainer:
             returns=returns.reshape(-1),
             values=rollout.values[:n].reshape(-1),
         )
-        stats = ppo_update(
+        with torch_threads(self.update_threads):
+            stats = self._ppo_update(batch)
+        self.learner_seconds += time.perf_counter() - start
+        self.counters.update += 1
+        self.counters.global_step = rollout.end_step
+        return {**stats, "learning_rate": lr}
+
+    def _ppo_update(self, batch: Batch) -> dict[str, float]:
+        ppo = self.spec.ppo
+        return ppo_update(
             self.agent,
             self.optimizer,
             batch,
@@ -248,10 +261,6 @@ class Trainer:
             cfg=loss_config(self.spec),
             generator=self.learner_rng,
         )
-        self.learner_seconds += time.perf_counter() - start
-        self.counters.update += 1
-        self.counters.global_step = rollout.end_step
-        return {**stats, "learning_rate": lr}
 
     def log(self, stats: dict[str, float]) -> None:
         """The update's console line and metrics."""
@@ -346,6 +355,7 @@ class Trainer:
             run_url=self.tracker.run_url,
             worker_restarts=self.envs.worker_restarts,
             returns=list(self.returns),
+            return_times=list(self.return_times),
         )
 
     # ---- helpers ----------------------------------------------------------------------------
