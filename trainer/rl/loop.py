@@ -241,6 +241,11 @@ class Trainer:
             returns=returns.reshape(-1),
             values=rollout.values[:n].reshape(-1),
         )
+        if ppo.async_rollout:  # the actor that collected is one update behind the learner
+            with torch.no_grad():
+                _, batch.prox_logprobs, _, _ = self.agent.get_action_and_value(
+                    batch.obs, batch.actions
+                )
         with torch_threads(self.update_threads):
             stats = self._ppo_update(batch)
         self.learner_seconds += time.perf_counter() - start

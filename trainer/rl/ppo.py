@@ -196,6 +196,9 @@ class Batch:
     advantages: torch.Tensor
     returns: torch.Tensor
     values: torch.Tensor
+    # log π_prox(a|s) of the policy the update starts from, when it is not the one that acted
+    # (`ppo.async_rollout`: the actor lags one update); None: the same policy.
+    prox_logprobs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.actions.shape[0]
@@ -219,8 +222,19 @@ def ppo_losses(
     mb_returns: torch.Tensor,
     mb_values: torch.Tensor,
     cfg: LossConfig,
+    mb_prox_logprobs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The clipped surrogate objective, (clipped) value loss and entropy bonus of one minibatch."""
+    """The clipped surrogate objective, (clipped) value loss and entropy bonus of one minibatch.
+
+    With `mb_prox_logprobs` (the actor lagged the learner), the decoupled objective of Hilton et
+    al. 2021 ("Batch size-invariance for policy optimization", eq. 3): the ratio is clipped
+    around the policy the update starts from, not the stale one that acted, and the behaviour
+    policy enters only as an importance weight π_prox/π_behav, truncated at 1 as V-trace's ρ̄
+    (Espeholt et al. 2018)."""
+    weight: torch.Tensor | float = 1.0
+    if mb_prox_logprobs is not None:
+        weight = (mb_prox_logprobs - mb_logprobs).exp().clamp(max=1.0)
+        mb_logprobs = mb_prox_logprobs
     logratio = newlogprob - mb_logprobs
     ratio = logratio.exp()
     with torch.no_grad():
@@ -231,7 +245,7 @@ def ppo_losses(
         mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
     pg_loss1 = -mb_advantages * ratio
     pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
-    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+    pg_loss = (torch.max(pg_loss1, pg_loss2) * weight).mean()
     if cfg.clip_vloss:  # detail 9
         v_loss_unclipped = (newvalue - mb_returns) ** 2
         v_clipped = mb_values + torch.clamp(newvalue - mb_values, -cfg.clip_coef, cfg.clip_coef)
@@ -289,6 +303,7 @@ def ppo_update(
                 batch.returns[mb],
                 batch.values[mb],
                 cfg,
+                None if batch.prox_logprobs is None else batch.prox_logprobs[mb],
             )
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
