@@ -45,6 +45,8 @@ def test_bench_quick_prints_tables_writes_json_and_logs_to_mlflow(tmp_path, mlfl
             assert row[key] > 0 and math.isfinite(row[key]), key
         assert row["pool_fps"] == pytest.approx(row["pool_sps"] * report["frame_skip"])
     assert report["learner_samples_per_second"] > 0
+    # Every device present: here the CPU (a GPU machine adds cuda:N rows).
+    assert "cpu" in report["learner_by_device"] and report["learner_by_device"]["cpu"] > 0
     assert 0 < report["memory_per_env_mb"] < 1024
     assert report["startup_seconds"] > 0
 

@@ -37,6 +37,7 @@ class BenchReport:
     frame_skip: int
     rows: list[EnvCountFigures] = field(default_factory=list)
     learner_samples_per_second: float = float("nan")
+    learner_by_device: dict[str, float] = field(default_factory=dict)
     end_to_end: dict[str, float] = field(default_factory=dict)
     memory_per_env_mb: float = float("nan")
     startup_seconds: float = float("nan")
@@ -68,6 +69,10 @@ class BenchReport:
             "memory_per_env_mb": self.memory_per_env_mb,
             "startup_seconds": self.startup_seconds,
             **{f"end_to_end_{k}": v for k, v in self.end_to_end.items()},
+            **{
+                f"learner_samples_per_second_{d.replace(':', '')}": v
+                for d, v in self.learner_by_device.items()
+            },
         }
         for row in self.rows:
             for key, value in asdict(row).items():
@@ -169,6 +174,8 @@ def render_tables(report: BenchReport) -> list[Any]:
         f"Learner alone (forward + backward), device {report.device}",
         f"{report.learner_samples_per_second:,.0f} samples/s",
     )
+    for device, rate in report.learner_by_device.items():
+        single.add_row(f"  on {device}", f"{rate:,.0f} samples/s")
     single.add_row("Memory per environment (worker PSS)", f"{report.memory_per_env_mb:.1f} MB")
     single.add_row("Start-up, spec to first step (2 envs)", f"{report.startup_seconds:.2f} s")
     return [scaling, ratios, single, *([peer_table(report)] if report.peer else [])]

@@ -15,6 +15,7 @@ from trainer.bench.stages import (
     bench_raw_emulator,
     bench_rollout,
     bench_startup,
+    learner_devices,
 )
 from trainer.spec import JobSpec, available_cpus, validate_spec
 
@@ -100,7 +101,11 @@ def run_bench(
     probe = make_env(spec)
     shape, actions = probe.observation_shape, probe.num_actions
     probe.close()
-    report.learner_samples_per_second = bench_learner(spec, 512 if quick else 8192, shape, actions)
+    samples = 512 if quick else 8192
+    report.learner_samples_per_second = bench_learner(spec, samples, shape, actions)
+    for device in learner_devices():
+        say(f"learner on {device}")
+        report.learner_by_device[device] = bench_learner(spec, samples, shape, actions, device)
     say("memory and start-up")
     report.memory_per_env_mb = bench_memory(spec)
     report.startup_seconds = bench_startup(spec)
