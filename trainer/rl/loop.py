@@ -44,7 +44,7 @@ from trainer.rl.rollout import (
     SyncRollouts,
 )
 from trainer.rl.seeding import generator, restore_generator, rng_state, set_rng_state
-from trainer.rl.setup import loss_config, torch_threads, update_threads
+from trainer.rl.setup import loss_config
 from trainer.rl.stopping import StopFlag
 from trainer.rl.usage import CpuMeter
 from trainer.spec import JobSpec, training_hash
@@ -127,7 +127,6 @@ class Trainer:
         self.resumed_from = 0
         self.log_floor = -1  # metrics at or below this step are already in the run
         self.learner_seconds = 0.0
-        self.update_threads = update_threads(spec)
         self.returns: list[float] = []  # this session's episodes, in order
         self.return_times: list[float] = []  # when each ended, seconds since collection began
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
@@ -246,8 +245,7 @@ class Trainer:
                 _, batch.prox_logprobs, _, _ = self.agent.get_action_and_value(
                     batch.obs, batch.actions
                 )
-        with torch_threads(self.update_threads):
-            stats = self._ppo_update(batch)
+        stats = self._ppo_update(batch)
         self.learner_seconds += time.perf_counter() - start
         self.counters.update += 1
         self.counters.global_step = rollout.end_step

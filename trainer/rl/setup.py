@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 
 import torch
 
@@ -23,24 +21,6 @@ def set_torch_threads(spec: JobSpec) -> int:
     threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or int(spec.resources.learner_cpu)
     torch.set_num_threads(max(1, min(threads, available_cpus())))
     return torch.get_num_threads()
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with `count` intra-op threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def update_threads(spec: JobSpec) -> int:
-    """Threads for the PPO update. Collecting and learning alternate unless `ppo.async_rollout`:
-    while the learner updates, the emulator workers wait, so the update may use every CPU the
-    process has (the pod's whole request) instead of the learner's share."""
-    return torch.get_num_threads() if spec.ppo.async_rollout else available_cpus()
 
 
 def resolve_device(name: str) -> torch.device:
