@@ -208,16 +208,21 @@ def _pss_mb(pid: int) -> float:
 
 # ---- 4. learner ----------------------------------------------------------------------------
 def bench_learner(
-    spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_actions: int
+    spec: JobSpec,
+    samples: int,
+    obs_shape: tuple[int, ...],
+    num_actions: int,
+    device_name: str | None = None,
 ) -> float:
-    """Samples/s through forward + backward + Adam step for the configured network."""
+    """Samples/s through forward + backward + Adam step for the configured network, on
+    `device_name` (default: the spec's `ppo.device`)."""
     import torch
 
     from trainer.envs.env import NUM_TILE_IDS
     from trainer.rl.ppo import Batch, make_optimizer, ppo_update
     from trainer.rl.setup import build_agent, loss_config, resolve_device
 
-    device = resolve_device(spec.ppo.device)
+    device = resolve_device(spec.ppo.device if device_name is None else device_name)
     agent = build_agent(spec, obs_shape, num_actions, device)
     high = NUM_TILE_IDS if spec.env.obs.type == "tiles" else 256
     dtype = torch.int16 if spec.env.obs.type == "tiles" else torch.uint8
@@ -249,6 +254,13 @@ def bench_learner(
     if device.type == "cuda":
         torch.cuda.synchronize()
     return passes * size / (time.perf_counter() - start)
+
+
+def learner_devices() -> list[str]:
+    """Every device this machine can train on: the CPU, and each CUDA GPU."""
+    import torch
+
+    return ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
 
 
 # ---- 5. end to end ---------------------------------------------------------------------------

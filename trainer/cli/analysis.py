@@ -38,6 +38,14 @@ from trainer.cli.common import env_counts_callback, handle_errors, read_spec, se
     is_flag=True,
     help="Run end to end training only for the spec's own env count.",
 )
+@click.option(
+    "--peer",
+    "peer_seeds",
+    default=None,
+    metavar="SEEDS",
+    help="Also train Stable-Baselines3's PPO beside ours on each built-in game, with these "
+    "comma-separated seeds (e.g. 1,2,3); needs the bench extra.",
+)
 @handle_errors
 def bench(
     spec_path: str | None,
@@ -47,6 +55,7 @@ def bench(
     mlflow_experiment: str | None,
     json_path: str | None,
     no_train_sweep: bool,
+    peer_seeds: str | None,
 ) -> None:
     """Measure throughput, each stage next to its baseline, in one run.
 
@@ -75,6 +84,7 @@ def bench(
             quick=quick,
             end_to_end_all=not no_train_sweep,
             progress=lambda m: status.update(f"benchmarking: {m}"),
+            peer_seeds=parse_seeds(peer_seeds),
         )
     for table in render_tables(report):
         console.print(table)
@@ -91,6 +101,17 @@ def bench(
             report_file.write_text(report.to_json())
             run_id = log_benchmark(None, mlflow_experiment, report.flat_figures(), report_file)
         console.print(f"figures logged to MLflow run {run_id} (experiment {mlflow_experiment})")
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: comma-separated integers, e.g. 1,2,3", param_hint="--peer"
+        ) from None
 
 
 @click.command()

@@ -96,6 +96,7 @@ class TrainSummary:
     run_url: str | None
     worker_restarts: int
     returns: list[float] = field(default_factory=list)
+    return_times: list[float] = field(default_factory=list)  # seconds from start to each end
 
 
 class Trainer:
@@ -127,6 +128,7 @@ class Trainer:
         self.log_floor = -1  # metrics at or below this step are already in the run
         self.learner_seconds = 0.0
         self.returns: list[float] = []  # this session's episodes, in order
+        self.return_times: list[float] = []  # when each ended, seconds since collection began
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
         self.checkpoint_seconds = 0.0  # how long writing and uploading the newest one took
         self.cpu = CpuMeter()
@@ -201,6 +203,7 @@ class Trainer:
             c.episodes += 1
             c.recent_returns.append(episode.ret)
             self.returns.append(episode.ret)
+            self.return_times.append(episode.elapsed)
             self.console.print(
                 f"Step {episode.step:>6} | Episode {c.episodes:>4} | Reward: {episode.ret:>7.2f} | "
                 f"Length: {episode.length:>4} | Avg10: {c.average_return():>7.2f} | "
@@ -238,7 +241,20 @@ class Trainer:
             returns=returns.reshape(-1),
             values=rollout.values[:n].reshape(-1),
         )
-        stats = ppo_update(
+        if ppo.async_rollout:  # the actor that collected is one update behind the learner
+            with torch.no_grad():
+                _, batch.prox_logprobs, _, _ = self.agent.get_action_and_value(
+                    batch.obs, batch.actions
+                )
+        stats = self._ppo_update(batch)
+        self.learner_seconds += time.perf_counter() - start
+        self.counters.update += 1
+        self.counters.global_step = rollout.end_step
+        return {**stats, "learning_rate": lr}
+
+    def _ppo_update(self, batch: Batch) -> dict[str, float]:
+        ppo = self.spec.ppo
+        return ppo_update(
             self.agent,
             self.optimizer,
             batch,
@@ -249,10 +265,6 @@ class Trainer:
             cfg=loss_config(self.spec),
             generator=self.learner_rng,
         )
-        self.learner_seconds += time.perf_counter() - start
-        self.counters.update += 1
-        self.counters.global_step = rollout.end_step
-        return {**stats, "learning_rate": lr}
 
     def log(self, stats: dict[str, float]) -> None:
         """The update's console line and metrics."""
@@ -350,6 +362,7 @@ class Trainer:
             run_url=self.tracker.run_url,
             worker_restarts=self.envs.worker_restarts,
             returns=list(self.returns),
+            return_times=list(self.return_times),
         )
 
     # ---- helpers ----------------------------------------------------------------------------

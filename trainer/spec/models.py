@@ -179,9 +179,10 @@ class PPOSpec(_Model):
         description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N.",
     )
     async_rollout: bool = Field(
-        False,
+        True,
         description="Collect the next rollout with the previous policy while the learner updates "
-        "(overlaps collection and learning; one update of policy lag).",
+        "(overlaps collection and learning; one update of policy lag, corrected by the "
+        "decoupled PPO objective). false: collect and learn in turn.",
     )
 
     @field_validator("device")
