@@ -173,8 +173,8 @@ def test_console_progress_bar_keeps_every_line(tmp_path):
     "override, message",
     [
         ("game.rom=/nonexistent/zelda.gb", "game.rom: ROM file not found"),
-        ("game.adapter=mario", "game.adapter: unknown adapter 'mario'"),
-        ("game.reward.gold=1", "game.reward: unknown term(s) gold"),
+        ("game.adapter=mario", "game.adapter: must be one of dungeon, generic, ram, zelda"),
+        ("game.reward.gold=1", "game.reward.gold: names no reward term of adapter 'dungeon'"),
         ("game.state=/nonexistent.state", "game.state: save state not found"),
     ],
 )

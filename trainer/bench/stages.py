@@ -24,7 +24,7 @@ from trainer.spec import JobSpec
 def _raw_worker(spec_json: str, steps: int, seed: int, barrier: Any, results: Any) -> None:
     """One emulator, no env layer: `GameBoyEnv.step`'s own press/tick/release (`press_and_tick`)."""
     from trainer.envs.env import import_pyboy, press_and_tick
-    from trainer.games import make_adapter, resolve_rom
+    from trainer.games import adapter_for, resolve_rom
 
     PyBoy = import_pyboy()
 
@@ -32,7 +32,7 @@ def _raw_worker(spec_json: str, steps: int, seed: int, barrier: Any, results: An
     rom = resolve_rom(spec.game.rom).read_bytes()
     pyboy = PyBoy(io.BytesIO(rom), window="null", sound_emulated=False, log_level="ERROR")
     pyboy.set_emulation_speed(0)
-    make_adapter(spec.game.adapter, spec.game.reward).boot(pyboy)
+    adapter_for(spec.game).boot(pyboy)
     buttons = [None if a == "noop" else a for a in spec.env.actions]
     env = spec.env
     render = env.obs.type == "pixels"

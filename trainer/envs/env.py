@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.games import GameError, make_adapter, resolve_rom
+from trainer.games import GameError, adapter_for, resolve_rom
 from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
 
@@ -40,7 +40,7 @@ class GameBoyEnv:
         game, env = spec.game, spec.env
         rom_path = resolve_rom(game.rom)
         rom = rom_path.read_bytes()
-        self.adapter = make_adapter(game.adapter, game.reward)
+        self.adapter = adapter_for(game)
         self.adapter.check_rom(rom, rom_path)
 
         self.frame_skip = env.frame_skip
@@ -72,6 +72,7 @@ class GameBoyEnv:
         self._start_state = io.BytesIO()
         self.pyboy.save_state(self._start_state)
         self._start_frame = self._frame(rendered=True)
+        self._check_start()
 
         self.observation_dtype = self._start_frame.dtype
         self.observation_shape = (env.obs.frame_stack, *self._start_frame.shape)
@@ -105,7 +106,9 @@ class GameBoyEnv:
         self._steps += 1
         self._return += reward
         terminated = self.adapter.terminated(ram)
-        truncated = not terminated and self._steps >= self.episode_length
+        truncated = not terminated and (
+            self._steps >= self.episode_length or self.adapter.truncated(ram)
+        )
         if len(self._frames) > 1:
             self._frames[:-1] = self._frames[1:]
         self._frames[-1] = self._frame(rendered=render)
@@ -139,6 +142,17 @@ class GameBoyEnv:
         return np.ascontiguousarray(
             self.pyboy.screen.ndarray[:: self.downsample, :: self.downsample, 0]
         )
+
+    def _check_start(self) -> None:
+        """An episode that ends in its start state would last one step, every time: say so."""
+        self.adapter.reset()
+        start = self.adapter.read(self.pyboy)
+        if self.adapter.terminated(start) or self.adapter.truncated(start):
+            raise GameError(
+                f"game: the start state already ends the episode ({self.adapter.end_reason(start)}):"
+                " every episode would last one step; start later in the game (game.state, "
+                "game.ram.start) or fix the end condition"
+            )
 
     def _load_state_file(self, path: Path) -> None:
         try:
@@ -184,7 +198,7 @@ def check_game(spec: JobSpec) -> Path:
     a bad `game.*` value is one clear error (exit 2) rather than a crash in every worker.
     Returns the ROM's path."""
     rom_path = resolve_rom(spec.game.rom)
-    adapter = make_adapter(spec.game.adapter, spec.game.reward)
+    adapter = adapter_for(spec.game)
     adapter.check_rom(rom_path.read_bytes(), rom_path)
     if adapter.requires_state and not spec.game.state:
         raise GameError(adapter.requires_state)

@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainer.errors import InvalidInput
+from trainer.spec.adapters import check_game_settings
 from trainer.spec.cpus import available_cpus
+from trainer.spec.game_ram import RamSpec
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Kubernetes resource quantity, e.g. 256Mi, 1Gi, 500M, 0.5 (memory); see apimachinery quantity.go.
@@ -75,7 +77,7 @@ class GameSpec(_Model):
     adapter: str = Field(
         "dungeon",
         description="Game adapter that reads RAM into rewards and episode ends "
-        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens).",
+        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens, `ram` for any ROM with rewards declared in `game.ram`).",
     )
     state: str | None = Field(
         None,
@@ -85,8 +87,18 @@ class GameSpec(_Model):
     reward: dict[str, float] = Field(
         default_factory=dict,
         description="Reward weight overrides by term name (e.g. `{coin: 1.0, step: -0.01}`); "
-        "unknown terms are rejected by the adapter.",
+        "unknown terms are rejected.",
     )
+    ram: RamSpec | None = Field(
+        None,
+        description="With `adapter: ram`: reward terms, episode ends and the start of play "
+        "declared on RAM addresses (see the `game.ram` tables).",
+    )
+
+    @model_validator(mode="after")
+    def _adapter_known(self) -> GameSpec:
+        check_game_settings(self.adapter, self.reward, self.ram, self.state)
+        return self
 
 
 class ObsSpec(_Model):
