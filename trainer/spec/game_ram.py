@@ -80,11 +80,12 @@ def hex_address(value: int) -> str:
     return f"0x{value:04X}"
 
 
-Int = Annotated[int, BeforeValidator(parse_int)]
-Address = Annotated[
-    int, BeforeValidator(parse_int), AfterValidator(_in_ram), PlainSerializer(hex_address)
-]
-Byte = Annotated[int, BeforeValidator(parse_int), AfterValidator(_byte)]
+#: What `parse_int` accepts, for the JSON Schema (editors, the Helm chart's values schema).
+IntInput = int | Annotated[str, Field(pattern=r"^\s*(0[xX][0-9A-Fa-f]+|\$[0-9A-Fa-f]+|[0-9]+)\s*$")]
+_parse = BeforeValidator(parse_int, json_schema_input_type=IntInput)
+Int = Annotated[int, _parse]
+Address = Annotated[int, _parse, AfterValidator(_in_ram), PlainSerializer(hex_address)]
+Byte = Annotated[int, _parse, AfterValidator(_byte)]
 Name = Annotated[str, Field(pattern=NAME.pattern)]
 
 
@@ -293,10 +294,13 @@ class RewardTerm(RamValue):
         return self
 
 
+StartButton = Literal["up", "down", "left", "right", "a", "b", "start", "select"]
+
+
 class StartStep(_Model):
     """One step of `start.buttons`: a button held for `frames`, or a wait."""
 
-    press: Literal["up", "down", "left", "right", "a", "b", "start", "select"] | None = Field(
+    press: StartButton | None = Field(
         None, description="Button to hold for `frames`, then release (for one frame)."
     )
     frames: int = Field(
@@ -309,12 +313,6 @@ class StartStep(_Model):
         None, ge=1, le=100_000, description="Frames to run with no button held."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_button(cls, data: Any) -> Any:
-        # `start.buttons: [start, {wait: 60}, a]`: a bare name is a press of the default length.
-        return {"press": data} if isinstance(data, str) else data
-
     @model_validator(mode="after")
     def _one_action(self) -> StartStep:
         if (self.press is None) == (self.wait is None):
@@ -326,10 +324,20 @@ class StartStep(_Model):
         return self
 
 
+def _bare_button(data: Any) -> Any:
+    # `start.buttons: [start, {wait: 60}, a]`: a bare name is a press of the default length.
+    return {"press": data} if isinstance(data, str) else data
+
+
+StartStepInput = Annotated[
+    StartStep, BeforeValidator(_bare_button, json_schema_input_type=StartButton | StartStep)
+]
+
+
 class RamStart(_Model):
     """How to get from power-on to the first playable frame (instead of `game.state`)."""
 
-    buttons: list[StartStep] = Field(
+    buttons: list[StartStepInput] = Field(
         default_factory=list,
         description="Presses and waits after power-on (PyBoy's boot ROM included), e.g. "
         "`[{wait: 120}, start, {wait: 60}, a]`; a bare button is held "
