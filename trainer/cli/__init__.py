@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from trainer.cli import analysis, kubernetes, training
+from trainer.cli import analysis, games, kubernetes, training
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,6 +34,8 @@ for command in (
     training.validate,
     training.schema,
     training.run,
+    games.ram_search,
+    games.make_state,
     analysis.bench,
     kubernetes.render,
     kubernetes.launch,

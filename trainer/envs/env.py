@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trainer.games import GameError, adapter_for, resolve_rom
+from trainer.games.emulator import import_pyboy, play_to_start, start_pyboy
 from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
 
@@ -34,8 +33,6 @@ class GameBoyEnv:
     """
 
     def __init__(self, spec: JobSpec, index: int = 0):
-        PyBoy = import_pyboy()
-
         self.index = index
         game, env = spec.game, spec.env
         rom_path = resolve_rom(game.rom)
@@ -51,21 +48,10 @@ class GameBoyEnv:
         self._buttons: list[str | None] = [None if a == "noop" else a for a in env.actions]
         self.num_actions = len(self._buttons)
 
-        # PyBoy looks for <rom>.ram next to a path ROM; pass the bytes to keep runs hermetic.
-        self.pyboy = PyBoy(
-            io.BytesIO(rom),
-            window="null",
-            sound_emulated=False,
-            log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
-        )
-        self.pyboy.set_emulation_speed(0)
+        self.pyboy = start_pyboy(rom)
         # The visible 20×18 tiles, following SCX/SCY (default is the whole 32×32 tilemap).
         self.pyboy.game_area_dimensions(0, 0, SCREEN_TILES_W, SCREEN_TILES_H, True)
-        self.adapter.configure(self.pyboy)
-        if game.state:
-            self._load_state_file(Path(game.state))
-        else:
-            self.adapter.boot(self.pyboy)
+        play_to_start(self.pyboy, self.adapter, game.state)
         # One rendered frame so the start observation exists in pixels too; then save the state
         # every episode starts from, and the observation that goes with it.
         self.pyboy.tick(1, True)
@@ -154,17 +140,6 @@ class GameBoyEnv:
                 "game.ram.start) or fix the end condition"
             )
 
-    def _load_state_file(self, path: Path) -> None:
-        try:
-            with path.open("rb") as f:
-                self.pyboy.load_state(f)
-        except FileNotFoundError:
-            raise GameError(f"game.state: save state not found: {path}") from None
-        except Exception as exc:  # PyBoy raises various errors on a foreign state
-            raise GameError(
-                f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"
-            ) from None
-
 
 def press_and_tick(
     pyboy: Any, button: str | None, hold_frames: int, frame_skip: int, render: bool
@@ -181,15 +156,6 @@ def press_and_tick(
     pyboy.button_release(button)  # takes effect on the next tick
     if rest:
         pyboy.tick(rest, render)
-
-
-def import_pyboy() -> type:
-    """PyBoy's class, imported on first use (the launcher and CLI must not pay for it), without
-    pysdl2's "Using SDL2 binaries" notice: we never open a window."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Using SDL2 binaries", category=UserWarning)
-        from pyboy import PyBoy
-    return PyBoy
 
 
 def check_game(spec: JobSpec) -> Path:

@@ -107,11 +107,11 @@ def header_checksum(rom: bytes) -> int:
     return value
 
 
-def check_game_boy_rom(rom: bytes, path: Path) -> None:
-    """GameError naming `path` unless it is a Game Boy ROM with a valid cartridge header."""
+def check_game_boy_rom(rom: bytes, path: Path, key: str = "game.rom") -> None:
+    """GameError naming `key` and `path` unless it is a Game Boy ROM with a valid header."""
     if len(rom) < 0x8000 or header_checksum(rom) != rom[0x14D]:
         raise GameError(
-            f"game.rom: {path} is not a Game Boy ROM (too small or bad cartridge header checksum); "
+            f"{key}: {path} is not a Game Boy ROM (too small or bad cartridge header checksum); "
             "give the path of a .gb or .gbc file"
         )
 
