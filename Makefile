@@ -67,7 +67,7 @@ bench: setup ## Throughput benchmarks side by side (table)
 bench-quick: setup ## A short benchmark smoke run
 	$(BIN)/trainer bench --quick
 
-rom: ## Rebuild the built-in game's ROM with SDCC
+rom: ## Rebuild the built-in games' ROMs with SDCC
 	bash scripts/build_rom.sh
 
 manifests: setup tools ## Regenerate k8s/examples, golden files and the chart's values from configs/ and the spec

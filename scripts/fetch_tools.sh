@@ -71,6 +71,18 @@ else
   echo "warning: no apt-get here; install SDCC yourself to rebuild the ROM" >&2
 fi
 
+# Chromium for the MLflow UI screenshots (tests/test_mlflow_ui.py): Debian's package, driven by
+# Playwright from the dev extra (never Playwright's own browser download).
+if [[ -x /usr/bin/chromium ]]; then
+  echo "chromium: present (/usr/bin/chromium)"
+elif command -v apt-get >/dev/null; then
+  echo "installing chromium from Debian"
+  apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+else
+  echo "warning: no apt-get here; install Chromium at /usr/bin/chromium for the UI screenshots" >&2
+fi
+
 for tool in kubernetes-validate checkov hadolint; do
   ln -sf "../venv/bin/$tool" "$TOOLS/bin/$tool"
 done

@@ -12,7 +12,7 @@ from trainer.cli import main
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def sweep(mlflow_server):
     from mlflow.tracking import MlflowClient
 
@@ -35,56 +35,67 @@ def sweep(mlflow_server):
     return client, experiment_id
 
 
-def test_compare_prints_table_writes_plot_and_logs_run(tmp_path, mlflow_server, sweep):
+def compare(*args: str):
+    return CliRunner().invoke(main, ["compare", *args])
+
+
+def test_compare_prints_table_writes_plots_and_logs_to_the_sweep_run(
+    tmp_path, mlflow_server, sweep
+):
     client, experiment_id = sweep
-    result = CliRunner().invoke(
-        main,
-        [
-            "compare",
-            "sw-1234",
-            "--tracking-uri",
-            mlflow_server,
-            "--experiment",
-            "compare-tests",
-            "--out",
-            str(tmp_path),
-        ],
-    )
+    result = compare(
+        "sw-1234", "--tracking-uri", mlflow_server, "--experiment", "compare-tests",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert (
-        "sw-e1" in result.output and "sw-e2" in result.output and "unrelated" not in result.output
-    )
+    assert "sw-e1" in result.output and "sw-e2" in result.output
+    assert "unrelated" not in result.output
     rows = json.loads((tmp_path / "comparison.json").read_text())
     assert [(r["num_envs"], r["sps"]) for r in rows] == [(1, 700.0), (2, 1300.0)]
     assert rows[1]["return_last10"] == pytest.approx(sum(range(20, 30)) * 2 / 10)
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    logged = client.search_runs(
-        [experiment_id], filter_string="tags.`trainer.compare_of` = 'sw-1234'"
+    # Logged to the sweep's parent run (created here: these runs predate parent runs), not to a
+    # run of its own beside the training runs.
+    parents = client.search_runs(
+        [experiment_id], filter_string="tags.`trainer.sweep_parent` = 'sw-1234'"
     )
-    assert len(logged) == 1
-    artifacts = {a.path for a in client.list_artifacts(logged[0].info.run_id, "comparison")}
-    assert artifacts == {"comparison/comparison.png", "comparison/comparison.json"}
-    assert logged[0].data.metrics["sps_e2"] == 1300.0
-    # Comparing again updates the same comparison run instead of adding one.
-    again = CliRunner().invoke(
-        main, ["compare", "sw-1234", "--tracking-uri", mlflow_server, "--out", str(tmp_path)]
-    )
+    assert len(parents) == 1
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "comparison")}
+    assert artifacts == {
+        "comparison/comparison.png",
+        "comparison/comparison.json",
+        "comparison/comparison.md",
+    }
+    assert parents[0].data.metrics["sps_e2"] == 1300.0
+    # Comparing again logs to the same parent run, and the parent is never compared itself.
+    again = compare("sw-1234", "--tracking-uri", mlflow_server, "--out", str(tmp_path))
     assert again.exit_code == 0, again.output
-    assert (
-        len(
-            client.search_runs(
-                [experiment_id], filter_string="tags.`trainer.compare_of` = 'sw-1234'"
-            )
-        )
-        == 1
-    )
+    assert "sw-1234 " not in again.output.replace("Sweep sw-1234", "")
+    search = "tags.`trainer.sweep_parent` = 'sw-1234'"
+    assert len(client.search_runs([experiment_id], filter_string=search)) == 1
+
+
+def test_compare_markdown_run_ids_and_experiment(tmp_path, mlflow_server, sweep):
+    client, experiment_id = sweep
+    runs = client.search_runs([experiment_id], filter_string="tags.sweep_id = 'sw-1234'")
+    ids = sorted(r.info.run_id for r in runs)
+    by_ids = compare(*ids, "--tracking-uri", mlflow_server, "--out", str(tmp_path),
+                     "--format", "markdown")  # fmt: skip
+    assert by_ids.exit_code == 0, by_ids.output
+    table = [line for line in by_ids.output.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| Envs | Run |") and len(table) == 2 + 2  # header, rule, 2 runs
+    assert "| 2 | sw-e2 |" in by_ids.output
+    whole = compare("--experiment", "compare-tests", "--tracking-uri", mlflow_server,
+                    "--out", str(tmp_path))  # fmt: skip
+    assert whole.exit_code == 0, whole.output
+    names = {row["run"] for row in json.loads((tmp_path / "comparison.json").read_text())}
+    assert names == {"unrelated", "sw-e1", "sw-e2"}  # every training run, no sweep parent
 
 
 def test_unknown_sweep_and_experiment_fail_clearly(tmp_path, mlflow_server):
-    result = CliRunner().invoke(
-        main, ["compare", "nope", "--tracking-uri", mlflow_server, "--out", str(tmp_path)]
-    )
+    result = compare("nope", "--tracking-uri", mlflow_server, "--out", str(tmp_path))
     assert result.exit_code == 1 and "no runs tagged sweep_id='nope'" in result.output
+    assert compare("--tracking-uri", mlflow_server).exit_code == 2
     result = CliRunner().invoke(
         main,
         [

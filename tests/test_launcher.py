@@ -462,7 +462,7 @@ def test_local_runs_each_point_with_the_pod_environment(
         assert record["TRAIN_ENVS"] is None
         assert record["MLFLOW_TRACKING_URI"] is None
     assert "[local-e2] hello from 2 envs" in lines
-    assert lines[-2:] == ["3 of 3 run(s) succeeded", f"compare the runs: trainer compare {sweep}"]
+    assert lines[-1] == "3 of 3 run(s) succeeded"  # no MLflow: nothing to compare
     starts, ends = [r["start"] for r in records], [r["end"] for r in records]
     assert max(starts) < min(ends), "with CPUs to spare, the runs overlap"
 

@@ -39,6 +39,15 @@ def default_command(spec_path: Path) -> list[str]:
     return [sys.executable, "-m", "trainer", "run", str(spec_path)]
 
 
+def compare_command(sweep: str, out_dir: Path) -> list[str]:
+    """After a local sweep: its comparison, logged to the sweep's MLflow run."""
+    # Markdown: the output goes to a log, not a terminal wide enough for the rich table.
+    return [
+        *[sys.executable, "-m", "trainer", "compare", sweep],
+        *["--out", str(out_dir), "--format", "markdown"],
+    ]
+
+
 def make_client(context: str | None = None) -> KubeClient:
     """The client the CLI uses (tests replace this function to pass a fake API)."""
     return KubeClient.from_config(context)
@@ -302,7 +311,27 @@ def run_local(
                 echo(f"  {point.job_name}: {' '.join(command(paths[point.job_name]))}")
             echo("dry run: nothing was started")
             return ExitCode.OK
-        return _schedule(points, sweep, paths, command, cpus, echo, environ)
+        code = _schedule(points, sweep, paths, command, cpus, echo, environ)
+    if code == ExitCode.OK and spec.mlflow.enabled:
+        _compare(points[0], sweep, Path(spec.checkpoint.dir) / sweep, echo, environ)
+    return code
+
+
+def _compare(
+    point: SweepPoint, sweep: str, out_dir: Path, echo: Echo, environ: Mapping[str, str] | None
+) -> None:
+    """Run `trainer compare` on the finished sweep (same MLflow settings as its runs). Its
+    failure is reported, not fatal: the runs themselves succeeded."""
+    args = compare_command(sweep, out_dir)
+    if point.spec.mlflow.tracking_uri:
+        args += ["--tracking-uri", point.spec.mlflow.tracking_uri]
+    done = subprocess.run(
+        args, capture_output=True, text=True, env=child_environment(point, sweep, environ)
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        echo(f"[compare] {line}")
+    if done.returncode != 0:
+        echo(f"[compare] failed with exit {done.returncode}: run `trainer compare {sweep}` again")
 
 
 def _schedule(
@@ -371,6 +400,4 @@ def _schedule(
         f"{len(codes) - len(failed)} of {len(codes)} run(s) succeeded"
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
-    if not failed:
-        say(f"compare the runs: trainer compare {sweep}")
     return ExitCode.FAILURE if failed else ExitCode.OK

@@ -27,6 +27,8 @@ STEPS_PER_SECOND = "perf/sps"
 FRAMES_PER_SECOND = "perf/fps"
 LEARNER_SECONDS = "perf/learner_seconds"
 WORKER_RESTARTS = "perf/worker_restarts"
+#: CPU cores the run keeps busy: CPU seconds of the trainer and its worker processes per second.
+CPU_CORES = "perf/cpu_cores"
 
 EPISODE_PREFIX = "episode/"
 

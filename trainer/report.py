@@ -1,7 +1,9 @@
-"""`trainer compare`: a sweep's runs side by side — a table and plots, logged to MLflow.
+"""`trainer compare`: runs side by side — a table (terminal or Markdown) and plots.
 
-Reads runs through `trainer.tracking` (the only module that talks to MLflow); this module only
-shapes what it gets into a table (rich) and figures (matplotlib, headless).
+Reads runs through `trainer.tracking.queries` (the only MLflow code); this module only shapes
+them into a table (rich) and figures (matplotlib, headless): learning curves against
+environment steps and against wall-clock time (which setting learns fastest per minute is what a
+sweep over env counts is for), and steps/s against env count beside ideal linear scaling.
 """
 
 from __future__ import annotations
@@ -14,88 +16,136 @@ import numpy as np
 from trainer import metrics
 from trainer.tracking.queries import RunRecord
 
+#: Weight of the newest episode in the smoothed curve (an EMA over episodes in step order).
+EMA_ALPHA = 0.1
+
 
 def final_return(record: RunRecord, last: int = 10) -> float:
     """Mean episodic return over the run's last `last` episodes (NaN without episodes)."""
-    values = [v for _, v in record.returns[-last:]]
+    values = [value for _, value, _ in record.returns[-last:]]
     return float(np.mean(values)) if values else float("nan")
 
 
+def ema(values: np.ndarray, alpha: float = EMA_ALPHA) -> np.ndarray:
+    """Exponential moving average, started at the first value (no warm-up bias toward 0)."""
+    out = np.empty(len(values), dtype=float)
+    running = float(values[0]) if len(values) else 0.0
+    for i, value in enumerate(values):
+        running = alpha * float(value) + (1 - alpha) * running
+        out[i] = running
+    return out
+
+
+def per_step(record: RunRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, wall-clock minutes, mean return) with one point per step: episodes of several
+    envs that end in the same vector step are averaged, so a curve has no vertical segments."""
+    steps = np.array([s for s, _, _ in record.returns], dtype=float)
+    values = np.array([v for _, v, _ in record.returns], dtype=float)
+    minutes = np.array(record.wall_minutes(), dtype=float)
+    unique, first, counts = np.unique(steps, return_index=True, return_counts=True)
+    sums = np.add.reduceat(values, first)
+    return unique, minutes[first], sums / counts
+
+
 def comparison_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    """One row per run: env count, throughput, learner share and the learning result."""
+    """One row per run: env count, throughput, time, CPU and the learning result."""
     rows = []
     for r in records:
+        minutes = r.wall_minutes()
         rows.append(
             {
                 "num_envs": r.num_envs,
                 "run": r.name,
+                "run_id": r.run_id,
                 "status": r.status,
-                "steps": int(max((s for s, _ in r.returns), default=0)),
+                "steps": int(max((s for s, _, _ in r.returns), default=0)),
                 "episodes": len(r.returns),
+                "minutes": round(minutes[-1], 2) if minutes else float("nan"),
                 "sps": r.metrics.get(metrics.STEPS_PER_SECOND, float("nan")),
                 "fps": r.metrics.get(metrics.FRAMES_PER_SECOND, float("nan")),
-                "learner_seconds": r.metrics.get(metrics.LEARNER_SECONDS, float("nan")),
+                "cpu_cores": r.metrics.get(metrics.CPU_CORES, float("nan")),
                 "return_last10": final_return(r),
             }
         )
     return rows
 
 
-def comparison_table(rows: list[dict[str, Any]], sweep_id: str) -> Any:
+COLUMNS = (
+    ("Envs", "num_envs", "{}"),
+    ("Run", "run", "{}"),
+    ("Status", "status", "{}"),
+    ("Steps", "steps", "{:,}"),
+    ("Episodes", "episodes", "{}"),
+    ("Minutes", "minutes", "{:.1f}"),
+    ("Steps/s", "sps", "{:,.0f}"),
+    ("Frames/s", "fps", "{:,.0f}"),
+    ("CPU cores", "cpu_cores", "{:.2f}"),
+    ("Return (last 10)", "return_last10", "{:.2f}"),
+)
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [fmt.format(row[key]) for _, key, fmt in COLUMNS]
+
+
+def comparison_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"Sweep {sweep_id}: runs side by side")
-    for col in (
-        "Envs",
-        "Run",
-        "Status",
-        "Steps",
-        "Episodes",
-        "Steps/s",
-        "Frames/s",
-        "Return (last 10)",
-    ):
-        table.add_column(col, justify="left" if col in ("Run", "Status") else "right")
+    table = Table(title=title)
+    for name, _, _ in COLUMNS:
+        table.add_column(name, justify="left" if name in ("Run", "Status") else "right")
     for row in rows:
-        table.add_row(
-            str(row["num_envs"]),
-            row["run"],
-            row["status"],
-            f"{row['steps']:,}",
-            str(row["episodes"]),
-            f"{row['sps']:,.0f}",
-            f"{row['fps']:,.0f}",
-            f"{row['return_last10']:.2f}",
-        )
+        table.add_row(*_cells(row))
     return table
 
 
+def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
+    """The same table as GitHub-flavoured Markdown, for reports and pull requests."""
+    names = [name for name, _, _ in COLUMNS]
+    align = ["---" if name in ("Run", "Status") else "---:" for name in names]
+    lines = [f"**{title}**", "", "| " + " | ".join(names) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def plot_comparison(records: list[RunRecord], rows: list[dict[str, Any]], path: Path) -> Path:
-    """Episodic return against environment steps (one line per env count) and steps/s bars."""
+    """Return against env steps and against wall-clock minutes (EMA, raw faint behind), and
+    steps/s against env count with the ideal linear line through the smallest count."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: pods and CI have no display
     import matplotlib.pyplot as plt
 
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (by_step, by_time, scaling) = plt.subplots(1, 3, figsize=(15, 4.2))
+    longest = max((r.wall_minutes()[-1] for r in records if r.returns), default=0.0)
+    scale, unit = (1.0, "minutes") if longest >= 2 else (60.0, "seconds")
     for record in records:
         if not record.returns:
             continue
-        steps = np.array([s for s, _ in record.returns], dtype=float)
-        values = np.array([v for _, v in record.returns], dtype=float)
-        window = max(1, len(values) // 20)
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        curves.plot(steps[window - 1 :], smooth, label=f"{record.num_envs} envs")
-    curves.set_xlabel("environment steps")
-    curves.set_ylabel("episodic return (moving mean)")
-    curves.set_title("Learning curves")
-    curves.legend()
-    labels = [str(r["num_envs"]) for r in rows]
-    bars.bar(labels, [r["sps"] for r in rows], color="tab:blue")
-    bars.set_xlabel("environments")
-    bars.set_ylabel("steps per second")
-    bars.set_title("Throughput")
+        steps, minutes, values = per_step(record)
+        label = f"{record.num_envs} envs · {record.name}"
+        for axis, x in ((by_step, steps), (by_time, minutes * scale)):
+            (line,) = axis.plot(x, ema(values), label=label, linewidth=1.8)
+            axis.plot(x, values, color=line.get_color(), alpha=0.15, linewidth=0.8)
+    by_step.set(xlabel="environment steps", ylabel="episodic return", title="Learning curves")
+    by_time.set(xlabel=f"wall-clock {unit}", ylabel="episodic return", title="Against time")
+    by_step.legend(fontsize=8)
+    _plot_scaling(scaling, rows)
+    fig.suptitle(f"smoothed: EMA over episodes (α = {EMA_ALPHA}); raw returns faint behind")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_scaling(axis: Any, rows: list[dict[str, Any]]) -> None:
+    measured = sorted((r["num_envs"], r["sps"]) for r in rows if r["sps"] == r["sps"])
+    axis.set(xlabel="environments", ylabel="steps per second", title="Throughput")
+    if not measured:
+        return
+    counts = [n for n, _ in measured]
+    axis.plot(counts, [s for _, s in measured], "o-", label="measured")
+    base_count, base_sps = measured[0]
+    axis.plot(counts, [base_sps * n / base_count for n in counts], "--", label="ideal (linear)")
+    axis.set_xticks(counts)
+    axis.legend(fontsize=8)

@@ -34,6 +34,7 @@ for command in (
     training.validate,
     training.schema,
     training.run,
+    training.play,
     games.ram_search,
     games.make_state,
     analysis.bench,

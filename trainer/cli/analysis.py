@@ -94,9 +94,10 @@ def bench(
 
 
 @click.command()
-@click.argument("sweep_id")
+@click.argument("targets", nargs=-1, metavar="[SWEEP_ID | RUN_ID…]")
 @click.option(
-    "--experiment", help="Experiment holding the sweep (default: search every experiment)."
+    "--experiment",
+    help="Experiment to search (with a SWEEP_ID), or to compare every training run of (alone).",
 )
 @click.option(
     "--tracking-uri",
@@ -111,40 +112,79 @@ def bench(
     show_default=True,
     help="Where to write comparison.png and comparison.json.",
 )
-@click.option("--no-log", is_flag=True, help="Do not log the comparison to MLflow.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown"]),
+    default="table",
+    show_default=True,
+    help="How to print the table (markdown: for reports and pull requests).",
+)
+@click.option("--no-log", is_flag=True, help="Do not log the comparison to the sweep's run.")
 @handle_errors
 def compare(
-    sweep_id: str, experiment: str | None, tracking_uri: str | None, out_dir: str, no_log: bool
+    targets: tuple[str, ...],
+    experiment: str | None,
+    tracking_uri: str | None,
+    out_dir: str,
+    fmt: str,
+    no_log: bool,
 ) -> None:
-    """Compare the runs of a sweep side by side: a table, plots, and a `compare-<SWEEP_ID>` run
-    in MLflow holding both (`trainer launch` prints the sweep id; runs carry it as tag sweep_id).
+    """Compare runs side by side: a table, and plots of return against steps and against
+    wall-clock time, and of steps/s against env count.
+
+    \b
+    trainer compare SWEEP_ID          the runs of a sweep (`trainer launch` prints the id);
+                                      the table and plots are logged to the sweep's run
+    trainer compare --experiment X    every training run of an experiment
+    trainer compare RUN_ID RUN_ID…    these runs
     """
     from rich.console import Console as RichConsole
 
-    from trainer.errors import TrainerError
-    from trainer.report import comparison_rows, comparison_table, plot_comparison
-    from trainer.tracking.queries import find_sweep_runs, log_comparison
+    from trainer.errors import InvalidInput, TrainerError
+    from trainer.report import (
+        comparison_markdown,
+        comparison_rows,
+        comparison_table,
+        plot_comparison,
+    )
+    from trainer.tracking.queries import find_runs, log_comparison
 
-    records = find_sweep_runs(tracking_uri, sweep_id, experiment)
+    if not targets and not experiment:
+        raise InvalidInput("give a SWEEP_ID, RUN_IDs, or --experiment NAME")
+    sweep = targets[0] if len(targets) == 1 and not _looks_like_run_id(targets[0]) else None
+    run_ids = () if sweep else targets
+    records = find_runs(tracking_uri, sweep=sweep, experiment=experiment, run_ids=run_ids)
     if not records:
+        what = f"tagged sweep_id={sweep!r}" if sweep else f"in experiment {experiment!r}"
         raise TrainerError(
-            f"no runs tagged sweep_id={sweep_id!r}; check the id (`trainer launch` prints it) "
-            "and --tracking-uri"
+            f"no runs {what}; check the id (`trainer launch` prints it) and --tracking-uri"
         )
     rows = comparison_rows(records)
+    title = f"Sweep {sweep}: runs side by side" if sweep else "Runs side by side"
     console = RichConsole()
-    console.print(comparison_table(rows, sweep_id))
+    if fmt == "markdown":
+        click.echo(comparison_markdown(rows, title), nl=False)
+    else:
+        console.print(comparison_table(rows, title))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table_path = out / "comparison.json"
     table_path.write_text(json.dumps(rows, indent=2))
+    markdown_path = out / "comparison.md"
+    markdown_path.write_text(comparison_markdown(rows, title))
     plot_path = plot_comparison(records, rows, out / "comparison.png")
-    console.print(f"wrote {plot_path} and {table_path}")
-    if not no_log:
+    click.echo(f"wrote {plot_path}, {table_path} and {markdown_path}", err=fmt == "markdown")
+    if sweep and not no_log:
         summary = {f"sps_e{r['num_envs']}": r["sps"] for r in rows} | {
             f"return_e{r['num_envs']}": r["return_last10"] for r in rows
         }
-        run_id = log_comparison(
-            tracking_uri, records[0].run_id, sweep_id, [plot_path, table_path], summary
-        )
-        console.print(f"logged to MLflow run {run_id} (compare-{sweep_id})")
+        files = [plot_path, table_path, markdown_path]
+        run_id, page = log_comparison(tracking_uri, records, sweep, files, summary)
+        where = f"{run_id} ({page})" if page else run_id
+        click.echo(f"logged to the sweep's MLflow run {where}", err=fmt == "markdown")
+
+
+def _looks_like_run_id(text: str) -> bool:
+    """MLflow run ids are 32 hex digits; sweep ids are `<name>-<8 hex>`."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)

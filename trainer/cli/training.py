@@ -66,3 +66,77 @@ def run(
     from trainer.rl.train import train
 
     train(spec, force=force, fresh=fresh)
+
+
+@click.command()
+@click.argument("source", metavar="RUN_ID|CHECKPOINT")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the episode as an animated GIF (default when there is no display).",
+)
+@click.option(
+    "--window/--no-window",
+    default=None,
+    help="Watch in a PyBoy window at real speed (default: when $DISPLAY is set and no --out).",
+)
+@click.option("--greedy", is_flag=True, help="Take the most likely action instead of sampling.")
+@click.option("--steps", type=click.IntRange(min=1), help="Stop after this many steps.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the action sampler.")
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI, for a RUN_ID (default: $MLFLOW_TRACKING_URI, else the local default).",
+)
+@handle_errors
+def play(
+    source: str,
+    out: str | None,
+    window: bool | None,
+    greedy: bool,
+    steps: int | None,
+    seed: int,
+    tracking_uri: str | None,
+) -> None:
+    """Replay a trained policy: from a checkpoint file, or the latest checkpoint of an MLflow run.
+
+    \b
+    trainer play training_runs/quickstart-e2-1a2b3c4d/checkpoints/latest.pt --out agent.gif
+    trainer play 3f2c9e0d7a6b4c1e8f0a --window
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from trainer.envs.env import GameBoyEnv
+    from trainer.rl.evaluate import load_policy, play_episode, spec_of, write_gif
+    from trainer.tracking.checkpoints import CheckpointStore
+
+    with tempfile.TemporaryDirectory(prefix="trainer-play-") as tmp:
+        path = Path(source)
+        if not path.is_file():
+            from trainer.tracking.queries import download_latest_checkpoint
+
+            path = download_latest_checkpoint(tracking_uri, source, Path(tmp))
+        checkpoint = CheckpointStore.load(path)
+    if window is None:
+        window = bool(os.environ.get("DISPLAY")) and out is None
+    spec = spec_of(checkpoint)
+    env = GameBoyEnv(spec, render_screen=True, window="SDL2" if window else "null")
+    try:
+        agent = load_policy(checkpoint, env, torch.device("cpu"))
+        recording = play_episode(
+            env, agent, torch.device("cpu"), seed=seed, greedy=greedy, max_steps=steps
+        )
+    finally:
+        env.close()
+    step = int(checkpoint["global_step"])
+    click.echo(
+        f"{spec.name} at step {step:,}: return {recording.ret:.2f} in {recording.length} steps "
+        f"({recording.ended})"
+    )
+    if out or not window:
+        target = write_gif(recording, Path(out or recording.file_name(step)))
+        click.echo(f"wrote {target} ({len(recording.frames)} frames)")

@@ -32,7 +32,9 @@ class GameBoyEnv:
     an episode, where it holds `episode_return`, `episode_length` and the adapter's stats.
     """
 
-    def __init__(self, spec: JobSpec, index: int = 0):
+    def __init__(
+        self, spec: JobSpec, index: int = 0, render_screen: bool = False, window: str = "null"
+    ):
         self.index = index
         game, env = spec.game, spec.env
         rom_path = resolve_rom(game.rom)
@@ -44,11 +46,14 @@ class GameBoyEnv:
         self.hold_frames = env.hold_frames
         self.episode_length = env.episode_length
         self.obs_type = env.obs.type
+        # Render every step's last frame even for tile observations (recording a video).
+        self._render = self.obs_type == "pixels" or render_screen
         self.downsample = env.obs.downsample
         self._buttons: list[str | None] = [None if a == "noop" else a for a in env.actions]
         self.num_actions = len(self._buttons)
 
-        self.pyboy = start_pyboy(rom)
+        # Real time when a person watches in a window (start_pyboy: full speed when headless).
+        self.pyboy = start_pyboy(rom, window)
         # The visible 20×18 tiles, following SCX/SCY (default is the whole 32×32 tilemap).
         self.pyboy.game_area_dimensions(0, 0, SCREEN_TILES_W, SCREEN_TILES_H, True)
         play_to_start(self.pyboy, self.adapter, game.state)
@@ -59,6 +64,7 @@ class GameBoyEnv:
         self.pyboy.save_state(self._start_state)
         self._start_frame = self._frame(rendered=True)
         self._check_start()
+        self.start_screen = self.screen_rgb()  # what every episode starts from, as a picture
 
         self.observation_dtype = self._start_frame.dtype
         self.observation_shape = (env.obs.frame_stack, *self._start_frame.shape)
@@ -84,7 +90,7 @@ class GameBoyEnv:
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, float]]:
         if self._needs_reset:
             raise RuntimeError("GameBoyEnv.step called before reset() or after the episode ended")
-        render = self.obs_type == "pixels"
+        render = self._render
         press_and_tick(self.pyboy, self._buttons[action], self.hold_frames, self.frame_skip, render)
         ram = self.adapter.read(self.pyboy)
         reward = self.adapter.reward(self._ram, ram)
@@ -107,6 +113,11 @@ class GameBoyEnv:
                 **self.adapter.episode_stats(ram),
             }
         return self._frames.copy(), reward, terminated, truncated, info
+
+    def screen_rgb(self) -> np.ndarray:
+        """A copy of the screen as (144, 160, 3) uint8 RGB: valid after `reset()` and after each
+        step when the env was built with `render_screen=True` (or pixel observations)."""
+        return np.ascontiguousarray(self.pyboy.screen.ndarray[:, :, :3])
 
     def close(self) -> None:
         pyboy, self.pyboy = getattr(self, "pyboy", None), None

@@ -22,6 +22,7 @@ ROMS_DIR = Path(__file__).parent / "roms"
 #: `builtin:<name>` → ROM file shipped inside the package.
 BUILTIN_ROMS: dict[str, Path] = {
     "dungeon": ROMS_DIR / "dungeon" / "dungeon.gb",
+    "cavern": ROMS_DIR / "cavern" / "cavern.gb",
 }
 
 

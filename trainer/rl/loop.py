@@ -26,6 +26,7 @@ import torch
 from trainer import metrics
 from trainer.errors import Stopped
 from trainer.rl.console import Console
+from trainer.rl.evaluate import record_episode, write_gif
 from trainer.rl.ppo import (
     Agent,
     Batch,
@@ -45,6 +46,7 @@ from trainer.rl.rollout import (
 from trainer.rl.seeding import generator, restore_generator, rng_state, set_rng_state
 from trainer.rl.setup import loss_config
 from trainer.rl.stopping import StopFlag
+from trainer.rl.usage import CpuMeter
 from trainer.spec import JobSpec, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
 from trainer.tracking.tracker import Tracker
@@ -91,6 +93,7 @@ class TrainSummary:
     learner_fraction: float
     resumed_from_step: int
     run_id: str | None
+    run_url: str | None
     worker_restarts: int
     returns: list[float] = field(default_factory=list)
 
@@ -125,6 +128,7 @@ class Trainer:
         self.learner_seconds = 0.0
         self.returns: list[float] = []  # this session's episodes, in order
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
+        self.cpu = CpuMeter()
         actor = copy.deepcopy(agent) if ppo.async_rollout else agent
         self.collector = Collector(
             envs,
@@ -267,6 +271,7 @@ class Trainer:
                 metrics.FRAMES_PER_SECOND: sps * self.spec.env.frame_skip,
                 metrics.LEARNER_SECONDS: self.learner_seconds,
                 metrics.WORKER_RESTARTS: float(self.envs.worker_restarts),
+                metrics.CPU_CORES: self.cpu.cores(),
             },
             c.global_step,
         )
@@ -299,7 +304,28 @@ class Trainer:
         # resume starts after the checkpoint and never logs those steps again).
         self.tracker.flush()
         self.tracker.log_checkpoint(path, self.counters.global_step)
+        if self._video_due():
+            self.record_video()
         return path
+
+    def record_video(self) -> Path:
+        """One evaluation episode of the current policy as a GIF, kept beside the checkpoints
+        and logged to the run under `videos/` (the return is in the file name)."""
+        recording = record_episode(self.spec, self.agent, self.device, seed=self.counters.update)
+        name = recording.file_name(self.counters.global_step)
+        path = write_gif(recording, self.store.root / "videos" / name)
+        self.tracker.log_artifact(path, "videos")
+        self.console.print(
+            f"🎬 Video of the policy at step {self.counters.global_step:,}: return "
+            f"{recording.ret:.2f} in {recording.length} steps ({path})"
+        )
+        return path
+
+    def _video_due(self) -> bool:
+        ck, c = self.spec.checkpoint, self.counters
+        if not (ck.video and ck.video_every) or self.stop.requested:
+            return False  # on SIGTERM the grace period is for the checkpoint, not a video
+        return (c.update // ck.every_updates) % ck.video_every == 0
 
     def summary(self) -> TrainSummary:
         seconds = time.perf_counter() - self.collector.start
@@ -317,6 +343,7 @@ class Trainer:
             learner_fraction=self.learner_seconds * rate,
             resumed_from_step=self.resumed_from,
             run_id=self.tracker.run_id,
+            run_url=self.tracker.run_url,
             worker_restarts=self.envs.worker_restarts,
             returns=list(self.returns),
         )

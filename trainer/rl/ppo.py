@@ -108,6 +108,10 @@ class Agent(nn.Module):
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.encoder(obs)).squeeze(-1)
 
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action (for watching a policy; training always samples)."""
+        return self.actor(self.encoder(obs)).argmax(-1)
+
     def get_action_and_value(
         self,
         obs: torch.Tensor,

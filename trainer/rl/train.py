@@ -108,6 +108,8 @@ def run_trainer(
             trainer.resume(checkpoint)
         summary = trainer.run()
         print_summary(console, summary, spec.env.frame_skip)
+        if spec.checkpoint.video and summary.final_step > summary.resumed_from_step:
+            trainer.record_video()
         if spec.mlflow.log_model and summary.final_step > summary.resumed_from_step:
             tracker.log_model(agent.cpu(), obs_example=trainer.collector.next_obs[:1].cpu())
         return summary
@@ -150,6 +152,7 @@ def already_trained(
         learner_fraction=0.0,
         resumed_from_step=counters.global_step,
         run_id=tracker.run_id,
+        run_url=tracker.run_url,
         worker_restarts=0,
     )
 
@@ -195,4 +198,4 @@ def print_summary(console: Console, s: TrainSummary, frame_skip: int) -> None:
     if s.resumed_from_step:
         console.print(f"Resumed from step: {s.resumed_from_step:,}")
     if s.run_id:
-        console.print(f"MLflow run: {s.run_id}")
+        console.print(f"MLflow run: {s.run_id}" + (f" ({s.run_url})" if s.run_url else ""))

@@ -235,6 +235,16 @@ class CheckpointSpec(_Model):
     resume: bool = Field(
         True, description="Continue from the latest checkpoint of this job when one exists."
     )
+    video: bool = Field(
+        True,
+        description="Record one evaluation episode of the policy as an animated GIF at the end of "
+        "training (under `videos/` in the run and the checkpoint folder).",
+    )
+    video_every: int = Field(
+        0,
+        ge=0,
+        description="Also record one every n checkpoints (0: only at the end).",
+    )
 
 
 class MlflowSpec(_Model):
@@ -249,6 +259,12 @@ class MlflowSpec(_Model):
     run_name: str | None = Field(None, description="Run name; default: the job name.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra run tags.")
     log_model: bool = Field(True, description="Log the final policy as an MLflow PyTorch model.")
+    system_metrics_interval_s: float | None = Field(
+        10.0,
+        gt=0,
+        description="Log MLflow's system metrics (CPU, memory, disk, network, GPU as "
+        "`system/...`) every this many seconds; null: off.",
+    )
 
 
 class ResourcesSpec(_Model):

@@ -23,6 +23,11 @@ TAG_JOB_ID = "trainer.job_id"
 TAG_SWEEP_ID = "sweep_id"
 TAG_NUM_ENVS = "num_envs"
 
+#: MLflow 3's experiment kind: its UI opens a "custom model development" experiment on its
+#: training runs, not on the GenAI overview (traces, tokens) it shows for unmarked ones.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 T = TypeVar("T")
 
 
@@ -50,14 +55,15 @@ def log_batch(
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """Get or create the experiment `name`; a concurrent creator (another pod) is not an error,
-    and a deleted experiment is restored rather than failing every run."""
+    """Get or create the experiment `name`, marked as a model-training experiment; a concurrent
+    creator (another pod) is not an error, and a deleted experiment is restored rather than
+    failing every run."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
         except MlflowException as exc:
             exists = "RESOURCE_ALREADY_EXISTS" in str(exc.error_code) or "already exists" in str(
                 exc
@@ -68,6 +74,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     if experiment.lifecycle_stage == "deleted":
         log.warning("MLflow experiment %r was deleted; restoring it", name)
         client.restore_experiment(experiment.experiment_id)
+    if TAG_EXPERIMENT_KIND not in experiment.tags:  # e.g. created by `mlflow experiments create`
+        client.set_experiment_tag(experiment.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 

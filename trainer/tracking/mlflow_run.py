@@ -43,6 +43,8 @@ from trainer.tracking.client import (
     log_batch,
     quote,
 )
+from trainer.tracking.sweeps import child_tags, extend_sweep_run, run_page, sweep_run
+from trainer.tracking.system import start_system_metrics
 from trainer.tracking.tracker import RunStatus, Tracker, flatten_params
 
 if TYPE_CHECKING:  # mlflow and torch are imported lazily
@@ -170,6 +172,8 @@ class MlflowTracker(Tracker):
         self._client: MlflowClient | None = None
         self._sender: _MetricSender | None = None
         self._params: dict[str, str] = {}
+        self._system: Any = None  # MLflow's SystemMetricsMonitor, while the run is open
+        self._parent: str | None = None  # the sweep's run, when this run is part of a sweep
         self._closed = False
 
     # -- start -------------------------------------------------------------------------------
@@ -195,7 +199,8 @@ class MlflowTracker(Tracker):
             max_results=2,
             order_by=["attributes.start_time DESC"],
         )
-        tags = self._tags()
+        self._parent = self._sweep_parent()
+        tags = {**self._tags(), **child_tags(self._parent)}
         if found:
             if len(found) > 1:
                 log.warning(
@@ -220,6 +225,11 @@ class MlflowTracker(Tracker):
         tags["trainer.starts"] = str(starts)
         self._log_tags(tags)
         self._sender = _MetricSender(self.client, self.run_id, self.flush_interval_s)
+        self._system = start_system_metrics(
+            self.client_run_id, self.spec.mlflow.system_metrics_interval_s, self.resumed,
+            self.tracking_uri,
+        )  # fmt: skip
+        self.run_url = run_page(self.tracking_uri, self.client_experiment_id, self.run_id)
         self.log_params(self.spec.model_dump(mode="json"))
         self.log_text(self.spec.to_yaml(), "spec.yaml")
         log.info(
@@ -229,6 +239,22 @@ class MlflowTracker(Tracker):
             self.spec.mlflow.experiment,
             self.tracking_uri,
         )
+
+    def _sweep_parent(self) -> str | None:
+        """The parent run of this run's sweep ($TRAINER_SWEEP_ID), created by the first run of
+        the sweep to start (`tracking.sweeps`); None outside a sweep."""
+        sweep = self.environ.get(ENV_SWEEP_ID, "").strip()
+        if not sweep:
+            return None
+        return sweep_run(
+            self.client, self.client_experiment_id, sweep, {"sweep_of": self.spec.name}
+        )
+
+    @property
+    def client_experiment_id(self) -> str:
+        if self.experiment_id is None:
+            raise RuntimeError("MlflowTracker: call start() first")
+        return self.experiment_id
 
     def _tags(self) -> dict[str, str]:
         spec = self.spec
@@ -430,10 +456,14 @@ class MlflowTracker(Tracker):
         if self._closed or self.run_id is None:
             return
         self._closed = True
+        if self._system is not None:
+            self._system.finish()
         if self._sender is not None and not self._sender.close():
             log.warning("MLflow: %d metric points could not be sent", len(self._sender._pending))
         try:
             self.client.set_terminated(self.run_id, status)
+            if self._parent is not None:
+                extend_sweep_run(self.client, self._parent)
         except Exception as exc:
             log.warning("MLflow: marking the run %s failed: %s", status, exc)
 

@@ -1,13 +1,16 @@
-"""Reading runs back and writing summary runs: a sweep's runs for `trainer compare`, the
-comparison and `trainer bench` figures as runs of their own. Imports neither torch nor PyBoy."""
+"""Reading runs back and writing summary runs: runs for `trainer compare` (a sweep's, an
+experiment's, or given ids), the comparison on the sweep's parent run, `trainer bench` figures
+as a run of their own, and a run's checkpoint for `trainer play`. Imports neither torch nor
+PyBoy."""
 
 from __future__ import annotations
 
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trainer import metrics
 from trainer.errors import InvalidInput
@@ -18,87 +21,108 @@ from trainer.tracking.client import (
     log_batch,
     quote,
 )
+from trainer.tracking.sweeps import (
+    TAG_KIND,
+    TAG_PARENT_RUN,
+    log_to_sweep_run,
+    run_page,
+    sweep_run,
+)
 
 
 @dataclass
 class RunRecord:
-    """One run of a sweep, as `trainer compare` needs it."""
+    """One run, as `trainer compare` needs it."""
 
     run_id: str
     name: str
     num_envs: int
     status: str
+    start_ms: int
     metrics: dict[str, float]
-    returns: list[tuple[int, float]]  # (step, episodic return)
+    # (step, episodic return, timestamp in ms), in step order
+    returns: list[tuple[int, float, int]] = field(default_factory=list)
+    parent_run_id: str | None = None
+
+    def wall_minutes(self) -> list[float]:
+        """Minutes since the run started, at each episode end."""
+        return [(stamp - self.start_ms) / 60000 for _, _, stamp in self.returns]
 
 
-def find_sweep_runs(
-    tracking_uri: str | None, sweep_id: str, experiment: str | None = None
+def find_runs(
+    tracking_uri: str | None,
+    *,
+    sweep: str | None = None,
+    experiment: str | None = None,
+    run_ids: Sequence[str] = (),
 ) -> list[RunRecord]:
-    """The runs tagged `sweep_id` (in `experiment`, else in every experiment), by env count."""
+    """Training runs to compare: the children of a sweep (runs tagged with its id, in
+    `experiment` or in every experiment), every training run of `experiment`, or `run_ids`.
+    Sorted by env count, then name. The sweep's own parent run is never among them."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise InvalidInput(
-                f"--experiment: no experiment named {experiment!r} at {client.tracking_uri}"
-            )
-        experiment_ids = [found.experiment_id]
+    if run_ids:
+        try:
+            runs = [client.get_run(run_id) for run_id in run_ids]
+        except MlflowException as exc:
+            raise InvalidInput(f"RUN_ID: {exc.message} at {client.tracking_uri}") from None
     else:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(
-        experiment_ids, filter_string=f"tags.{TAG_SWEEP_ID} = '{quote(sweep_id)}'", max_results=1000
-    )
-    records = []
-    for run in runs:
-        history = client.get_metric_history(run.info.run_id, metrics.EPISODIC_RETURN)
-        records.append(
-            RunRecord(
-                run_id=run.info.run_id,
-                name=run.info.run_name or run.info.run_id,
-                num_envs=int(run.data.tags.get(TAG_NUM_ENVS, "0") or 0),
-                status=run.info.status,
-                metrics=dict(run.data.metrics),
-                returns=sorted((m.step, m.value) for m in history),
-            )
+        experiment_ids = _experiment_ids(client, experiment)
+        where = []
+        if sweep:
+            where.append(f"tags.{TAG_SWEEP_ID} = '{quote(sweep)}'")
+        runs = client.search_runs(
+            experiment_ids, filter_string=" and ".join(where), max_results=1000
         )
+    records = [_record(client, run) for run in runs if run.data.tags.get(TAG_KIND) != "sweep"]
     return sorted(records, key=lambda r: (r.num_envs, r.name))
+
+
+def _experiment_ids(client: Any, experiment: str | None) -> list[str]:
+    if not experiment:
+        return [e.experiment_id for e in client.search_experiments()]
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise InvalidInput(
+            f"--experiment: no experiment named {experiment!r} at {client.tracking_uri}"
+        )
+    return [found.experiment_id]
+
+
+def _record(client: Any, run: Any) -> RunRecord:
+    history = client.get_metric_history(run.info.run_id, metrics.EPISODIC_RETURN)
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id,
+        num_envs=int(run.data.tags.get(TAG_NUM_ENVS, "0") or 0),
+        status=run.info.status,
+        start_ms=int(run.info.start_time or 0),
+        metrics=dict(run.data.metrics),
+        returns=sorted((m.step, m.value, m.timestamp) for m in history),
+        parent_run_id=run.data.tags.get(TAG_PARENT_RUN),
+    )
 
 
 def log_comparison(
     tracking_uri: str | None,
-    beside_run_id: str,
-    sweep_id: str,
+    records: Sequence[RunRecord],
+    sweep: str,
     files: Sequence[Path],
     summary: Mapping[str, float],
-) -> str:
-    """Log the comparison (table, plots) to a `compare-<sweep id>` run in the experiment of run
-    `beside_run_id`, tagged with the sweep id so it sits beside the runs it compares."""
+) -> tuple[str, str | None]:
+    """Log the comparison (table, plots) to the sweep's parent run, in the experiment of its
+    runs (created there if the runs predate parent runs); returns its id and UI page."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    experiment = client.get_run(beside_run_id).info.experiment_id
-    existing = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`trainer.compare_of` = '{quote(sweep_id)}'",
-        max_results=1,
-    )
-    if existing:
-        run_id = existing[0].info.run_id
-    else:
-        run_id = client.create_run(
-            experiment,
-            run_name=f"compare-{sweep_id}",
-            tags={TAG_SWEEP_ID: sweep_id, "trainer.compare_of": sweep_id},
-        ).info.run_id
-    for path in files:
-        client.log_artifact(run_id, str(path), "comparison")
-    for key, value in summary.items():
-        client.log_metric(run_id, key, float(value))
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    experiment = client.get_run(records[0].run_id).info.experiment_id
+    parent = next((r.parent_run_id for r in records if r.parent_run_id), None)
+    if parent is None:
+        parent = sweep_run(client, experiment, sweep)
+    log_to_sweep_run(client, parent, files, summary)
+    return parent, run_page(client.tracking_uri, experiment, parent)
 
 
 def log_benchmark(
@@ -122,3 +146,25 @@ def log_benchmark(
     client.log_artifact(run.info.run_id, str(report_file))
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def download_latest_checkpoint(tracking_uri: str | None, run_id: str, dest_dir: Path) -> Path:
+    """The run's `checkpoints/latest.pt`, downloaded into `dest_dir`; `InvalidInput` naming the
+    run when it has none (or does not exist)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        names = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    except MlflowException as exc:
+        raise InvalidInput(
+            f"RUN_ID: no MLflow run {run_id!r} at {client.tracking_uri} ({exc})"
+        ) from None
+    if "checkpoints/latest.pt" not in names:
+        raise InvalidInput(
+            f"RUN_ID: run {run_id} has no checkpoints/latest.pt (it logged: "
+            f"{', '.join(sorted(names)) or 'no checkpoints'})"
+        )
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, "checkpoints/latest.pt", str(dest_dir)))

@@ -25,6 +25,8 @@ class Tracker(abc.ABC):
     """What the training loop logs to. Usable as a context manager (closes FAILED on an error)."""
 
     run_id: str | None = None
+    #: Where a person looks at the run (its page in the MLflow UI), when there is one.
+    run_url: str | None = None
     resumed: bool = False
 
     @abc.abstractmethod
