@@ -111,6 +111,32 @@ BAD_RAM = [
      [":5:", "game.ram: applies only to adapter: ram (this spec uses adapter: generic)"]),
     ("state and start", variant("  reward:", "  state: /tmp/x.state\n  reward:"),
      [":14:", "game.state: conflicts with ram.start"]),
+    ("address past the bus", variant('"0xC0A0"', '"0x10000"'),
+     [":7:", "game.ram.rewards.0.address: must be a RAM address in 0x8000–0xFFFF"]),
+    ("negative address", variant('"0xC0A0"', "-1"),
+     [":7:", "game.ram.rewards.0.address: must be a RAM address", "(got -1)"]),
+    ("address true", variant('"0xC0A0"', "true"),
+     [":7:", "game.ram.rewards.0.address: must be a number, not true/false"]),
+    ("width zero", variant("width: 1,", "width: 0,"),
+     [":7:", "game.ram.rewards.0.width: must be ≥ 1 (got 0)"]),
+    ("width on bits", variant("kind: bits", "width: 2, kind: bits"),
+     [":9:", "game.ram.rewards.2.width: does not apply to kind 'bits': give length"]),
+    ("length on delta", variant("width: 1, kind: delta", "width: 1, length: 4, kind: delta"),
+     [":7:", "game.ram.rewards.0.length: does not apply to kind 'delta'"]),
+    ("duplicate done names", variant("    start:", "      - {name: dead, address: \"0xC000\", kind: equals, value: 1}\n    start:"),
+     [":12:", "game.ram.done.1.name: 'dead' is used twice (also done.0)"]),
+    ("bad when address", variant("value: 0}", 'value: 0, when: [{address: "0x0150", kind: equals, value: 1}]}'),
+     [":11:", "game.ram.done.0.when.0.address: must be a RAM address"]),
+    ("bad until kind", variant("buttons: [{wait: 120}, start, {wait: 60}, a, {wait: 30}]", 'until: [{address: "0xC000", kind: is, value: 1}]'),
+     [":13:", "game.ram.start.until.0.kind: must be 'equals'", "'is'"]),
+    ("truncate not a bool", variant("value: 0}", "value: 0, truncate: maybe}"),
+     [":11:", "game.ram.done.0.truncate: must be a valid boolean", "(got 'maybe')"]),
+    ("ram not a mapping", "name: x\ngame:\n  adapter: ram\n  ram: [score]\n",
+     [":4:", "game.ram: must be a valid dictionary", '(got ["score"])']),
+    ("rewards not a list", "name: x\ngame:\n  adapter: ram\n  ram:\n    rewards: {name: score}\n",
+     [":5:", "game.ram.rewards: must be a valid list"]),
+    ("ram for a Python adapter", variant("adapter: ram", "adapter: dungeon"),
+     [":5:", "game.ram: applies only to adapter: ram (this spec uses adapter: dungeon)"]),
 ]  # fmt: skip
 
 BAD_GAME = [
@@ -142,16 +168,21 @@ def test_bad_game_input_exits_2_with_one_line_naming_the_key(tmp_path, name, tex
         assert part in lines[0], f"{name}: {part!r} not in {lines[0]!r}"
 
 
+CASES = {case[0]: case for case in BAD_RAM + BAD_GAME}
+
+
 @pytest.mark.parametrize("command", [["render"], ["launch", "--backend", "local"], ["run"]])
-def test_bad_ram_input_starts_nothing(tmp_path, monkeypatch, command):
+@pytest.mark.parametrize("case", ["address in ROM", "ram for a Python adapter", "unknown adapter"])
+def test_bad_game_input_starts_nothing(tmp_path, monkeypatch, command, case):
     """`render` prints no manifest, `launch` starts no process, `run` makes no checkpoint dir."""
+    _, text, expected = CASES[case]
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "spec.yaml"
-    path.write_text(BAD_RAM[0][1] + "checkpoint: {dir: runs}\nmlflow: {enabled: false}\n")
+    path.write_text(text + "checkpoint: {dir: runs}\nmlflow: {enabled: false}\n")
     result = CliRunner().invoke(main, [command[0], str(path), *command[1:]])
     assert result.exit_code == 2, result.output
     assert error_lines(result.output) == [result.output.strip()]
-    assert "game.ram.rewards.0.address" in result.output
+    assert expected[1] in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
 
 
@@ -167,7 +198,7 @@ def test_the_issue_example_validates_and_round_trips():
     assert validate_spec(yaml.safe_load(spec.to_yaml())) == spec
 
 
-@pytest.mark.parametrize("config", ["dungeon-ram.yaml", "zelda-ram.yaml"])
+@pytest.mark.parametrize("config", ["dungeon-ram.yaml", "zelda-ram.yaml", "cavern.yaml"])
 def test_ram_configs_round_trip(config):
     spec = load_spec(ROOT / "configs" / config, environ={})
     assert validate_spec(yaml.safe_load(spec_document(spec))) == spec
