@@ -367,3 +367,46 @@ def test_zelda_ram_config_gives_the_python_adapters_rewards_on_ram_images():
             checked["terminated"] = checked.get("terminated", 0) + python.terminated(after_py)
             before_ram, before_py = after_ram, after_py
     assert all(checked.values()), f"every term fired on some image: {checked}"
+
+
+@pytest.mark.slow
+def test_each_terms_episode_sum_is_logged_to_mlflow(tmp_path, mlflow_server):
+    """A short run of configs/cavern.yaml against a real MLflow server: each reward term's sum
+    over an episode is `episode/<term>` at the episode's last step, the terms add up to the
+    episode's return, and `episode/done/<name>` says which end held."""
+    from mlflow.tracking import MlflowClient
+
+    from trainer.rl.console import Console
+    from trainer.rl.train import train
+
+    spec = load_spec(ROOT / "configs" / "cavern.yaml", environ={}).updated(
+        {
+            # One env: MLflow stores a (key, step, timestamp, value) once, so two envs ending
+            # at the same step with the same score would show as one point.
+            "env.num_envs": 1,
+            "env.episode_length": 96,
+            "ppo.total_steps": 1280,
+            "ppo.rollout_steps": 64,
+            "ppo.batch_size": 64,
+            "checkpoint.dir": str(tmp_path / "runs"),
+            "mlflow.tracking_uri": mlflow_server,
+            "mlflow.experiment": "ram-terms",
+            "mlflow.log_model": False,
+            "checkpoint.video": False,
+        }
+    )
+    summary = train(spec, console=Console(io.StringIO()))
+    client = MlflowClient(mlflow_server)
+    (run,) = client.search_runs([client.get_experiment_by_name("ram-terms").experiment_id])
+
+    def per_step(key: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+    returns = per_step("charts/episodic_return")
+    assert len(returns) == len(summary.returns) >= 10
+    terms = {name: per_step(f"episode/{name}") for name in spec.game.ram.term_names()}
+    assert set(terms) == {"score", "explore", "lives"}
+    for step, ret in returns.items():
+        assert sum(t[step] for t in terms.values()) == pytest.approx(ret, abs=1e-6), step
+    assert any(v > 0 for v in terms["explore"].values())
+    assert set(per_step("episode/done/game_over")) == set(returns)
