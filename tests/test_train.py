@@ -97,7 +97,7 @@ def learning_returns(tmp_path: Path, data: dict, lr: float, seed: int) -> list[f
         "name": f"{data['name']}-{seed}-{str(lr).replace('.', '')}",
         "seed": seed,
         "ppo": {**data["ppo"], "learning_rate": lr},
-        "checkpoint": {"dir": str(tmp_path / "runs"), "every_updates": 1000},
+        "checkpoint": {"dir": str(tmp_path / "runs"), "every_updates": 1000, "video": False},
         "mlflow": {"enabled": False},
     }
     return train(validate_spec(data), console=Console(io.StringIO())).returns
