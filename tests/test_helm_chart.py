@@ -77,8 +77,34 @@ TRICKY = {
     "kubernetes": {"ttl_seconds_after_finished": 1000000, "tolerations": [{"operator": "Exists"}]},
 }
 
+DUNGEON_RAM = yaml.safe_load((ROOT / "configs" / "dungeon-ram.yaml").read_text())
+ZELDA_RAM = yaml.safe_load((ROOT / "configs" / "zelda-ram.yaml").read_text())
+RAM_FORMS = {  # game.ram written every way the spec accepts: the chart must write it as we do
+    "name": "ram-forms",
+    "game": {
+        "adapter": "ram",
+        "reward": {"gold": 0.5},
+        "ram": {
+            "rewards": [
+                {"name": "gold", "address": 49158, "kind": "delta", "decrease_scale": 0},
+                {"name": "seen", "addresses": ["$c004", " 0XC005 "], "kind": "distinct"},
+                {"name": "flags", "address": "0xc008", "kind": "bits", "length": 2,
+                 "mask": "0x0F", "when": [{"address": "49154", "kind": "equals", "value": "0x01"}]},
+                {"name": "step", "kind": "step", "scale": -0.01},
+            ],
+            "done": [{"name": "won", "address": "0xC00A", "kind": "not_equals", "value": 0,
+                      "truncate": True}],
+            "start": {"buttons": [{"wait": 10}, "start", {"press": "a", "frames": 9}],
+                      "until": [{"address": "0xC002", "kind": "equals", "value": 1}]},
+        },
+    },
+}  # fmt: skip
+
 CASES = [
     # (id, spec values or None for the chart's defaults, envs, namespace)
+    ("dungeon-ram config", DUNGEON_RAM, None, "default"),
+    ("zelda-ram config", ZELDA_RAM, None, "pyboy-trainer"),
+    ("game.ram in every accepted form", RAM_FORMS, None, "default"),
     ("chart defaults", None, None, "default"),
     ("quickstart config", QUICKSTART, None, "pyboy-trainer"),
     ("sweep config", SWEEP, None, "pyboy-trainer"),
@@ -165,6 +191,15 @@ def test_values_yaml_spec_is_the_job_spec_defaults() -> None:
     assert values["spec"] == JobSpec(name=values["spec"]["name"]).model_dump(mode="json")
     assert values["envs"] == []
     assert values["mlflow"]["defaultTrackingUri"] == kube.DEFAULT_TRACKING_URI
+
+
+def test_ram_defaults_template_is_generated_from_the_models() -> None:
+    path = CHART / "templates" / "_ram_defaults.tpl"
+    if UPDATE:
+        path.write_text(chart.ram_defaults_template())
+    assert path.read_text() == chart.ram_defaults_template(), (
+        "_ram_defaults.tpl is out of date: UPDATE_GOLDEN=1 pytest tests/test_helm_chart.py"
+    )
 
 
 def test_values_schema_is_generated_from_the_job_spec() -> None:

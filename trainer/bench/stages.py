@@ -23,16 +23,13 @@ from trainer.spec import JobSpec
 # ---- 1. raw emulator ------------------------------------------------------------------------
 def _raw_worker(spec_json: str, steps: int, seed: int, barrier: Any, results: Any) -> None:
     """One emulator, no env layer: `GameBoyEnv.step`'s own press/tick/release (`press_and_tick`)."""
-    from trainer.envs.env import import_pyboy, press_and_tick
-    from trainer.games import make_adapter, resolve_rom
-
-    PyBoy = import_pyboy()
+    from trainer.envs.env import press_and_tick
+    from trainer.games import adapter_for, resolve_rom
+    from trainer.games.emulator import start_pyboy
 
     spec = JobSpec.model_validate_json(spec_json)
-    rom = resolve_rom(spec.game.rom).read_bytes()
-    pyboy = PyBoy(io.BytesIO(rom), window="null", sound_emulated=False, log_level="ERROR")
-    pyboy.set_emulation_speed(0)
-    make_adapter(spec.game.adapter, spec.game.reward).boot(pyboy)
+    pyboy = start_pyboy(resolve_rom(spec.game.rom).read_bytes())
+    adapter_for(spec.game).boot(pyboy)
     buttons = [None if a == "noop" else a for a in spec.env.actions]
     env = spec.env
     render = env.obs.type == "pixels"

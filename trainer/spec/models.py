@@ -4,6 +4,9 @@ Everything else (the trainer in a pod, the launcher, the Kubernetes renderer, th
 reads a `JobSpec`. Every field has a description (they become `--help`, the README reference and
 the chart's values.yaml); `extra="forbid"` makes a typo an error. Loading from YAML with
 line-numbered errors is `trainer.spec.loading`; names and hashes are `trainer.spec.identity`.
+
+Longer than 500 lines because the spec is one tree of models read top to bottom, each field with
+its description; the rules behind the fields live elsewhere (`kube_rules`, `game_ram`, `adapters`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainer.errors import InvalidInput
 from trainer.spec import kube_rules as k8s
+from trainer.spec.adapters import check_game_settings
 from trainer.spec.cpus import available_cpus
+from trainer.spec.game_ram import RamSpec
 from trainer.spec.kube_rules import QUANTITY, parse_quantity
 
 BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
@@ -55,7 +60,7 @@ class GameSpec(_Model):
     adapter: str = Field(
         "dungeon",
         description="Game adapter that reads RAM into rewards and episode ends "
-        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens).",
+        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens, `ram` for any ROM with rewards declared in `game.ram`).",
     )
     state: str | None = Field(
         None,
@@ -65,8 +70,18 @@ class GameSpec(_Model):
     reward: dict[str, float] = Field(
         default_factory=dict,
         description="Reward weight overrides by term name (e.g. `{coin: 1.0, step: -0.01}`); "
-        "unknown terms are rejected by the adapter.",
+        "unknown terms are rejected.",
     )
+    ram: RamSpec | None = Field(
+        None,
+        description="With `adapter: ram`: reward terms, episode ends and the start of play "
+        "declared on RAM addresses (see the `game.ram` tables).",
+    )
+
+    @model_validator(mode="after")
+    def _adapter_known(self) -> GameSpec:
+        check_game_settings(self.adapter, self.reward, self.ram, self.state)
+        return self
 
 
 class ObsSpec(_Model):

@@ -171,6 +171,7 @@ class MlflowTracker(Tracker):
         self.tracking_uri: str | None = None
         self._client: MlflowClient | None = None
         self._sender: _MetricSender | None = None
+        self._last_stamp = 0  # ms; see log_metrics
         self._params: dict[str, str] = {}
         self._system: Any = None  # MLflow's SystemMetricsMonitor, while the run is open
         self._parent: str | None = None  # the sweep's run, when this run is part of a sweep
@@ -316,7 +317,10 @@ class MlflowTracker(Tracker):
 
         if self._sender is None:
             raise RuntimeError("MlflowTracker: call start() first")
-        now = int(time.time() * 1000)
+        # MLflow stores a point once per (key, step, timestamp, value): two episodes ending at the
+        # same step with the same value (e.g. both envs truncated, no life lost) would be one
+        # point in the same millisecond. A timestamp that rises with every call keeps both.
+        now = self._last_stamp = max(int(time.time() * 1000), self._last_stamp + 1)
         self._sender.add(
             [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
         )
