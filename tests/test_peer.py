@@ -33,3 +33,15 @@ def test_a_missing_bench_extra_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)
     with pytest.raises(InvalidInput, match="bench extra"):
         require_peer()
+
+
+def test_the_benchmarks_cavern_is_configs_cavern():
+    """`trainer bench --peer` trains cavern with the rewards users see in configs/cavern.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    from trainer.bench.run import peer_games
+
+    config = Path(__file__).parents[1] / "configs" / "cavern.yaml"
+    assert peer_games()["builtin:cavern"] == yaml.safe_load(config.read_text())["game"]

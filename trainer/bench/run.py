@@ -27,12 +27,20 @@ SEED_TRAIN_20K = {
     "mlflow": {"enabled": False},
 }
 
+
 #: The games of the comparison with SB3: the learner-bound dungeon (~100k raw frames/s per
-#: core) and the emulator-bound cavern (scrolling and sprites, ~15k frames/s per core).
-PEER_GAMES: dict[str, dict[str, str]] = {
-    "builtin:dungeon": {"rom": "builtin:dungeon", "adapter": "dungeon"},
-    "builtin:cavern": {"rom": "builtin:cavern", "adapter": "generic"},
-}
+#: core) and the emulator-bound cavern (scrolling and sprites, ~15k frames/s per core) with its
+#: rewards on RAM, as in configs/cavern.yaml.
+def peer_games() -> dict[str, dict[str, Any]]:
+    import yaml
+
+    from trainer.games import ROMS_DIR
+
+    cavern = yaml.safe_load((ROMS_DIR / "cavern" / "game.yaml").read_text())["game"]
+    return {
+        "builtin:dungeon": {"rom": "builtin:dungeon", "adapter": "dungeon"},
+        "builtin:cavern": cavern,
+    }
 
 
 def run_bench(
@@ -44,7 +52,7 @@ def run_bench(
     peer_seeds: tuple[int, ...] = (),
 ) -> BenchReport:
     """Measure everything; `quick` shrinks every run to a smoke test (no meaningful figures).
-    `peer_seeds`: also train SB3's PPO beside ours on each of `PEER_GAMES`, once per seed."""
+    `peer_seeds`: also train SB3's PPO beside ours on each of `peer_games()`, once per seed."""
 
     import torch
 
@@ -109,7 +117,7 @@ def run_bench(
     say("memory and start-up")
     report.memory_per_env_mb = bench_memory(spec)
     report.startup_seconds = bench_startup(spec)
-    for game, section in PEER_GAMES.items() if peer_seeds else ():
+    for game, section in peer_games().items() if peer_seeds else ():
         point = spec.updated({"game": section, "ppo.total_steps": e2e_steps})
         say(f"{game}: raw emulator × {point.resolved_num_envs()}")
         raw = bench_raw_emulator(point, point.resolved_num_envs(), steps)
