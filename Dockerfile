@@ -46,6 +46,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /tmp
 USER 10001:10001
-# Exec form: the trainer is PID 1 and receives SIGTERM itself (it checkpoints, then exits 143).
+# Exec form: SIGTERM reaches the trainer itself (it checkpoints, then exits 143); the Job's pod
+# shares its PID namespace, so the pause container is PID 1 and the trainer is not.
 ENTRYPOINT ["trainer"]
 CMD ["--help"]

@@ -28,7 +28,7 @@ $(VENV)/.stamp: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	@touch $@
 
 setup: $(VENV)/.stamp ## Create .venv with everything installed (idempotent)

@@ -10,6 +10,9 @@
 #   PostgreSQL (system package)          Debian's postgresql, for the MLflow load test (its
 #                                        server on PostgreSQL, as k8s/mlflow.yaml deploys it);
 #                                        installed with apt-get when root, else a warning
+#   bubblewrap (bwrap), setpriv          system packages from Debian (apt-get, as root or with
+#                                        sudo) when missing: tests/pod_harness.py runs the
+#                                        rendered pod in a bwrap sandbox
 # Idempotent: a second run only checks what is there. Needs npm, unzip and python3 ≥ 3.10.
 # Never use /usr/bin/kubectl on the dev machine: it is an unrelated dispatcher.
 set -euo pipefail
@@ -84,6 +87,22 @@ elif command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
 else
   echo "warning: PostgreSQL is missing and this is not root: run 'sudo apt-get install postgresql'" \
        "(the MLflow load test fails without it)" >&2
+fi
+
+# The pod harness's sandbox: Debian's bubblewrap, and setpriv (util-linux) to take the Job's
+# uid as root does on a node. System packages, so apt-get installs them (not .tools/).
+if command -v bwrap >/dev/null && command -v setpriv >/dev/null; then
+  echo "bwrap, setpriv: present ($(command -v bwrap))"
+elif command -v apt-get >/dev/null; then
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  echo "installing bubblewrap and util-linux with apt-get"
+  $sudo apt-get install -y -qq bubblewrap util-linux >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq bubblewrap util-linux; }
+  command -v bwrap >/dev/null || { echo "error: bubblewrap did not install" >&2; exit 1; }
+else
+  echo "error: bwrap is missing and there is no apt-get: install bubblewrap (the pod tests need it)" >&2
+  exit 1
 fi
 
 # Chromium for the MLflow UI screenshots (tests/test_mlflow_ui.py): Debian's package, driven by

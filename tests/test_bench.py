@@ -45,6 +45,8 @@ def test_bench_quick_prints_tables_writes_json_and_logs_to_mlflow(tmp_path, mlfl
             assert row[key] > 0 and math.isfinite(row[key]), key
         assert row["pool_fps"] == pytest.approx(row["pool_sps"] * report["frame_skip"])
     assert report["learner_samples_per_second"] > 0
+    # Every device present: here the CPU (a GPU machine adds cuda:N rows).
+    assert "cpu" in report["learner_by_device"] and report["learner_by_device"]["cpu"] > 0
     assert 0 < report["memory_per_env_mb"] < 1024
     assert report["startup_seconds"] > 0
 
@@ -63,3 +65,40 @@ def test_bench_rejects_bad_env_list():
         [sys.executable, "-m", "trainer", "bench", "--envs", "1,x"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "Invalid value for '--envs'" in proc.stderr
+
+
+def test_bench_peer_trains_sb3_beside_ours_on_each_builtin_game(tmp_path):
+    """`--peer`: SB3's PPO and ours on the same env and settings, per built-in game, in one
+    run; the figures are real (positive, finite), not asserted against each other."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: peer\nenv: {num_envs: 2, episode_length: 20}\nmlflow: {enabled: false}\n"
+    )
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "bench", str(spec), "--quick", "--envs", "2"]
+        + ["--no-train-sweep", "--peer", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Steps/s against Stable-Baselines3 PPO" in proc.stdout
+    peer = json.loads(out.read_text())["peer"]
+    assert [game["game"] for game in peer] == ["builtin:dungeon", "builtin:cavern"]
+    for game in peer:
+        assert game["seeds"] == [1]
+        for key in ("ours_sps", "peer_sps", "raw_fps", "ours_fps"):
+            assert game[key] > 0 and math.isfinite(game[key]), key
+        # 512 steps of 20-step episodes on 2 envs: about 25 episodes each, so both returns and
+        # both times to the level (the lower final return) exist.
+        for key in ("ours_return", "peer_return", "ours_seconds_to_threshold"):
+            assert math.isfinite(game[key]), key
+        assert game["threshold"] == min(game["ours_return"], game["peer_return"])
+
+
+def test_bench_peer_rejects_bad_seeds():
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "bench", "--peer", "1,x"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "--peer" in proc.stderr and "1,x" in proc.stderr

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from trainer.envs.env import GameBoyEnv, make_env
-from trainer.games import BUILTIN_ROMS, GameError
+from trainer.errors import InvalidInput
+from trainer.games import BUILTIN_ROMS, GameError, make_adapter
 from trainer.games.screen import screen_tiles
 from trainer.spec import validate_spec
 
@@ -135,15 +136,21 @@ def test_custom_action_set():
     [
         ({"rom": "/nonexistent/zelda.gb"}, "game.rom: ROM file not found: /nonexistent/zelda.gb"),
         ({"rom": "builtin:tetris"}, "unknown built-in ROM 'builtin:tetris'"),
-        ({"adapter": "mario"}, "game.adapter: unknown adapter 'mario'"),
-        ({"reward": {"gold": 1.0}}, "game.reward: unknown term(s) gold"),
+        # Caught by the spec already (trainer validate), before any emulator:
+        ({"adapter": "mario"}, "game.adapter: must be one of dungeon, generic, ram, zelda"),
+        ({"reward": {"gold": 1.0}}, "game.reward.gold: names no reward term of adapter 'dungeon'"),
         ({"state": "/nonexistent.state"}, "game.state: save state not found"),
     ],
 )
 def test_bad_game_settings_name_the_key(game, message):
-    with pytest.raises(GameError) as info:
+    with pytest.raises(InvalidInput) as info:
         make_env(validate_spec({"name": "bad", "game": game}))
     assert message in str(info.value)
+
+
+def test_the_adapter_registry_refuses_unknown_names_too():
+    with pytest.raises(GameError, match="game.adapter: unknown adapter 'mario'"):
+        make_adapter("mario")
 
 
 def test_foreign_rom_is_rejected_with_its_path(tmp_path):

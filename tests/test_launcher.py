@@ -36,32 +36,46 @@ class FakeApiException(Exception):
 
 class FakeCluster:
     """Stands in for both BatchV1Api and CoreV1Api: keeps objects, records every call with a
-    deep copy of its body, and raises the exception queued for a given create call (1-based)."""
+    deep copy of its body ("dry-run" for a create with `dry_run="All"`, which stores nothing),
+    refuses the objects in `reject` (by kind and name; dry run or not, as a server that finds them invalid
+    does), and raises the exception queued in `fail_on` for a given storing create (1-based)."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.reject: dict[tuple[str, str], BaseException] = {}  # (kind, name)
         self.fail_on: dict[int, BaseException] = {}
         self.creates = 0
         self.logs: dict[str, str] = {}
 
     # -- create --
-    def _create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.creates += 1
-        self.calls.append(("create", kind, copy.deepcopy(body)))
-        if self.creates in self.fail_on:
-            raise self.fail_on[self.creates]
+    def _create(
+        self, kind: str, namespace: str, body: dict[str, Any], dry_run: str | None
+    ) -> dict[str, Any]:
+        assert dry_run in (None, "All"), dry_run
+        self.calls.append(("dry-run" if dry_run else "create", kind, copy.deepcopy(body)))
+        if (kind, body["metadata"]["name"]) in self.reject:
+            raise self.reject[kind, body["metadata"]["name"]]
+        if not dry_run:
+            self.creates += 1
+            if self.creates in self.fail_on:
+                raise self.fail_on[self.creates]
         key = (kind, namespace, body["metadata"]["name"])
         if key in self.objects:
             raise FakeApiException(409, "Conflict", f'{kind.lower()}s "{key[2]}" already exists')
-        self.objects[key] = copy.deepcopy(body)
+        if not dry_run:
+            self.objects[key] = copy.deepcopy(body)
         return body
 
-    def create_namespaced_job(self, namespace: str, body: dict, **kwargs: Any) -> dict:
-        return self._create("Job", namespace, body)
+    def create_namespaced_job(
+        self, namespace: str, body: dict, dry_run: str | None = None, **kwargs: Any
+    ) -> dict:
+        return self._create("Job", namespace, body, dry_run)
 
-    def create_namespaced_config_map(self, namespace: str, body: dict, **kwargs: Any) -> dict:
-        return self._create("ConfigMap", namespace, body)
+    def create_namespaced_config_map(
+        self, namespace: str, body: dict, dry_run: str | None = None, **kwargs: Any
+    ) -> dict:
+        return self._create("ConfigMap", namespace, body, dry_run)
 
     # -- list --
     def _list(self, kind: str, namespace: str, label_selector: str) -> dict[str, Any]:
@@ -147,12 +161,13 @@ def launch(
     return code, lines
 
 
-def test_launch_sends_exactly_the_rendered_bodies(cluster: FakeCluster) -> None:
+def test_launch_dry_runs_then_sends_exactly_the_rendered_bodies(cluster: FakeCluster) -> None:
     code, lines = launch(cluster)
     assert code == 0
     expected = kube.render(validate_spec(SWEEP))
-    assert [body for op, _, body in cluster.calls] == expected
-    assert [kind for _, kind, _ in cluster.calls] == ["ConfigMap", "Job"] * 3
+    assert [op for op, _, _ in cluster.calls] == ["dry-run"] * 6 + ["create"] * 6
+    assert [body for _, _, body in cluster.calls] == expected + expected
+    assert [kind for _, kind, _ in cluster.calls] == ["ConfigMap", "Job"] * 6
     assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
 
 
@@ -166,17 +181,57 @@ def test_launch_again_creates_nothing_and_reports_what_exists(cluster: FakeClust
     assert sum("exists" in line and "exists, unchanged" in line for line in lines) == 6
 
 
+SERVER_REJECTIONS = [
+    # (case, error of the server for the sweep's 3rd object: the e2 ConfigMap)
+    ("invalid", FakeApiException(422, "Unprocessable Entity", 'ConfigMap "x" is invalid: data')),
+    (
+        "forbidden",
+        FakeApiException(403, "Forbidden", "configmaps is forbidden: User cannot create"),
+    ),
+    ("over quota", FakeApiException(403, "Forbidden", "exceeded quota: compute, requested: cpu=3")),
+    ("admission webhook", FakeApiException(400, "Bad Request", 'admission webhook "p" denied it')),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "error"), SERVER_REJECTIONS, ids=[c[0] for c in SERVER_REJECTIONS]
+)
+def test_a_sweep_the_server_rejects_in_dry_run_is_not_created_at_all(
+    cluster: FakeCluster, case: str, error: FakeApiException
+) -> None:
+    """One object refused: nothing created, exit 1, the server's own message; fixed, the same
+    command creates the whole sweep."""
+    manifests = kube.render(validate_spec(SWEEP))
+    refused = manifests[2]["metadata"]["name"]
+    cluster.reject["ConfigMap", refused] = error
+    code, lines = launch(cluster)
+    assert code == 1
+    assert cluster.objects == {} and cluster.created() == []
+    assert {op for op, _, _ in cluster.calls} == {"dry-run"}
+    assert any(refused in line and json.loads(error.body)["message"] in line for line in lines)
+    assert any(line.startswith("error:") and "nothing was created" in line for line in lines)
+    assert "Jobs: 0 created, 0 already existed (unchanged), 0 failed, 3 not attempted" in lines
+    del cluster.reject["ConfigMap", refused]
+    assert launch(cluster)[0] == 0
+    assert sorted(n for _, _, n in cluster.objects) == sorted(
+        m["metadata"]["name"] for m in manifests
+    )
+
+
+def test_connection_lost_in_the_dry_run_creates_nothing(cluster: FakeCluster) -> None:
+    job = kube.render(validate_spec(SWEEP))[3]["metadata"]["name"]
+    cluster.reject["Job", job] = ConnectionRefusedError(111, "Connection refused")
+    code, lines = launch(cluster)
+    assert code == 1 and cluster.objects == {} and cluster.created() == []
+    assert any("cannot reach the Kubernetes API server" in line for line in lines)
+
+
 @pytest.mark.parametrize(
     ("name", "error", "expected_statuses"),
     [
         (
-            "API rejects the 3rd object",
-            FakeApiException(422, "Unprocessable Entity", "ConfigMap is invalid"),
-            ["created", "created", "failed", "skipped", "created", "created"],
-        ),
-        (
-            "forbidden",
-            FakeApiException(403, "Forbidden", "configmaps is forbidden"),
+            "quota used up by another sweep between the dry run and the 3rd object",
+            FakeApiException(403, "Forbidden", "exceeded quota: compute"),
             ["created", "created", "failed", "skipped", "created", "created"],
         ),
         (
@@ -186,9 +241,11 @@ def test_launch_again_creates_nothing_and_reports_what_exists(cluster: FakeClust
         ),
     ],
 )
-def test_partial_failure_reports_and_a_retry_completes_without_duplicates(
+def test_failure_after_the_dry_run_reports_and_a_retry_completes_without_duplicates(
     cluster: FakeCluster, name: str, error: BaseException, expected_statuses: list[str]
 ) -> None:
+    """What no dry run can exclude (the cluster changes, the network fails): a partial sweep,
+    reported; the same command completes it."""
     cluster.fail_on[3] = error
     code, lines = launch(cluster)
     assert code == 1

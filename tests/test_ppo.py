@@ -155,6 +155,24 @@ def test_losses_by_hand():
     assert out["approx_kl"].item() == pytest.approx(((ratio - 1) - ratio.log()).mean().item())
 
 
+def test_decoupled_losses_clip_around_the_proximal_policy_and_weight_by_the_behaviour():
+    """Async collection: the actor (behaviour) lags the learner. The ratio is taken against the
+    proximal policy the update starts from; π_prox/π_behav weighs each sample, truncated at 1."""
+    behaviour = torch.log(torch.tensor([0.5, 0.5]))
+    prox = torch.log(torch.tensor([0.25, 0.75]))  # weights 0.5 and 1.5 → truncated to 1
+    new_logp = torch.log(torch.tensor([0.3, 0.75]))  # ratios to prox 1.2 and 1.0
+    adv = torch.tensor([1.0, -2.0])
+    zeros, ent = torch.zeros(2), torch.tensor([0.5, 0.5])
+    args = (new_logp, ent, zeros, behaviour, adv, zeros, zeros, CFG)
+    out = ppo_losses(*args, mb_prox_logprobs=prox)
+    # sample 0: max(-1·1.2, -1·clip(1.2)=−1.2) = −1.2, weight 0.5; sample 1: 2·1.0 = 2.0, weight 1
+    assert out["policy_loss"].item() == pytest.approx((-1.2 * 0.5 + 2.0) / 2)
+    # With the proximal policy equal to the behaviour one it is plain PPO, sample for sample.
+    same = ppo_losses(*args, mb_prox_logprobs=behaviour)
+    plain = ppo_losses(*args)
+    assert same["policy_loss"].item() == pytest.approx(plain["policy_loss"].item())
+
+
 def test_unclipped_value_loss_and_advantage_normalization():
     cfg = LossConfig(clip_coef=0.2, clip_vloss=False, norm_adv=True, ent_coef=0.0, vf_coef=1.0)
     logp = torch.zeros(2)

@@ -1,6 +1,6 @@
 """`python -m trainer` is the `trainer` command."""
 
-from trainer.cli import main
+from trainer.entrypoint import main
 
 if __name__ == "__main__":
     main()

@@ -98,7 +98,8 @@ def launch_kubernetes(
     client_factory: Callable[[], KubeClient] | None = None,
     poll_seconds: float = 10.0,
 ) -> int:
-    """Create the sweep's ConfigMaps and Jobs; objects that exist are left unchanged.
+    """Create the sweep's ConfigMaps and Jobs, whole or not at all: the API server dry-runs
+    every object first (`KubeClient.apply`); objects that exist are left unchanged.
 
     Returns 0 when every object was created or existed (and, with `wait`, every Job succeeded),
     1 otherwise. The report says which Jobs were created, existed or failed; running the same
@@ -122,6 +123,12 @@ def launch_kubernetes(
         echo("nothing else was changed; run the same command again to complete the sweep")
         return ExitCode.FAILURE
     print_report(report, echo)
+    if report.rejected_in_dry_run:
+        echo(
+            "error: the API server rejected the sweep in a dry run (dryRun=All), so nothing was "
+            "created; fix the cause above and run the same command again"
+        )
+        return ExitCode.FAILURE
     if not report.ok:
         echo(
             "error: some objects were not created; fix the cause and run the same command again "

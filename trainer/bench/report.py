@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.bench.peer import PeerFigures
+
 
 @dataclass
 class EnvCountFigures:
@@ -35,9 +37,11 @@ class BenchReport:
     frame_skip: int
     rows: list[EnvCountFigures] = field(default_factory=list)
     learner_samples_per_second: float = float("nan")
+    learner_by_device: dict[str, float] = field(default_factory=dict)
     end_to_end: dict[str, float] = field(default_factory=dict)
     memory_per_env_mb: float = float("nan")
     startup_seconds: float = float("nan")
+    peer: list[PeerFigures] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -46,9 +50,10 @@ class BenchReport:
     def from_json(cls, text: str) -> BenchReport:
         data = json.loads(text)
         rows = [EnvCountFigures(**row) for row in data.pop("rows", [])]
-        return cls(**data, rows=rows)
+        peer = [PeerFigures(**figures) for figures in data.pop("peer", [])]
+        return cls(**data, rows=rows, peer=peer)
 
-    def text(self, width: int = 100) -> str:
+    def text(self, width: int = 110) -> str:
         """The tables as `trainer bench` prints them, as plain text (the README shows this)."""
         from rich.console import Console as RichConsole
 
@@ -64,11 +69,22 @@ class BenchReport:
             "memory_per_env_mb": self.memory_per_env_mb,
             "startup_seconds": self.startup_seconds,
             **{f"end_to_end_{k}": v for k, v in self.end_to_end.items()},
+            **{
+                f"learner_samples_per_second_{d.replace(':', '')}": v
+                for d, v in self.learner_by_device.items()
+            },
         }
         for row in self.rows:
             for key, value in asdict(row).items():
                 if key != "num_envs":
                     figures[f"{key}_e{row.num_envs}"] = value
+        for game in self.peer:
+            name = game.game.removeprefix("builtin:")
+            for key, value in asdict(game).items():
+                if isinstance(value, float):
+                    figures[f"peer_{name}_{key}"] = value
+            figures[f"peer_{name}_speed_ratio"] = game.speed_ratio
+            figures[f"peer_{name}_fps_vs_raw"] = game.fps_vs_raw
         return {k: float(v) for k, v in figures.items() if v == v}  # NaN: not measured
 
 
@@ -158,6 +174,57 @@ def render_tables(report: BenchReport) -> list[Any]:
         f"Learner alone (forward + backward), device {report.device}",
         f"{report.learner_samples_per_second:,.0f} samples/s",
     )
+    for device, rate in report.learner_by_device.items():
+        single.add_row(f"  on {device}", f"{rate:,.0f} samples/s")
     single.add_row("Memory per environment (worker PSS)", f"{report.memory_per_env_mb:.1f} MB")
     single.add_row("Start-up, spec to first step (2 envs)", f"{report.startup_seconds:.2f} s")
-    return [scaling, ratios, single]
+    return [scaling, ratios, single, *([peer_table(report)] if report.peer else [])]
+
+
+def peer_table(report: BenchReport) -> Any:
+    """Ours against SB3's PPO on each game, and against the raw emulator (the physical limit)."""
+    from rich.table import Table
+
+    seeds = ", ".join(str(s) for s in report.peer[0].seeds)
+    table = Table(
+        title=f"Steps/s against Stable-Baselines3 PPO: same env, settings, threads; seeds {seeds}; "
+        "return of the last 20 episodes; time until 20 in a row average the level; "
+        "frames/s against the raw emulator's, as many processes"
+    )
+    for col in (
+        "Game",
+        "Ours/s",
+        "SB3/s",
+        "Ratio",
+        "Return ours",
+        "Return SB3",
+        "Level",
+        "Time ours",
+        "Time SB3",
+        "Raw fps",
+        "Ours / raw",
+    ):
+        table.add_column(
+            col,
+            justify="left" if col == "Game" else "right",
+            min_width=len(col) // 2 + 1 if col != "Game" else 7,
+        )
+
+    def seconds(value: float) -> str:
+        return f"{value:.1f} s" if value == value else "never"
+
+    for g in report.peer:
+        table.add_row(
+            g.game.removeprefix("builtin:"),
+            f"{g.ours_sps:,.0f}",
+            f"{g.peer_sps:,.0f}",
+            f"{g.speed_ratio:.2f}×",
+            f"{g.ours_return:.2f}",
+            f"{g.peer_return:.2f}",
+            f"{g.threshold:.2f}",
+            seconds(g.ours_seconds_to_threshold),
+            seconds(g.peer_seconds_to_threshold),
+            f"{g.raw_fps:,.0f}",
+            f"{g.fps_vs_raw:.0%}",
+        )
+    return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from trainer.bench.peer import compare_with_peer, require_peer
 from trainer.bench.report import BenchReport, EnvCountFigures, machine_description
 from trainer.bench.stages import (
     bench_end_to_end,
@@ -14,6 +15,7 @@ from trainer.bench.stages import (
     bench_raw_emulator,
     bench_rollout,
     bench_startup,
+    learner_devices,
 )
 from trainer.spec import JobSpec, available_cpus, validate_spec
 
@@ -26,20 +28,39 @@ SEED_TRAIN_20K = {
 }
 
 
+#: The games of the comparison with SB3: the learner-bound dungeon (~100k raw frames/s per
+#: core) and the emulator-bound cavern (scrolling and sprites, ~15k frames/s per core) with its
+#: rewards on RAM, as in configs/cavern.yaml.
+def peer_games() -> dict[str, dict[str, Any]]:
+    import yaml
+
+    from trainer.games import ROMS_DIR
+
+    cavern = yaml.safe_load((ROMS_DIR / "cavern" / "game.yaml").read_text())["game"]
+    return {
+        "builtin:dungeon": {"rom": "builtin:dungeon", "adapter": "dungeon"},
+        "builtin:cavern": cavern,
+    }
+
+
 def run_bench(
     spec: JobSpec | None = None,
     env_counts: tuple[int, ...] = (1, 2, 4),
     quick: bool = False,
     end_to_end_all: bool = True,
     progress: Any = None,
+    peer_seeds: tuple[int, ...] = (),
 ) -> BenchReport:
-    """Measure everything; `quick` shrinks every run to a smoke test (no meaningful figures)."""
+    """Measure everything; `quick` shrinks every run to a smoke test (no meaningful figures).
+    `peer_seeds`: also train SB3's PPO beside ours on each of `peer_games()`, once per seed."""
 
     import torch
 
     from trainer.rl.setup import resolve_device, set_torch_threads
 
     spec = spec or validate_spec(SEED_TRAIN_20K)
+    if peer_seeds:
+        require_peer()  # before an hour of measuring, not after
     set_torch_threads(spec)
     steps = 50 if quick else 2000
     e2e_steps = 512 if quick else spec.ppo.total_steps
@@ -88,8 +109,17 @@ def run_bench(
     probe = make_env(spec)
     shape, actions = probe.observation_shape, probe.num_actions
     probe.close()
-    report.learner_samples_per_second = bench_learner(spec, 512 if quick else 8192, shape, actions)
+    samples = 512 if quick else 8192
+    report.learner_samples_per_second = bench_learner(spec, samples, shape, actions)
+    for device in learner_devices():
+        say(f"learner on {device}")
+        report.learner_by_device[device] = bench_learner(spec, samples, shape, actions, device)
     say("memory and start-up")
     report.memory_per_env_mb = bench_memory(spec)
     report.startup_seconds = bench_startup(spec)
+    for game, section in peer_games().items() if peer_seeds else ():
+        point = spec.updated({"game": section, "ppo.total_steps": e2e_steps})
+        say(f"{game}: raw emulator × {point.resolved_num_envs()}")
+        raw = bench_raw_emulator(point, point.resolved_num_envs(), steps)
+        report.peer.append(compare_with_peer(point, game, peer_seeds, raw, progress=say))
     return report

@@ -23,16 +23,13 @@ from trainer.spec import JobSpec
 # ---- 1. raw emulator ------------------------------------------------------------------------
 def _raw_worker(spec_json: str, steps: int, seed: int, barrier: Any, results: Any) -> None:
     """One emulator, no env layer: `GameBoyEnv.step`'s own press/tick/release (`press_and_tick`)."""
-    from trainer.envs.env import import_pyboy, press_and_tick
-    from trainer.games import make_adapter, resolve_rom
-
-    PyBoy = import_pyboy()
+    from trainer.envs.env import press_and_tick
+    from trainer.games import adapter_for, resolve_rom
+    from trainer.games.emulator import start_pyboy
 
     spec = JobSpec.model_validate_json(spec_json)
-    rom = resolve_rom(spec.game.rom).read_bytes()
-    pyboy = PyBoy(io.BytesIO(rom), window="null", sound_emulated=False, log_level="ERROR")
-    pyboy.set_emulation_speed(0)
-    make_adapter(spec.game.adapter, spec.game.reward).boot(pyboy)
+    pyboy = start_pyboy(resolve_rom(spec.game.rom).read_bytes())
+    adapter_for(spec.game).boot(pyboy)
     buttons = [None if a == "noop" else a for a in spec.env.actions]
     env = spec.env
     render = env.obs.type == "pixels"
@@ -208,16 +205,21 @@ def _pss_mb(pid: int) -> float:
 
 # ---- 4. learner ----------------------------------------------------------------------------
 def bench_learner(
-    spec: JobSpec, samples: int, obs_shape: tuple[int, ...], num_actions: int
+    spec: JobSpec,
+    samples: int,
+    obs_shape: tuple[int, ...],
+    num_actions: int,
+    device_name: str | None = None,
 ) -> float:
-    """Samples/s through forward + backward + Adam step for the configured network."""
+    """Samples/s through forward + backward + Adam step for the configured network, on
+    `device_name` (default: the spec's `ppo.device`)."""
     import torch
 
     from trainer.envs.env import NUM_TILE_IDS
     from trainer.rl.ppo import Batch, make_optimizer, ppo_update
     from trainer.rl.setup import build_agent, loss_config, resolve_device
 
-    device = resolve_device(spec.ppo.device)
+    device = resolve_device(spec.ppo.device if device_name is None else device_name)
     agent = build_agent(spec, obs_shape, num_actions, device)
     high = NUM_TILE_IDS if spec.env.obs.type == "tiles" else 256
     dtype = torch.int16 if spec.env.obs.type == "tiles" else torch.uint8
@@ -249,6 +251,13 @@ def bench_learner(
     if device.type == "cuda":
         torch.cuda.synchronize()
     return passes * size / (time.perf_counter() - start)
+
+
+def learner_devices() -> list[str]:
+    """Every device this machine can train on: the CPU, and each CUDA GPU."""
+    import torch
+
+    return ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
 
 
 # ---- 5. end to end ---------------------------------------------------------------------------

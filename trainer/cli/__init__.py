@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from trainer.cli import analysis, kubernetes, training
+from trainer.cli import analysis, games, kubernetes, training
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -35,6 +35,8 @@ for command in (
     training.schema,
     training.run,
     training.play,
+    games.ram_search,
+    games.make_state,
     analysis.bench,
     kubernetes.render,
     kubernetes.launch,

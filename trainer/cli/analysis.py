@@ -45,6 +45,14 @@ from trainer.cli.common import env_counts_callback, handle_errors, read_spec, se
     "that is SIGKILLed 12 s in and restarted 25 s later; show what the outage cost "
     "(throughput and CPU per phase, metric steps lost). About 2 minutes.",
 )
+@click.option(
+    "--peer",
+    "peer_seeds",
+    default=None,
+    metavar="SEEDS",
+    help="Also train Stable-Baselines3's PPO beside ours on each built-in game, with these "
+    "comma-separated seeds (e.g. 1,2,3); needs the bench extra.",
+)
 @handle_errors
 def bench(
     spec_path: str | None,
@@ -55,6 +63,7 @@ def bench(
     json_path: str | None,
     no_train_sweep: bool,
     reliability: bool,
+    peer_seeds: str | None,
 ) -> None:
     """Measure throughput, each stage next to its baseline, in one run.
 
@@ -65,9 +74,9 @@ def bench(
     from rich.console import Console as RichConsole
 
     if reliability:
-        if spec_path or overrides or envs or mlflow_experiment or no_train_sweep:
+        if spec_path or overrides or envs or mlflow_experiment or no_train_sweep or peer_seeds:
             raise click.UsageError(
-                "--reliability takes no SPEC, --set, --envs, --mlflow or --no-train-sweep"
+                "--reliability takes no SPEC, --set, --envs, --mlflow, --no-train-sweep or --peer"
             )
         return bench_reliability(quick, json_path)
 
@@ -91,6 +100,7 @@ def bench(
             quick=quick,
             end_to_end_all=not no_train_sweep,
             progress=lambda m: status.update(f"benchmarking: {m}"),
+            peer_seeds=parse_seeds(peer_seeds),
         )
     for table in render_tables(report):
         console.print(table)
@@ -129,6 +139,17 @@ def bench_reliability(quick: bool, json_path: str | None) -> None:
     if json_path:
         Path(json_path).write_text(figures.to_json())
         console.print(f"figures written to {json_path}")
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: comma-separated integers, e.g. 1,2,3", param_hint="--peer"
+        ) from None
 
 
 @click.command()

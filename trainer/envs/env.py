@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainer.games import GameError, make_adapter, resolve_rom
+from trainer.games import GameError, adapter_for, resolve_rom
+from trainer.games.emulator import import_pyboy, play_to_start, start_pyboy
 from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
 
@@ -36,13 +35,11 @@ class GameBoyEnv:
     def __init__(
         self, spec: JobSpec, index: int = 0, render_screen: bool = False, window: str = "null"
     ):
-        PyBoy = import_pyboy()
-
         self.index = index
         game, env = spec.game, spec.env
         rom_path = resolve_rom(game.rom)
         rom = rom_path.read_bytes()
-        self.adapter = make_adapter(game.adapter, game.reward)
+        self.adapter = adapter_for(game)
         self.adapter.check_rom(rom, rom_path)
 
         self.frame_skip = env.frame_skip
@@ -55,28 +52,18 @@ class GameBoyEnv:
         self._buttons: list[str | None] = [None if a == "noop" else a for a in env.actions]
         self.num_actions = len(self._buttons)
 
-        # PyBoy looks for <rom>.ram next to a path ROM; pass the bytes to keep runs hermetic.
-        self.pyboy = PyBoy(
-            io.BytesIO(rom),
-            window=window,
-            sound_emulated=False,
-            log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
-        )
-        # Unlimited speed for training; real time when a person watches in a window.
-        self.pyboy.set_emulation_speed(0 if window == "null" else 1)
+        # Real time when a person watches in a window (start_pyboy: full speed when headless).
+        self.pyboy = start_pyboy(rom, window)
         # The visible 20×18 tiles, following SCX/SCY (default is the whole 32×32 tilemap).
         self.pyboy.game_area_dimensions(0, 0, SCREEN_TILES_W, SCREEN_TILES_H, True)
-        self.adapter.configure(self.pyboy)
-        if game.state:
-            self._load_state_file(Path(game.state))
-        else:
-            self.adapter.boot(self.pyboy)
+        play_to_start(self.pyboy, self.adapter, game.state)
         # One rendered frame so the start observation exists in pixels too; then save the state
         # every episode starts from, and the observation that goes with it.
         self.pyboy.tick(1, True)
         self._start_state = io.BytesIO()
         self.pyboy.save_state(self._start_state)
         self._start_frame = self._frame(rendered=True)
+        self._check_start()
         self.start_screen = self.screen_rgb()  # what every episode starts from, as a picture
 
         self.observation_dtype = self._start_frame.dtype
@@ -111,7 +98,9 @@ class GameBoyEnv:
         self._steps += 1
         self._return += reward
         terminated = self.adapter.terminated(ram)
-        truncated = not terminated and self._steps >= self.episode_length
+        truncated = not terminated and (
+            self._steps >= self.episode_length or self.adapter.truncated(ram)
+        )
         if len(self._frames) > 1:
             self._frames[:-1] = self._frames[1:]
         self._frames[-1] = self._frame(rendered=render)
@@ -151,16 +140,16 @@ class GameBoyEnv:
             self.pyboy.screen.ndarray[:: self.downsample, :: self.downsample, 0]
         )
 
-    def _load_state_file(self, path: Path) -> None:
-        try:
-            with path.open("rb") as f:
-                self.pyboy.load_state(f)
-        except FileNotFoundError:
-            raise GameError(f"game.state: save state not found: {path}") from None
-        except Exception as exc:  # PyBoy raises various errors on a foreign state
+    def _check_start(self) -> None:
+        """An episode that ends in its start state would last one step, every time: say so."""
+        self.adapter.reset()
+        start = self.adapter.read(self.pyboy)
+        if self.adapter.terminated(start) or self.adapter.truncated(start):
             raise GameError(
-                f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"
-            ) from None
+                f"game: the start state already ends the episode ({self.adapter.end_reason(start)}):"
+                " every episode would last one step; start later in the game (game.state, "
+                "game.ram.start) or fix the end condition"
+            )
 
 
 def press_and_tick(
@@ -180,22 +169,13 @@ def press_and_tick(
         pyboy.tick(rest, render)
 
 
-def import_pyboy() -> type:
-    """PyBoy's class, imported on first use (the launcher and CLI must not pay for it), without
-    pysdl2's "Using SDL2 binaries" notice (printed whether or not a window opens)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Using SDL2 binaries", category=UserWarning)
-        from pyboy import PyBoy
-    return PyBoy
-
-
 def check_game(spec: JobSpec) -> Path:
     """The game settings' checks that need no emulator: ROM found and accepted by the adapter,
     reward terms known, save state present. Run in the parent before worker processes start, so
     a bad `game.*` value is one clear error (exit 2) rather than a crash in every worker.
     Returns the ROM's path."""
     rom_path = resolve_rom(spec.game.rom)
-    adapter = make_adapter(spec.game.adapter, spec.game.reward)
+    adapter = adapter_for(spec.game)
     adapter.check_rom(rom_path.read_bytes(), rom_path)
     if adapter.requires_state and not spec.game.state:
         raise GameError(adapter.requires_state)

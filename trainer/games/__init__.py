@@ -7,11 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from trainer.games.base import GameAdapter, GameError
+from trainer.spec.game_ram import RamSpec
+from trainer.spec.models import GameSpec
 
 #: adapter name → "module:Class" (imported on use, so listing adapters imports no game code).
 ADAPTERS: dict[str, str] = {
     "dungeon": "trainer.games.dungeon:DungeonAdapter",
     "generic": "trainer.games.generic:GenericAdapter",
+    "ram": "trainer.games.ram:RamAdapter",
     "zelda": "trainer.games.zelda:ZeldaAdapter",
 }
 
@@ -23,8 +26,11 @@ BUILTIN_ROMS: dict[str, Path] = {
 }
 
 
-def make_adapter(name: str, reward_overrides: Mapping[str, float] | None = None) -> GameAdapter:
-    """The adapter registered as `name`, with the spec's reward overrides applied."""
+def make_adapter(
+    name: str, reward_overrides: Mapping[str, float] | None = None, ram: RamSpec | None = None
+) -> GameAdapter:
+    """The adapter registered as `name`, with the spec's reward overrides applied (and, for
+    `ram`, the spec's `game.ram` section)."""
     try:
         target = ADAPTERS[name]
     except KeyError:
@@ -32,7 +38,15 @@ def make_adapter(name: str, reward_overrides: Mapping[str, float] | None = None)
             f"game.adapter: unknown adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}"
         ) from None
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(reward_overrides)
+    adapter_class = getattr(importlib.import_module(module), cls)
+    if name == "ram":
+        return adapter_class(reward_overrides, ram)
+    return adapter_class(reward_overrides)
+
+
+def adapter_for(game: GameSpec) -> GameAdapter:
+    """The adapter a spec's `game` section describes."""
+    return make_adapter(game.adapter, game.reward, game.ram)
 
 
 def resolve_rom(rom: str) -> Path:
@@ -53,4 +67,12 @@ def resolve_rom(rom: str) -> Path:
     return path
 
 
-__all__ = ["ADAPTERS", "BUILTIN_ROMS", "GameAdapter", "GameError", "make_adapter", "resolve_rom"]
+__all__ = [
+    "ADAPTERS",
+    "BUILTIN_ROMS",
+    "GameAdapter",
+    "GameError",
+    "adapter_for",
+    "make_adapter",
+    "resolve_rom",
+]

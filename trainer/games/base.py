@@ -72,14 +72,27 @@ class GameAdapter(ABC):
     def terminated(self, state: Any) -> bool:
         """True when the episode really ended (win, death): no bootstrapping past it."""
 
+    def truncated(self, state: Any) -> bool:
+        """True when the game cuts the episode short without ending it (bootstrapped past,
+        like `env.episode_length`)."""
+        return False
+
+    def end_reason(self, state: Any) -> str:
+        """What ends the episode in `state`, for error messages."""
+        return "terminated" if self.terminated(state) else "truncated"
+
     def episode_stats(self, state: Any) -> dict[str, float]:
         """Numbers worth logging at the end of an episode (e.g. rooms visited)."""
         return {}
 
     # ---- helpers --------------------------------------------------------------------------
-    def reward(self, before: Any, after: Any) -> float:
+    def reward_shares(self, before: Any, after: Any) -> dict[str, float]:
+        """Each term's weighted share of the step's reward."""
         terms = self.reward_terms(before, after)
-        return float(sum(self.weights[name] * amount for name, amount in terms.items()))
+        return {name: self.weights[name] * amount for name, amount in terms.items()}
+
+    def reward(self, before: Any, after: Any) -> float:
+        return float(sum(self.reward_shares(before, after).values()))
 
 
 def rom_sha1(rom: bytes) -> str:
@@ -94,11 +107,11 @@ def header_checksum(rom: bytes) -> int:
     return value
 
 
-def check_game_boy_rom(rom: bytes, path: Path) -> None:
-    """GameError naming `path` unless it is a Game Boy ROM with a valid cartridge header."""
+def check_game_boy_rom(rom: bytes, path: Path, key: str = "game.rom") -> None:
+    """GameError naming `key` and `path` unless it is a Game Boy ROM with a valid header."""
     if len(rom) < 0x8000 or header_checksum(rom) != rom[0x14D]:
         raise GameError(
-            f"game.rom: {path} is not a Game Boy ROM (too small or bad cartridge header checksum); "
+            f"{key}: {path} is not a Game Boy ROM (too small or bad cartridge header checksum); "
             "give the path of a .gb or .gbc file"
         )
 

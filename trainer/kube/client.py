@@ -47,6 +47,8 @@ class ApplyResult:
 @dataclass
 class ApplyReport:
     results: list[ApplyResult] = field(default_factory=list)
+    #: The server's dry run rejected an object, so nothing was created.
+    rejected_in_dry_run: bool = False
 
     def of(self, status: str, kind: str | None = None) -> list[str]:
         return [
@@ -178,8 +180,9 @@ class KubeClient:
             raise
 
     # -- create --
-    def create(self, manifest: Mapping[str, Any]) -> ApplyResult:
-        """Create one object; an existing one of that name is left as it is ("exists").
+    def create(self, manifest: Mapping[str, Any], dry_run: bool = False) -> ApplyResult:
+        """Create one object; an existing one of that name is left as it is ("exists"). With
+        `dry_run`, the server validates and admits it (`dryRun=All`) but stores nothing.
 
         Raises `KubeError` when the API server does not answer; other API errors (invalid,
         forbidden, quota) come back as a "failed" result with the server's message.
@@ -192,18 +195,52 @@ class KubeClient:
             func = self.batch.create_namespaced_job
         else:
             raise ValueError(f"KubeClient creates ConfigMaps and Jobs, not {kind}")
+        options = {"dry_run": "All"} if dry_run else {}
         try:
-            self._call(f"create {kind} {name}", func, namespace=namespace, body=dict(manifest))
+            self._call(
+                f"create {kind} {name}", func, namespace=namespace, body=dict(manifest), **options
+            )
         except ApiError as exc:
             if exc.status == 409:
                 return ApplyResult(kind, name, "exists", "exists, unchanged")
             return ApplyResult(kind, name, "failed", f"HTTP {exc.status}: {exc.reason}")
         return ApplyResult(kind, name, "created")
 
+    def dry_run(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport | None:
+        """Send every object with `dryRun=All`: the server runs its validation, defaulting and
+        admission (quota, policies, RBAC) on each, and stores nothing. None when it would accept
+        them all; else a report where the rejected objects are "failed" with the server's
+        message and the others "skipped". `KubeError` (report attached) when it does not answer.
+        """
+        results = []
+        for index, manifest in enumerate(manifests):
+            try:
+                results.append(self.create(manifest, dry_run=True))
+            except KubeError as exc:
+                exc.report = ApplyReport(  # type: ignore[attr-defined]
+                    [*_skipped(manifests[:index], NOT_CREATED), _failed(manifest, str(exc))]
+                    + _skipped(manifests[index + 1 :], NOT_CREATED),
+                    rejected_in_dry_run=True,
+                )
+                raise
+        if all(r.status != "failed" for r in results):
+            return None
+        return ApplyReport(
+            [
+                r if r.status == "failed" else _skipped([m], NOT_CREATED)[0]
+                for r, m in zip(results, manifests, strict=True)
+            ],
+            rejected_in_dry_run=True,
+        )
+
     def apply(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport:
-        """Create each object in order. A Job is skipped when its ConfigMap failed; when the
-        API server stops answering, the rest is marked "skipped" and `KubeError` is raised
-        with the report so far attached (`exc.report`)."""
+        """The whole sweep or nothing: a server-side dry run of every object first (`dry_run`);
+        when it rejects any, nothing is created. Then each object in order. A Job is skipped when
+        its ConfigMap failed; when the API server stops answering, the rest is marked "skipped"
+        and `KubeError` is raised with the report so far attached (`exc.report`)."""
+        rejected = self.dry_run(manifests)
+        if rejected is not None:
+            return rejected
         report = ApplyReport()
         failed_configmaps: set[str] = set()
         for index, manifest in enumerate(manifests):
@@ -220,11 +257,8 @@ class KubeClient:
             try:
                 result = self.create(manifest)
             except KubeError as exc:
-                report.results.append(ApplyResult(kind, name, "failed", str(exc)))
-                report.results.extend(
-                    ApplyResult(m["kind"], m["metadata"]["name"], "skipped", "not attempted")
-                    for m in manifests[index + 1 :]
-                )
+                report.results.append(_failed(manifest, str(exc)))
+                report.results.extend(_skipped(manifests[index + 1 :], "not attempted"))
                 exc.report = report  # type: ignore[attr-defined]
                 raise
             if result.status == "failed" and kind == "ConfigMap":
@@ -288,6 +322,17 @@ class KubeClient:
                 return "absent"
             raise
         return "deleted"
+
+
+def _failed(manifest: Mapping[str, Any], message: str) -> ApplyResult:
+    return ApplyResult(manifest["kind"], manifest["metadata"]["name"], "failed", message)
+
+
+NOT_CREATED = "not created: the server's dry run rejected the sweep"
+
+
+def _skipped(manifests: Sequence[Mapping[str, Any]], why: str) -> list[ApplyResult]:
+    return [ApplyResult(m["kind"], m["metadata"]["name"], "skipped", why) for m in manifests]
 
 
 def selector(**labels_: str | None) -> str:

@@ -15,6 +15,7 @@ Imports `trainer.spec` and `trainer.sweep` only: no client, no torch, no PyBoy.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
@@ -31,9 +32,14 @@ from trainer.spec import (
     parse_quantity,
     spec_document,
 )
+from trainer.spec.kube_rules import SHM_DIR, SPEC_DIR, TMP_DIR
 from trainer.sweep import SweepPoint, plan
 
 # ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
+#: The Kubernetes minor versions we support: every object we ship is validated against each one's
+#: official schemas (tests/test_kube_versions.py); the chart's `kubeVersion` and the docs say the
+#: same (a test checks). The oldest is set by `podFailurePolicy`, GA in 1.31.
+KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33", "1.34", "1.35")
 APP_NAME = "pyboy-trainer"
 #: `app.kubernetes.io/managed-by` on what `trainer render`/`launch` make (the chart writes "Helm").
 MANAGED_BY = "trainer"
@@ -52,7 +58,6 @@ DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
 DEFAULT_TRACKING_URI = "http://mlflow.pyboy-trainer.svc:5000"
 
 CONTAINER_NAME = "trainer"
-SPEC_DIR = "/etc/trainer"
 SPEC_KEY = "spec.yaml"
 SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
 CHECKPOINT_DIR = "/var/lib/trainer/checkpoints"
@@ -189,15 +194,16 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     container["volumeMounts"] = [
         {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
         {"name": "checkpoints", "mountPath": point.checkpoint.dir},
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": SHM_DIR},
+        {"name": "tmp", "mountPath": TMP_DIR},
     ]
     return container
 
 
 def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
-    """The pod template's spec: never restarted in place (the Job retries), non-root, and the
-    volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm in memory, /tmp."""
+    """The pod template's spec: never restarted in place (the Job retries), non-root, the trainer
+    not PID 1, and the volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm
+    in memory, /tmp."""
     kube = point.kubernetes
     checkpoints: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": kube.checkpoint_pvc}}
@@ -208,6 +214,10 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": kube.termination_grace_period_seconds,
         "automountServiceAccountToken": False,
+        # The pause container is PID 1, not the trainer: PID 1 never gets a signal it has no
+        # handler for, so a SIGTERM before Python installs one (its first ~0.1 s) would be lost
+        # and the pod SIGKILLed after the grace period. It also reaps orphaned processes.
+        "shareProcessNamespace": True,
     }
     if kube.service_account:
         pod["serviceAccountName"] = kube.service_account
@@ -257,17 +267,24 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
                     "values": [int(ExitCode.INVALID_INPUT)],
                 },
             },
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            # `status` is required by the API before 1.35 (optional, default "True", since).
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
         ]
     }
+    metadata: dict[str, Any] = {"labels": meta_labels}
+    if kube.annotations:
+        metadata["annotations"] = dict(kube.annotations)
     job_spec["template"] = {
-        "metadata": {"labels": dict(meta_labels)},
+        "metadata": copy.deepcopy(metadata),
         "spec": pod_manifest(point, name, sweep),
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": kube.namespace, "labels": meta_labels},
+        "metadata": {"name": name, "namespace": kube.namespace, **metadata},
         "spec": job_spec,
     }
 

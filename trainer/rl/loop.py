@@ -96,6 +96,7 @@ class TrainSummary:
     run_url: str | None
     worker_restarts: int
     returns: list[float] = field(default_factory=list)
+    return_times: list[float] = field(default_factory=list)  # seconds from start to each end
 
 
 class Trainer:
@@ -127,7 +128,9 @@ class Trainer:
         self.log_floor = -1  # metrics at or below this step are already in the run
         self.learner_seconds = 0.0
         self.returns: list[float] = []  # this session's episodes, in order
+        self.return_times: list[float] = []  # when each ended, seconds since collection began
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
+        self.checkpoint_seconds = 0.0  # how long writing the newest one took (its upload is queued)
         self.cpu = CpuMeter()
         actor = copy.deepcopy(agent) if ppo.async_rollout else agent
         self.collector = Collector(
@@ -201,6 +204,7 @@ class Trainer:
             c.episodes += 1
             c.recent_returns.append(episode.ret)
             self.returns.append(episode.ret)
+            self.return_times.append(episode.elapsed)
             self.console.print(
                 f"Step {episode.step:>6} | Episode {c.episodes:>4} | Reward: {episode.ret:>7.2f} | "
                 f"Length: {episode.length:>4} | Avg10: {c.average_return():>7.2f} | "
@@ -238,7 +242,20 @@ class Trainer:
             returns=returns.reshape(-1),
             values=rollout.values[:n].reshape(-1),
         )
-        stats = ppo_update(
+        if ppo.async_rollout:  # the actor that collected is one update behind the learner
+            with torch.no_grad():
+                _, batch.prox_logprobs, _, _ = self.agent.get_action_and_value(
+                    batch.obs, batch.actions
+                )
+        stats = self._ppo_update(batch)
+        self.learner_seconds += time.perf_counter() - start
+        self.counters.update += 1
+        self.counters.global_step = rollout.end_step
+        return {**stats, "learning_rate": lr}
+
+    def _ppo_update(self, batch: Batch) -> dict[str, float]:
+        ppo = self.spec.ppo
+        return ppo_update(
             self.agent,
             self.optimizer,
             batch,
@@ -249,10 +266,6 @@ class Trainer:
             cfg=loss_config(self.spec),
             generator=self.learner_rng,
         )
-        self.learner_seconds += time.perf_counter() - start
-        self.counters.update += 1
-        self.counters.global_step = rollout.end_step
-        return {**stats, "learning_rate": lr}
 
     def log(self, stats: dict[str, float]) -> None:
         """The update's console line and metrics."""
@@ -287,6 +300,7 @@ class Trainer:
     def checkpoint(self, next_rollout: Rollout | None) -> Path:
         """Write the checkpoint as of the last update; `next_rollout` (collected or being
         collected, not trained on) is where a resumed run starts collecting again."""
+        began = time.perf_counter()
         start = next_rollout.start_state if next_rollout is not None else None
         collector = start or self.collector.state()
         state = {
@@ -305,6 +319,8 @@ class Trainer:
         self.checkpointed_at = self.counters.global_step
         # Queued behind this checkpoint's metrics: they reach MLflow before it does.
         self.tracker.log_checkpoint(path, self.counters.global_step)
+        # What a stop costs within the pod's grace period before the queue drains (saved, staged).
+        self.checkpoint_seconds = time.perf_counter() - began
         if self._video_due():
             self.record_video()
         return path
@@ -347,6 +363,7 @@ class Trainer:
             run_url=self.tracker.run_url,
             worker_restarts=self.envs.worker_restarts,
             returns=list(self.returns),
+            return_times=list(self.return_times),
         )
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -359,8 +376,11 @@ class Trainer:
         c = self.counters
         if c.update and self.checkpointed_at != c.global_step:
             self.checkpoint(next_rollout)
+        took = self.checkpoint_seconds
         self.console.print(
-            f"🛑 {self.stop.signum.name}: checkpoint written at step {c.global_step:,}; exiting"
+            f"🛑 {self.stop.signum.name}: checkpoint written at step {c.global_step:,}"
+            + (f" (saved in {took:.2f} s; its upload is queued)" if took else "")
+            + "; exiting"
             if c.update
             else f"🛑 {self.stop.signum.name} before the first update: nothing to save; exiting"
         )

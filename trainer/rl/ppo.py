@@ -57,7 +57,26 @@ class TileEncoder(nn.Module):
         # embedding_dense_backward sorts the ids first (22% of an update in the profile).
         x = self.embed.weight.index_select(0, ids.reshape(-1)).view(batch, stack, height, width, -1)
         x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, C·E, H, W)
-        return self.fc(self.conv(x))
+        if not torch.is_grad_enabled():
+            return self.fc(native_convs(self.conv, x))
+        # oneDNN's backward in channels-last (NHWC) layout: measured per PPO update (6 × 256
+        # samples, 1 thread, AMD EPYC) 136 → 93 ms with 4 stacked frames, the same with 1.
+        return self.fc(self.conv(x.contiguous(memory_format=torch.channels_last)))
+
+
+def native_convs(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`layers` (Conv2d, ReLU, …, Flatten) without autograd, through PyTorch's native
+    convolution kernel: for the policy's tiny batches oneDNN's per-call set-up dominates
+    (measured on a 2-CPU AMD EPYC for a 4→8 3×3 stride-2 conv on 2×18×20: 38 µs with oneDNN,
+    13 µs native). Training keeps oneDNN, faster there (its backward is 2× the native one)."""
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            x = torch._C._nn.thnn_conv2d(
+                x, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding
+            )
+        else:
+            x = layer(x)
+    return x
 
 
 class PixelEncoder(nn.Module):
@@ -111,6 +130,16 @@ class Agent(nn.Module):
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action (for watching a policy; training always samples)."""
         return self.actor(self.encoder(obs)).argmax(-1)
+
+    def act(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action, log π(action), value) for collecting: an action sampled from `generator`
+        (the collector's own), with the fewest ops (no distribution object, no entropy)."""
+        hidden = self.encoder(obs)
+        logp = torch.log_softmax(self.actor(hidden), -1)
+        action = torch.multinomial(logp.exp(), 1, generator=generator)
+        return action.squeeze(-1), logp.gather(-1, action).squeeze(-1), self.critic(hidden)[:, 0]
 
     def get_action_and_value(
         self,
@@ -167,6 +196,9 @@ class Batch:
     advantages: torch.Tensor
     returns: torch.Tensor
     values: torch.Tensor
+    # log π_prox(a|s) of the policy the update starts from, when it is not the one that acted
+    # (`ppo.async_rollout`: the actor lags one update); None: the same policy.
+    prox_logprobs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.actions.shape[0]
@@ -190,8 +222,19 @@ def ppo_losses(
     mb_returns: torch.Tensor,
     mb_values: torch.Tensor,
     cfg: LossConfig,
+    mb_prox_logprobs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The clipped surrogate objective, (clipped) value loss and entropy bonus of one minibatch."""
+    """The clipped surrogate objective, (clipped) value loss and entropy bonus of one minibatch.
+
+    With `mb_prox_logprobs` (the actor lagged the learner), the decoupled objective of Hilton et
+    al. 2021 ("Batch size-invariance for policy optimization", eq. 3): the ratio is clipped
+    around the policy the update starts from, not the stale one that acted, and the behaviour
+    policy enters only as an importance weight π_prox/π_behav, truncated at 1 as V-trace's ρ̄
+    (Espeholt et al. 2018)."""
+    weight: torch.Tensor | float = 1.0
+    if mb_prox_logprobs is not None:
+        weight = (mb_prox_logprobs - mb_logprobs).exp().clamp(max=1.0)
+        mb_logprobs = mb_prox_logprobs
     logratio = newlogprob - mb_logprobs
     ratio = logratio.exp()
     with torch.no_grad():
@@ -202,7 +245,7 @@ def ppo_losses(
         mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
     pg_loss1 = -mb_advantages * ratio
     pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
-    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+    pg_loss = (torch.max(pg_loss1, pg_loss2) * weight).mean()
     if cfg.clip_vloss:  # detail 9
         v_loss_unclipped = (newvalue - mb_returns) ** 2
         v_clipped = mb_values + torch.clamp(newvalue - mb_values, -cfg.clip_coef, cfg.clip_coef)
@@ -260,6 +303,7 @@ def ppo_update(
                 batch.returns[mb],
                 batch.values[mb],
                 cfg,
+                None if batch.prox_logprobs is None else batch.prox_logprobs[mb],
             )
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -282,8 +326,9 @@ def ppo_update(
 
 
 def make_optimizer(agent: Agent, learning_rate: float) -> torch.optim.Adam:
-    """Adam with eps 1e-5 (detail 3)."""
-    return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5)
+    """Adam with eps 1e-5 (detail 3), fused into one kernel per step (PyTorch ≥ 2.4 on CPU
+    and CUDA): the update of a small network is otherwise a few ops per parameter tensor."""
+    return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5, fused=True)
 
 
 def annealed_lr(learning_rate: float, global_step: int, total_steps: int, anneal: bool) -> float:

@@ -156,9 +156,7 @@ class Collector:
         buf.start_state, buf.episodes, buf.steps = self.state(), [], 0
         for step in range(self.steps_left()):
             buf.obs[step] = self.next_obs
-            action, logprob, _, value = self.actor.get_action_and_value(
-                self.next_obs, generator=self.sampler
-            )
+            action, logprob, value = self.actor.act(self.next_obs, generator=self.sampler)
             buf.actions[step], buf.logprobs[step], buf.values[step] = action, logprob, value
             result = self.envs.step(action.cpu().numpy())
             self.global_step += self.num_envs

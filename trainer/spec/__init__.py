@@ -5,7 +5,9 @@
 - `identity`: Job names, the canonical document and its digest (shared with the Helm chart),
   the training hash, the sweep id and the run identity;
 - `cpus`: how many CPUs this process may use;
-- `reference`: the JSON Schema and the README's reference tables.
+- `reference`: the JSON Schema and the README's reference tables;
+- `kube_rules`: the Kubernetes API server's rules for names, labels, tolerations, quantities
+  and mount paths, which the models apply.
 
 This package imports nothing of ours but `trainer.errors` (a leaf). Import from here.
 """
@@ -21,14 +23,9 @@ from trainer.spec.identity import (
     sweep_id,
     training_hash,
 )
+from trainer.spec.kube_rules import parse_quantity
 from trainer.spec.loading import ENV_OVERRIDES, load_spec, validate_spec
-from trainer.spec.models import (
-    BUTTONS,
-    JobSpec,
-    SpecError,
-    check_env_counts,
-    parse_quantity,
-)
+from trainer.spec.models import BUTTONS, JobSpec, SpecError, check_env_counts
 
 __all__ = [
     "BUTTONS",

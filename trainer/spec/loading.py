@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -142,13 +143,61 @@ def _valid_paths(
     out: dict[str, type[BaseModel] | None] = {}
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out[dotted] = ann
-            out.update(_valid_paths(ann, dotted + "."))
-        else:
-            out[dotted] = None
+        sub = model_of(field.annotation, lists=False)
+        out[dotted] = sub
+        if sub is not None:
+            out.update(_valid_paths(sub, dotted + "."))
     return out
+
+
+def model_of(annotation: Any, lists: bool = True) -> type[BaseModel] | None:
+    """The model a field opens: `M`, `M | None`, and with `lists` also `list[M]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if not lists and getattr(annotation, "__origin__", None) is list:
+        return None
+    for arg in get_args(annotation):
+        if arg is not type(None) and (found := model_of(arg, lists)) is not None:
+            return found
+    return None
+
+
+def _model_at(parts: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model at a location of the spec (list indices step into the items), or None."""
+    model: type[BaseModel] | None = JobSpec
+    for part in parts:
+        if isinstance(part, int) or str(part).isdigit():
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            return None
+        model = model_of(field.annotation)
+    return model
+
+
+def _present(data: Any, parts: Sequence[str]) -> bool:
+    for part in parts:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return False
+    return True
+
+
+def _named_key(message: str, dotted: str, data: Mapping[str, Any]) -> str | None:
+    """A check's message starts with the key to change, absolute (`ppo.batch_size …`) or
+    relative to where the check ran (`rewards.2.name …` inside `game.ram`): that key, if any."""
+    named = message.split(" ", 1)[0].rstrip(":")
+    if named in _valid_paths():
+        return named
+    candidate = f"{dotted}.{named}" if dotted else named
+    parts = candidate.split(".")
+    parent = _model_at(parts[:-1])
+    if (parent is not None and parts[-1] in parent.model_fields) or _present(data, parts):
+        return candidate
+    return None
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -189,7 +238,6 @@ def _format_errors(
     sources: Mapping[str, str],
 ) -> list[str]:
     problems = []
-    paths = list(_valid_paths())
     for err in exc.errors(include_url=False):
         # Drop union/tag branch names Pydantic adds (e.g. 'int', "literal['auto']").
         loc = [
@@ -200,17 +248,18 @@ def _format_errors(
         dotted = ".".join(str(p) for p in loc)
         kind = err["type"]
         if kind == "extra_forbidden":
-            parent = ".".join(str(p) for p in loc[:-1])
-            siblings = [
-                p.rsplit(".", 1)[-1]
-                for p in paths
-                if (p.rsplit(".", 1)[0] if "." in p else "") == parent
-            ]
+            parent = _model_at(loc[:-1])
+            siblings = list(parent.model_fields) if parent is not None else []
             message = f"unknown key{_suggest(str(loc[-1]), siblings)}; allowed here: {', '.join(siblings)}"
         elif kind == "missing":
             message = "required key is missing"
         else:
             message = err["msg"].removeprefix("Value error, ")
+            message = re.sub(
+                r"^List should have at least (\d+) items? after validation, not \d+",
+                r"needs at least \1 item",
+                message,
+            )
             message = (
                 message.replace("Input should be", "must be")
                 .replace("greater than or equal to", "≥")
@@ -218,8 +267,8 @@ def _format_errors(
                 .replace("greater than", ">")
                 .replace("less than", "<")
             )
-            named = message.split(" ", 1)[0]
-            if named in paths:
+            named = _named_key(message, dotted, data)
+            if named is not None:
                 # A cross-field check: its message starts with the key to change; point there.
                 dotted, message = named, message.split(" ", 1)[1]
             elif "input" in err and not isinstance(err["input"], dict):

@@ -4,6 +4,9 @@ Everything else (the trainer in a pod, the launcher, the Kubernetes renderer, th
 reads a `JobSpec`. Every field has a description (they become `--help`, the README reference and
 the chart's values.yaml); `extra="forbid"` makes a typo an error. Loading from YAML with
 line-numbered errors is `trainer.spec.loading`; names and hashes are `trainer.spec.identity`.
+
+Longer than 500 lines because the spec is one tree of models read top to bottom, each field with
+its description; the rules behind the fields live elsewhere (`kube_rules`, `game_ram`, `adapters`).
 """
 
 from __future__ import annotations
@@ -15,27 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainer.errors import InvalidInput
+from trainer.spec import kube_rules as k8s
+from trainer.spec.adapters import check_game_settings
 from trainer.spec.cpus import available_cpus
-
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# Kubernetes resource quantity, e.g. 256Mi, 1Gi, 500M, 0.5 (memory); see apimachinery quantity.go.
-QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
-_QUANTITY_FACTORS = {
-    None: 1,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
+from trainer.spec.game_ram import RamSpec
+from trainer.spec.kube_rules import QUANTITY, parse_quantity
 
 BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
 Button = Literal["noop", "up", "down", "left", "right", "a", "b", "start", "select"]
@@ -50,17 +37,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def parse_quantity(value: str) -> float:
-    """Kubernetes quantity string → number (bytes for memory, cores for CPU)."""
-    match = QUANTITY.match(str(value))
-    if not match:
-        raise ValueError(f"not a Kubernetes quantity (examples: 256Mi, 1Gi, 500m): {value!r}")
-    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3)]
-
-
 def _check_quantity(value: str) -> str:
     parse_quantity(value)
     return value
+
+
+def _raise(problem: str | None) -> None:
+    """A `kube_rules` problem → the ValueError Pydantic reports under the field's key."""
+    if problem:
+        raise ValueError(problem)
 
 
 Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
@@ -75,7 +60,7 @@ class GameSpec(_Model):
     adapter: str = Field(
         "dungeon",
         description="Game adapter that reads RAM into rewards and episode ends "
-        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens).",
+        "(registered in `trainer.games.ADAPTERS`: `dungeon` for the built-in game, `zelda` for Link's Awakening, `generic` for any ROM, rewarded for new screens, `ram` for any ROM with rewards declared in `game.ram`).",
     )
     state: str | None = Field(
         None,
@@ -85,8 +70,18 @@ class GameSpec(_Model):
     reward: dict[str, float] = Field(
         default_factory=dict,
         description="Reward weight overrides by term name (e.g. `{coin: 1.0, step: -0.01}`); "
-        "unknown terms are rejected by the adapter.",
+        "unknown terms are rejected.",
     )
+    ram: RamSpec | None = Field(
+        None,
+        description="With `adapter: ram`: reward terms, episode ends and the start of play "
+        "declared on RAM addresses (see the `game.ram` tables).",
+    )
+
+    @model_validator(mode="after")
+    def _adapter_known(self) -> GameSpec:
+        check_game_settings(self.adapter, self.reward, self.ram, self.state)
+        return self
 
 
 class ObsSpec(_Model):
@@ -215,9 +210,10 @@ class PPOSpec(_Model):
         description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N.",
     )
     async_rollout: bool = Field(
-        False,
+        True,
         description="Collect the next rollout with the previous policy while the learner updates "
-        "(overlaps collection and learning; one update of policy lag).",
+        "(overlaps collection and learning; one update of policy lag, corrected by the "
+        "decoupled PPO objective). false: collect and learn in turn.",
     )
 
     @field_validator("device")
@@ -230,7 +226,11 @@ class PPOSpec(_Model):
 
 class CheckpointSpec(_Model):
     dir: str = Field(
-        "training_runs", description="Directory for checkpoints and run outputs (a PVC in a pod)."
+        "training_runs",
+        description="Directory for checkpoints and run outputs (a PVC in a pod). An absolute dir "
+        "must not be /tmp, /dev/shm or /etc/trainer (the pod mounts them), hold one of them, or "
+        "lie under /etc/trainer, /proc, /sys or /dev.",
+        json_schema_extra=k8s.schema_mount_path(),
     )
     every_updates: int = Field(
         10, ge=1, description="Write a checkpoint every n updates (and at the end, and on SIGTERM)."
@@ -249,6 +249,12 @@ class CheckpointSpec(_Model):
         ge=0,
         description="Also record one every n checkpoints (0: only at the end).",
     )
+
+    @field_validator("dir")
+    @classmethod
+    def _mountable(cls, value: str) -> str:
+        _raise(k8s.mount_path_problem(value))
+        return value
 
 
 class MlflowSpec(_Model):
@@ -322,28 +328,61 @@ class ResourcesSpec(_Model):
 
 
 class TolerationSpec(_Model):
-    key: str | None = Field(None, description="Taint key.")
-    operator: Literal["Exists", "Equal"] = Field("Equal", description="Equal or Exists.")
-    value: str | None = Field(None, description="Taint value (with Equal).")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        None, description="Taint effect."
+    """A pod toleration, checked as the API server does (`ValidateTolerations`)."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": k8s.schema_toleration_rules()})
+
+    key: str | None = Field(
+        None,
+        description="Taint key (a label key); empty: every taint, with operator Exists.",
+        json_schema_extra=k8s.schema_qualified_name(),
     )
-    tolerationSeconds: int | None = Field(
-        None, description="For NoExecute: how long to stay bound."
-    )  # noqa: N815
+    operator: Literal["Exists", "Equal"] = Field(
+        "Equal", description="Equal (key and value match) or Exists (the key is there)."
+    )
+    value: str | None = Field(
+        None,
+        description="Taint value with Equal (a label value); empty with Exists.",
+        json_schema_extra={"pattern": k8s.schema_labels()["additionalProperties"]["pattern"]},
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect; empty: every effect."
+    )
+    tolerationSeconds: int | None = Field(  # noqa: N815
+        None,
+        description="With effect NoExecute only: how long the pod stays bound after the taint.",
+    )
+
+    @model_validator(mode="after")
+    def _api_rules(self) -> TolerationSpec:
+        _raise(
+            k8s.toleration_problem(
+                self.key, self.operator, self.value, self.effect, self.tolerationSeconds
+            )
+        )
+        return self
 
 
 class KubernetesSpec(_Model):
-    namespace: str = Field("default", description="Namespace for the Job and its ConfigMap.")
+    namespace: str = Field(
+        "default",
+        description="Namespace for the Job and its ConfigMap (a DNS-1123 label).",
+        json_schema_extra=k8s.schema_dns1123_label(),
+    )
     image: str | None = Field(
         None, description="Trainer image; default: the launcher's built-in default."
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="Image pull policy."
     )
-    backoff_limit: int = Field(3, ge=0, description="Pod retries before the Job fails.")
+    backoff_limit: int = Field(
+        3, ge=0, le=k8s.INT32_MAX, description="Pod retries before the Job fails."
+    )
     ttl_seconds_after_finished: int | None = Field(
-        86400, ge=0, description="Delete the finished Job after this many seconds."
+        86400,
+        ge=0,
+        le=k8s.INT32_MAX,
+        description="Delete the finished Job after this many seconds.",
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Fail the Job after this much wall time."
@@ -351,29 +390,72 @@ class KubernetesSpec(_Model):
     termination_grace_period_seconds: int = Field(
         60, ge=5, description="Time between SIGTERM and SIGKILL (the trainer checkpoints then)."
     )
-    service_account: str | None = Field(None, description="ServiceAccount for the pod.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector.")
+    service_account: str | None = Field(
+        None,
+        description="ServiceAccount for the pod (a DNS-1123 subdomain).",
+        json_schema_extra=k8s.schema_dns1123_subdomain(),
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node selector: node label keys and values.",
+        json_schema_extra=k8s.schema_labels(),
+    )
     tolerations: list[TolerationSpec] = Field(default_factory=list, description="Tolerations.")
     checkpoint_pvc: str | None = Field(
         None,
-        description="PersistentVolumeClaim mounted at checkpoint.dir (keeps checkpoints across pods).",
+        description="PersistentVolumeClaim mounted at checkpoint.dir (keeps checkpoints across "
+        "pods; a DNS-1123 subdomain).",
+        json_schema_extra=k8s.schema_dns1123_subdomain(),
     )
     mlflow_secret: str | None = Field(
         None,
-        description="Secret whose keys (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD) become env vars; values never appear in the spec.",
+        description="Secret whose keys (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD) become env vars; "
+        "values never appear in the spec (a DNS-1123 subdomain).",
+        json_schema_extra=k8s.schema_dns1123_subdomain(),
     )
     shm_size: Quantity = Field("1Gi", description="Size limit of the in-memory /dev/shm volume.")
     labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels on the Job and pod."
+        default_factory=dict,
+        description="Extra labels on the Job and pod (Kubernetes label keys and values).",
+        json_schema_extra=k8s.schema_labels(),
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations on the Job and pod, e.g. "
+        '`cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`.',
+        json_schema_extra=k8s.schema_annotations(),
     )
 
     @field_validator("namespace")
     @classmethod
     def _namespace_dns(cls, value: str) -> str:
-        if len(value) > 63 or not DNS1123_LABEL.match(value):
-            raise ValueError(
-                "must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters"
-            )
+        _raise(k8s.dns1123_label_problem(value))
+        return value
+
+    @field_validator("service_account", "checkpoint_pvc", "mlflow_secret")
+    @classmethod
+    def _object_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _raise(k8s.dns1123_subdomain_problem(value))
+        return value
+
+    @field_validator("labels", "node_selector")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        _raise(k8s.labels_problem(value))
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        _raise(k8s.annotations_problem(value))
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value != value.strip()):
+            raise ValueError("must be an image reference without leading or trailing spaces")
         return value
 
     @field_validator("shm_size")
@@ -400,6 +482,7 @@ class JobSpec(_Model):
     name: str = Field(
         ...,
         description="Job name: DNS-1123 label (lowercase letters, digits, '-'), at most 40 characters.",
+        json_schema_extra=k8s.schema_dns1123_label(40),
     )
     seed: int = Field(
         1, ge=0, description="Seed for the policy, the action sampling and the environments."
@@ -425,11 +508,8 @@ class JobSpec(_Model):
     @classmethod
     def _name_dns(cls, value: str) -> str:
         # 40 leaves room for the "-e<envs>-<hash>" suffix within the 63-character label limit.
-        if len(value) > 40 or not DNS1123_LABEL.match(value):
-            raise ValueError(
-                "must be a DNS-1123 label of at most 40 characters: lowercase letters, digits and '-', "
-                "starting and ending with a letter or digit (e.g. 'zelda-ppo')"
-            )
+        problem = k8s.dns1123_label_problem(value, max_length=40)
+        _raise(problem and f"{problem} (e.g. 'zelda-ppo')")
         return value
 
     @model_validator(mode="after")

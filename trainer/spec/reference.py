@@ -4,10 +4,11 @@ both generated from the models' field descriptions."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import BaseModel
 
+from trainer.spec.loading import model_of
 from trainer.spec.models import JobSpec
 
 
@@ -17,8 +18,11 @@ def json_schema() -> dict[str, Any]:
 
 
 def reference_markdown() -> str:
-    """The spec reference (README): one table per section, from the models' descriptions."""
+    """The spec reference (README): one table per section, from the models' descriptions. A
+    list of objects gets a table for its items (`game.ram.rewards[]`); a model used in several
+    places is described once and referred to elsewhere."""
     out: list[str] = []
+    described: dict[type[BaseModel], str] = {}
 
     def default_of(field: Any) -> str:
         if field.is_required():
@@ -29,6 +33,7 @@ def reference_markdown() -> str:
         return f"`{json.dumps(value)}`"
 
     def table(model: type[BaseModel], prefix: str) -> None:
+        described[model] = prefix.rstrip(".")
         rows = []
         nested = []
         for name, field in model.model_fields.items():
@@ -37,6 +42,13 @@ def reference_markdown() -> str:
                 nested.append((f"{prefix}{name}", ann))
                 continue
             description = (field.description or "").replace("|", "\\|")
+            sub = model_of(ann)
+            if sub is not None:
+                key = f"{prefix}{name}" + ("[]" if get_origin(ann) is list else "")
+                if sub in described:
+                    description += f" Each as in `{described[sub]}`."
+                else:
+                    nested.append((key, sub))
             rows.append(f"| `{prefix}{name}` | {default_of(field)} | {description} |")
         if rows:
             out.append(f"#### `{prefix.rstrip('.') or 'top level'}`\n")
@@ -44,7 +56,8 @@ def reference_markdown() -> str:
             out.extend(rows)
             out.append("")
         for dotted, sub in nested:
-            table(sub, dotted + ".")
+            if sub not in described:
+                table(sub, dotted + ".")
 
     table(JobSpec, "")
     return "\n".join(out).rstrip() + "\n"

@@ -110,6 +110,7 @@ class MlflowTracker(Tracker):
         self.tracking_uri: str | None = None
         self._client: MlflowClient | None = None
         self._queue: SendQueue | None = None
+        self._last_stamp = 0  # ms; see log_metrics
         self._params: dict[str, str] = {}
         self._floor = -1  # steps the run already held when it was found late
         self._env_added: dict[str, str] = {}
@@ -322,7 +323,10 @@ class MlflowTracker(Tracker):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         if step <= self._floor:
             return
-        now = int(time.time() * 1000)
+        # MLflow stores a point once per (key, step, timestamp, value): two episodes ending at the
+        # same step with the same value (e.g. both envs truncated, no life lost) would be one
+        # point in the same millisecond. A timestamp that rises with every call keeps both.
+        now = self._last_stamp = max(int(time.time() * 1000), self._last_stamp + 1)
         self.queue.put_points(
             [(key, float(value), now, int(step)) for key, value in metrics.items()]
         )

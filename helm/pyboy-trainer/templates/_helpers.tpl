@@ -67,6 +67,9 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- $tolerations = append $tolerations (merge (deepCopy .) (dict "operator" "Equal")) -}}
 {{- end -}}
 {{- $_ := set $spec.kubernetes "tolerations" $tolerations -}}
+{{- if $spec.game.ram -}}
+{{- $_ := set $spec.game "ram" (include "pyboy-trainer.ram" $spec.game.ram | fromJson) -}}
+{{- end -}}
 {{- include "pyboy-trainer.dropNulls" $spec | fromJson | toPrettyJson -}}
 {{- end -}}
 

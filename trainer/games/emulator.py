@@ -1,0 +1,57 @@
+"""Starting PyBoy the one way the trainer does: from ROM bytes (PyBoy looks for `<rom>.ram` next
+to a path ROM; bytes keep runs hermetic), no sound, full speed, and without pysdl2's "Using SDL2
+binaries" notice. The window is `null` except for `trainer make-state` on a desktop."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from trainer.games.base import GameAdapter, GameError
+
+
+def import_pyboy() -> type:
+    """PyBoy's class, imported on first use (the launcher and CLI must not pay for it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using SDL2 binaries", category=UserWarning)
+        from pyboy import PyBoy
+    return PyBoy
+
+
+def start_pyboy(rom: bytes, window: str = "null") -> Any:
+    """A PyBoy for `rom`, powered on (its boot ROM runs on the first ticks)."""
+    pyboy = import_pyboy()(
+        io.BytesIO(rom),
+        window=window,
+        sound_emulated=False,
+        log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
+    )
+    if window == "null":
+        pyboy.set_emulation_speed(0)
+    return pyboy
+
+
+def play_to_start(pyboy: Any, adapter: GameAdapter, state: str | None) -> None:
+    """From power-on to the first playable frame: the save state `state` (game.state) if given,
+    else the adapter's boot (e.g. `game.ram.start`)."""
+    adapter.configure(pyboy)
+    if state:
+        load_state_file(pyboy, Path(state))
+    else:
+        adapter.boot(pyboy)
+
+
+def load_state_file(pyboy: Any, path: Path) -> None:
+    """`pyboy.load_state` from `path`; GameError naming `game.state` when it cannot be."""
+    try:
+        with path.open("rb") as f:
+            pyboy.load_state(f)
+    except FileNotFoundError:
+        raise GameError(f"game.state: save state not found: {path}") from None
+    except Exception as exc:  # PyBoy raises various errors on a foreign state
+        raise GameError(
+            f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"
+        ) from None
