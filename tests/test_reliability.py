@@ -397,7 +397,7 @@ def test_mlflow_outage_mid_run_loses_no_metric_step_and_prints_two_lines():
     started again on its database 6 s later. Throughput is a benchmark figure, not asserted."""
     from trainer.bench.reliability import QUICKSTART_LONG, bench_mlflow_outage
 
-    data = {**QUICKSTART_LONG, "ppo": {**QUICKSTART_LONG["ppo"], "total_steps": 30000}}
+    data = {**QUICKSTART_LONG, "ppo": {**QUICKSTART_LONG["ppo"], "total_steps": 60000}}
     figures = bench_mlflow_outage(data, kill_after_s=4.0, outage_s=6.0)
     assert (figures.run_status, figures.exit_code) == ("FINISHED", 0)
     assert figures.update_steps_logged > 100 and figures.update_steps_lost == 0

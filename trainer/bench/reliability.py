@@ -1,6 +1,6 @@
 """`trainer bench --reliability`: an MLflow outage in the middle of a real training run, measured.
 
-The fault of issue 13, injected for real: a `quickstart` run (2 emulators; 120,000 steps, so
+The fault of issue 13, injected for real: a `quickstart` run (2 emulators; 240,000 steps, so
 that the outage ends well before training does) logs to an `mlflow server` on loopback;
 `kill_after_s` seconds after the first update the server's whole process group is SIGKILLed,
 and `outage_s` seconds later it is started again on the same database. The trainer runs as
@@ -43,7 +43,7 @@ QUICKSTART_LONG: dict[str, Any] = {
     "seed": 1,
     "env": {"num_envs": 2, "frame_skip": 4, "episode_length": 150},
     "ppo": {
-        "total_steps": 120000,
+        "total_steps": 240000,
         "rollout_steps": 128,
         "update_epochs": 6,
         "batch_size": 128,

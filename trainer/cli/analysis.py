@@ -41,7 +41,7 @@ from trainer.cli.common import env_counts_callback, handle_errors, read_spec, se
 @click.option(
     "--reliability",
     is_flag=True,
-    help="Instead: train the quickstart game for 120,000 steps against a local MLflow server "
+    help="Instead: train the quickstart game for 240,000 steps against a local MLflow server "
     "that is SIGKILLed 12 s in and restarted 25 s later; show what the outage cost "
     "(throughput and CPU per phase, metric steps lost). About 2 minutes.",
 )
@@ -120,14 +120,14 @@ def bench(
 
 
 def bench_reliability(quick: bool, json_path: str | None) -> None:
-    """`trainer bench --reliability` (`--quick`: 30,000 steps, server down 6 s after 4 s)."""
+    """`trainer bench --reliability` (`--quick`: 60,000 steps, server down 6 s after 4 s)."""
     from rich.console import Console as RichConsole
 
     from trainer.bench.reliability import QUICKSTART_LONG, bench_mlflow_outage, outage_tables
 
     data, timing = QUICKSTART_LONG, {"kill_after_s": 12.0, "outage_s": 25.0}
     if quick:
-        data = {**data, "ppo": {**data["ppo"], "total_steps": 30000}}
+        data = {**data, "ppo": {**data["ppo"], "total_steps": 60000}}
         timing = {"kill_after_s": 4.0, "outage_s": 6.0}
     console = RichConsole()
     with console.status("benchmarking an MLflow outage…") as status:
