@@ -12,17 +12,14 @@ timing: button held 2 frames, released 2 (frame_skip 4).
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
-import shutil
-import subprocess
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
+from rom_checks import assert_rebuilds_identically, assert_valid_header
 
 from trainer.envs.env import import_pyboy
 from trainer.games import BUILTIN_ROMS
@@ -30,11 +27,6 @@ from trainer.games.screen import background_tiles, screen_tiles
 
 ROM = BUILTIN_ROMS["cavern"]
 SRC = ROM.parent
-SDCC_BIN = Path(__file__).resolve().parents[1] / ".tools" / "sdcc" / "usr" / "bin"
-LOGO = bytes.fromhex(
-    "CEED6666CC0D000B03730083000C000D0008111F8889000E"
-    "DCCC6EE6DDDDD999BBBB67636E0EECCCDDDC999FBBB9333E"
-)
 SIGNATURE = b"builtin:cavern ram v1"
 BOOT_FRAME_LIMIT = 150
 BUTTON = {"U": "up", "D": "down", "L": "left", "R": "right", "A": "a", "B": "b"}
@@ -427,36 +419,12 @@ def game(emulator):
 
 # ---- build, header, sources ---------------------------------------------------------------------
 def test_build_is_reproducible(tmp_path):
-    # `make tools` unpacks Debian's sdcc into .tools/sdcc when none is installed system-wide.
-    path = os.pathsep.join([str(SDCC_BIN), os.environ.get("PATH", "")])
-    if shutil.which("sdcc", path=path) is None:
-        pytest.fail(
-            "sdcc not installed and not in .tools/sdcc: run `make tools` (or apt-get install sdcc)"
-        )
-    out = tmp_path / "cavern.gb"
-    subprocess.run(
-        [str(SRC / "build.sh"), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, "PATH": path},
-    )
-    assert out.read_bytes() == ROM.read_bytes(), "rebuilt ROM differs from the committed cavern.gb"
+    assert_rebuilds_identically(ROM, tmp_path)
 
 
 def test_header_is_valid():
     rom = ROM.read_bytes()
-    assert len(rom) == 32 * 1024 and rom[0x148] == 0x00  # 32 KiB, no banking
-    assert rom[0x100:0x104] == bytes([0x00, 0xC3, 0x50, 0x01])  # nop; jp 0x0150
-    assert rom[0x104:0x134] == LOGO
-    assert rom[0x134:0x144].rstrip(b"\x00") == b"CAVERN"
-    assert rom[0x147] == 0x00  # ROM only
-    header = 0
-    for byte in rom[0x134:0x14D]:
-        header = (header - byte - 1) & 0xFF
-    assert rom[0x14D] == header
-    total = (sum(rom) - rom[0x14E] - rom[0x14F]) & 0xFFFF
-    assert int.from_bytes(rom[0x14E:0x150], "big") == total
+    assert_valid_header(rom, b"CAVERN")
     assert rom[0x68 : 0x68 + len(SIGNATURE)] == SIGNATURE
 
 

@@ -8,15 +8,12 @@ the dungeon must agree with it at every step, with the env's timing (2 frames pr
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
+from rom_checks import assert_rebuilds_identically, assert_valid_header
 
 from trainer.envs.env import import_pyboy
 from trainer.games import BUILTIN_ROMS
@@ -26,10 +23,6 @@ ROM = BUILTIN_ROMS["dungeon"]
 SRC = ROM.parent
 BUTTON = {"U": "up", "D": "down", "L": "left", "R": "right"}
 STEP = {"U": (0, -1), "D": (0, 1), "L": (-1, 0), "R": (1, 0)}
-LOGO = bytes.fromhex(
-    "CEED6666CC0D000B03730083000C000D0008111F8889000E"
-    "DCCC6EE6DDDDD999BBBB67636E0EECCCDDDC999FBBB9333E"
-)
 
 # The scripted walk: start (3,4) in room 0 → 1 → 3 → 2 (key) → 3 (locked door) → 4 (goal).
 PATH = "".join(
@@ -242,41 +235,14 @@ def play(pyboy, moves: str, model: Model | None = None, checkpoints=None) -> Mod
     return model
 
 
-SDCC_BIN = Path(__file__).resolve().parents[1] / ".tools" / "sdcc" / "usr" / "bin"
-
-
 # ---- build and header ---------------------------------------------------------------------------
 def test_build_is_reproducible(tmp_path):
-    # `make tools` unpacks Debian's sdcc into .tools/sdcc when none is installed system-wide.
-    path = os.pathsep.join([str(SDCC_BIN), os.environ.get("PATH", "")])
-    if shutil.which("sdcc", path=path) is None:
-        pytest.fail(
-            "sdcc not installed and not in .tools/sdcc: run `make tools` (or apt-get install sdcc)"
-        )
-    out = tmp_path / "dungeon.gb"
-    subprocess.run(
-        [str(SRC / "build.sh"), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, "PATH": path},
-    )
-    assert out.read_bytes() == ROM.read_bytes(), "rebuilt ROM differs from the committed dungeon.gb"
+    assert_rebuilds_identically(ROM, tmp_path)
 
 
 def test_header_is_valid():
     rom = ROM.read_bytes()
-    assert len(rom) == 32 * 1024 and rom[0x148] == 0x00  # 32 KiB, no banking
-    assert rom[0x100:0x104] == bytes([0x00, 0xC3, 0x50, 0x01])  # nop; jp 0x0150
-    assert rom[0x104:0x134] == LOGO
-    assert rom[0x134:0x144].rstrip(b"\x00") == b"DUNGEON"
-    assert rom[0x147] == 0x00  # ROM only
-    header = 0
-    for byte in rom[0x134:0x14D]:
-        header = (header - byte - 1) & 0xFF
-    assert rom[0x14D] == header
-    total = (sum(rom) - rom[0x14E] - rom[0x14F]) & 0xFFFF
-    assert int.from_bytes(rom[0x14E:0x150], "big") == total
+    assert_valid_header(rom, b"DUNGEON")
     dg.DungeonAdapter().check_rom(rom, ROM)
 
 

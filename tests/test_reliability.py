@@ -369,6 +369,16 @@ def trainer_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def start_trainer(spec: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`trainer run SPEC` in the background, its console (stdout and stderr) into `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer", "run", str(spec)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=trainer_env(),
+    )
+
+
 def run_trainer(spec: Path, env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "trainer", "run", str(spec)],
@@ -464,15 +474,7 @@ def test_four_runs_at_once_on_postgresql_store_every_metric_step(tmp_path, mlflo
     ]
     logs = [tmp_path / f"{name}.log" for name in names]
     started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "trainer", "run", str(spec)],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=trainer_env(),
-        )
-        for spec, log in zip(specs, logs, strict=True)
-    ]
+    procs = [start_trainer(spec, log) for spec, log in zip(specs, logs, strict=True)]
     codes = [proc.wait(timeout=900) for proc in procs]
     seconds = time.monotonic() - started  # a figure for the report, never asserted
     client = MlflowClient(mlflow_postgres_server)
@@ -507,12 +509,7 @@ def test_server_down_at_start_trains_anyway_and_the_run_follows_when_it_answers(
     server = MlflowServer(tmp_path / "mlflow")  # its port is chosen, nothing listens yet
     spec = small_spec(tmp_path, server.uri, "late", ppo={"total_steps": 8192})
     log = tmp_path / "trainer.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "run", str(spec)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=trainer_env(),
-    )
+    proc = start_trainer(spec, log)
     try:
         while "at start" not in log.read_text() and proc.poll() is None:
             threading.Event().wait(0.1)
@@ -552,12 +549,7 @@ def test_emulator_that_keeps_crashing_fails_the_run_naming_the_envs_and_the_rom(
         mlflow={"enabled": False},
     )
     log = tmp_path / "trainer.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "run", str(spec)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=trainer_env(),
-    )
+    proc = start_trainer(spec, log)
     try:
         while "Update" not in log.read_text() and proc.poll() is None:
             threading.Event().wait(0.1)
