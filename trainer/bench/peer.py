@@ -3,9 +3,9 @@ with its `SubprocVecEnv`, wrapped around our own `GameBoyEnv`, the same settings
 epochs, minibatch, learning rate, clip, γ, λ, coefficients, seed, torch threads), on each game.
 
 Speed is steps/s over the same number of steps; learning is the average return of the last
-20 episodes; "time to threshold" is the wall-clock time until the average of 20 consecutive
-episodes first reaches a return both runs reached (by default the lower of the two final
-averages, so either time is defined), on the same clock from the start of training.
+20 episodes; "time to the level" is the wall-clock time from the start of training until the
+seeds' average learning curve (20-episode moving averages) first reaches a level both trainers
+reached (by default the lower of their two final returns, so both times are defined).
 Also the end-to-end frames/s against the raw emulator's with as many processes: how close
 training runs to the physical limit.
 
@@ -44,15 +44,32 @@ class LearningCurve:
         tail = self.returns[-window:]
         return float(np.mean(tail)) if tail else float("nan")
 
-    def seconds_to(self, threshold: float, window: int = WINDOW) -> float:
-        """When the average of `window` consecutive episodes first reached `threshold` (NaN if
-        it never did)."""
+    def moving_average(self, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+        """(times, averages): the average of each `window` consecutive episodes, at the time the
+        last of them ended (empty before `window` episodes)."""
         returns = np.asarray(self.returns, dtype=float)
         if len(returns) < window:
-            return float("nan")
+            return np.empty(0), np.empty(0)
         averages = np.convolve(returns, np.ones(window) / window, mode="valid")
-        reached = np.flatnonzero(averages >= threshold - 1e-9)
-        return float(self.times[reached[0] + window - 1]) if reached.size else float("nan")
+        return np.asarray(self.times[window - 1 :], dtype=float), averages
+
+
+def seconds_to(curves: Sequence[LearningCurve], level: float, window: int = WINDOW) -> float:
+    """When the seeds' average learning curve first reached `level`: each seed's moving average
+    (`window` episodes) held from one episode's end to the next and after its last, averaged
+    over the seeds wherever all have one. NaN if it never did. A level no higher than the mean
+    of the seeds' final averages is always reached, at the latest when the last seed ends."""
+    series = [c.moving_average(window) for c in curves]
+    if not series or any(times.size == 0 for times, _ in series):
+        return float("nan")
+    grid = np.unique(np.concatenate([times for times, _ in series]))
+    grid = grid[grid >= max(times[0] for times, _ in series)]  # every seed has a value
+    mean = np.mean(
+        [values[np.searchsorted(times, grid, side="right") - 1] for times, values in series],
+        axis=0,
+    )
+    reached = np.flatnonzero(mean >= level - 1e-9)
+    return float(grid[reached[0]]) if reached.size else float("nan")
 
 
 @dataclass
@@ -221,14 +238,8 @@ def compare_with_peer(
         ours_return=ours_return,
         peer_return=peer_return,
         threshold=level,
-        ours_seconds_to_threshold=_mean_time(ours, level),
-        peer_seconds_to_threshold=_mean_time(peers, level),
+        ours_seconds_to_threshold=seconds_to(ours, level),
+        peer_seconds_to_threshold=seconds_to(peers, level),
         raw_fps=raw_fps,
         ours_fps=ours_sps * spec.env.frame_skip,
     )
-
-
-def _mean_time(curves: Sequence[LearningCurve], threshold: float) -> float:
-    """Average over seeds; NaN when any seed never reached it (an average would flatter)."""
-    times = [c.seconds_to(threshold) for c in curves]
-    return float(np.mean(times)) if all(t == t for t in times) else float("nan")

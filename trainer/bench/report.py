@@ -188,7 +188,7 @@ def peer_table(report: BenchReport) -> Any:
     seeds = ", ".join(str(s) for s in report.peer[0].seeds)
     table = Table(
         title=f"Steps/s against Stable-Baselines3 PPO: same env, settings, threads; seeds {seeds}; "
-        "return of the last 20 episodes; time until 20 in a row average the level; "
+        "return of the last 20 episodes; time until the seeds' mean curve reaches the level; "
         "frames/s against the raw emulator's, as many processes"
     )
     for col in (
