@@ -27,6 +27,28 @@ BENCH = ROOT / "docs" / "bench.json"
 RELIABILITY = ROOT / "docs" / "reliability.json"
 
 
+#: The seed write-up's figures (its PPO update was simulated, not run).
+SEED_STEPS_PER_SECOND, SEED_SECONDS_20K, SEED_4_ENVS = 1360, 14.7, 2000
+
+
+def seed_comparison(report: BenchReport) -> str:
+    """The seed's figures beside this run's, as a Markdown table."""
+    e2e = report.end_to_end
+    four = next((row.train_sps for row in report.rows if row.num_envs == 4), float("nan"))
+    rows = [
+        ("`train-20k`, 2 envs: steps/s", f"{SEED_STEPS_PER_SECOND:,}",
+         e2e["steps_per_second"], e2e["steps_per_second"] / SEED_STEPS_PER_SECOND),
+        ("`train-20k`, 2 envs: training time for 20,000 steps", f"{SEED_SECONDS_20K} s",
+         e2e["training_seconds"], e2e["training_seconds"] / SEED_SECONDS_20K),
+        ("4 envs: steps/s", f'"{SEED_4_ENVS:,}+"', four, four / SEED_4_ENVS),
+    ]  # fmt: skip
+    lines = ["| | seed (simulated PPO) | this project (real PPO) | ratio |", "|---|---|---|---|"]
+    for name, seed, ours, ratio in rows:
+        value = f"{ours:.1f} s" if name.endswith("steps") else f"{ours:,.0f}"
+        lines.append(f"| {name} | {seed} | {value} | {ratio:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
 def blocks() -> dict[str, str]:
     variables = "| Make / environment variable | spec key |\n|---|---|\n" + "\n".join(
         f"| `{var}` | `{key}` |" for var, key in ENV_OVERRIDES.items()
@@ -36,6 +58,7 @@ def blocks() -> dict[str, str]:
         "spec-reference": reference_markdown(),
         "train-variables": variables + "\n",
         "bench": f"```text\n{bench.text()}```\n",
+        "bench-seed": seed_comparison(bench),
         "reliability": f"```text\n{OutageFigures.from_json(RELIABILITY.read_text()).text()}```\n",
     }
 
