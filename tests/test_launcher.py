@@ -165,9 +165,10 @@ def test_launch_dry_runs_then_sends_exactly_the_rendered_bodies(cluster: FakeClu
     code, lines = launch(cluster)
     assert code == 0
     expected = kube.render(validate_spec(SWEEP))
-    assert [op for op, _, _ in cluster.calls] == ["dry-run"] * 6 + ["create"] * 6
-    assert [body for _, _, body in cluster.calls] == expected + expected
-    assert [kind for _, kind, _ in cluster.calls] == ["ConfigMap", "Job"] * 6
+    sent = [call for call in cluster.calls if call[0] != "list"]
+    assert [op for op, _, _ in sent] == ["dry-run"] * 6 + ["create"] * 6
+    assert [body for _, _, body in sent] == expected + expected
+    assert [kind for _, kind, _ in sent] == ["ConfigMap", "Job"] * 6
     assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
 
 
@@ -207,7 +208,7 @@ def test_a_sweep_the_server_rejects_in_dry_run_is_not_created_at_all(
     code, lines = launch(cluster)
     assert code == 1
     assert cluster.objects == {} and cluster.created() == []
-    assert {op for op, _, _ in cluster.calls} == {"dry-run"}
+    assert {op for op, _, _ in cluster.calls} == {"list", "dry-run"}
     assert any(refused in line and json.loads(error.body)["message"] in line for line in lines)
     assert any(line.startswith("error:") and "nothing was created" in line for line in lines)
     assert "Jobs: 0 created, 0 already existed (unchanged), 0 failed, 3 not attempted" in lines
@@ -423,6 +424,8 @@ def test_launch_wait_follows_jobs_to_the_end(
 
     def list_and_progress(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
         nonlocal polls
+        if kube.LABEL_RUN_ID in label_selector:  # the launch's look for Jobs of the same run
+            return real_list(namespace, label_selector)
         polls += 1
         for (kind, _, name), obj in cluster.objects.items():
             if kind == "Job" and polls >= 2:
@@ -437,6 +440,59 @@ def test_launch_wait_follows_jobs_to_the_end(
     assert code == 1
     assert any("not successful: sweep-e4-" in line for line in lines)
     assert polls == 2
+
+
+def _set_state(cluster: FakeCluster, state: str) -> None:
+    conditions = {"Complete": [{"type": "Complete", "status": "True"}], "Running": []}[state]
+    for (kind, _, _), obj in cluster.objects.items():
+        if kind == "Job":
+            obj["status"] = {"conditions": conditions, "active": int(state == "Running")}
+
+
+def test_a_larger_budget_makes_new_jobs_that_continue_the_finished_runs(
+    cluster: FakeCluster,
+) -> None:
+    """Issue 12: the Jobs' names change with the spec, their run id does not; the launch says so."""
+    assert launch(cluster)[0] == 0
+    old = {name for kind, _, name in cluster.objects if kind == "Job"}
+    _set_state(cluster, "Complete")
+    further = copy.deepcopy(SWEEP)
+    further["ppo"] = {**further.get("ppo", {}), "total_steps": 10**6}
+    code, lines = launch(cluster, further)
+    assert code == 0, lines
+    jobs = [obj for (kind, _, _), obj in cluster.objects.items() if kind == "Job"]
+    new = {j["metadata"]["name"] for j in jobs} - old
+    assert len(new) == 3
+    run_ids = {j["metadata"]["labels"][kube.LABEL_RUN_ID] for j in jobs}
+    assert len(run_ids) == 3  # one run per env count, shared by its old and new Job
+    notes = [line for line in lines if "note: Job" in line]
+    assert len(notes) == 3 and all("(Complete)" in n and "continues its run" in n for n in notes)
+    assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
+
+
+def test_an_active_job_of_the_same_run_stops_the_launch_before_anything_is_sent(
+    cluster: FakeCluster,
+) -> None:
+    assert launch(cluster)[0] == 0
+    _set_state(cluster, "Running")
+    before = copy.deepcopy(cluster.objects)
+    further = copy.deepcopy(SWEEP)
+    further["kubernetes"] = {**further.get("kubernetes", {}), "ttl_seconds_after_finished": 60}
+    code, lines = launch(cluster, further)
+    assert code == 1
+    assert cluster.objects == before
+    errors = [line for line in lines if line.startswith("error: Job ")]
+    assert len(errors) == 3 and all("(Running)" in e and "trainer cancel" in e for e in errors)
+    assert lines[-1] == "nothing was created"
+
+
+def test_another_learning_rate_is_another_run(cluster: FakeCluster) -> None:
+    assert launch(cluster)[0] == 0
+    _set_state(cluster, "Running")
+    other = copy.deepcopy(SWEEP)
+    other["ppo"] = {**other.get("ppo", {}), "learning_rate": 0.001}
+    code, lines = launch(cluster, other)
+    assert code == 0 and not any("same" in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,50 @@ def print_report(report: ApplyReport, echo: Echo) -> None:
     )
 
 
+#: Job states in which a Job's pods may still write checkpoints.
+ACTIVE_STATES = ("Running", "Pending", "Suspended")
+
+
+def same_run_jobs(
+    client: KubeClient, namespace: str, points: Sequence[SweepPoint]
+) -> list[tuple[SweepPoint, str, str]]:
+    """(point, other Job's name, its state) for each Job of the same training run (label
+    `pyboy-trainer/run-id`) under another name: a Job made from a different spec."""
+    found = []
+    for point in points:
+        run_selector = f"{selector()},{manifests.LABEL_RUN_ID}={point.run_id}"
+        for job in client.list_jobs(namespace, run_selector):
+            name = (job.get("metadata") or {}).get("name", "?")
+            if name != point.job_name:
+                found.append((point, name, job_state(job)))
+    return found
+
+
+def check_same_run_jobs(
+    client: KubeClient, namespace: str, points: Sequence[SweepPoint], echo: Echo
+) -> bool:
+    """Say which existing Jobs train the same run with a different spec (the new Job continues
+    their checkpoints and MLflow run); False when one is still active, as two pods would then
+    write the same checkpoints."""
+    ok = True
+    for point, name, state in same_run_jobs(client, namespace, points):
+        if state in ACTIVE_STATES:
+            ok = False
+            echo(
+                f"error: Job {name} ({state}) trains the same run {point.run_id} with a different "
+                f"spec; {point.job_name} would write the same checkpoints at the same time. Wait "
+                f"for it to finish or delete it (trainer cancel {name} -n {namespace}), then "
+                "launch again"
+            )
+        else:
+            echo(
+                f"  note: Job {name} ({state}) has a different spec but the same training "
+                f"settings: {point.job_name} continues its run {point.run_id} (checkpoints and "
+                "MLflow run)"
+            )
+    return ok
+
+
 def launch_kubernetes(
     spec: JobSpec,
     num_envs_list: Sequence[int] | None = None,
@@ -102,7 +146,8 @@ def launch_kubernetes(
     every object first (`KubeClient.apply`); objects that exist are left unchanged.
 
     Returns 0 when every object was created or existed (and, with `wait`, every Job succeeded),
-    1 otherwise. The report says which Jobs were created, existed or failed; running the same
+    1 otherwise, and 1 before creating anything when a Job of the same training run (other
+    spec, same `run_id`) is still active. The report says which Jobs were created, existed or failed; running the same
     command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
     before anything is sent.
     """
@@ -114,6 +159,9 @@ def launch_kubernetes(
         return ExitCode.OK
     try:
         client = (client_factory or make_client)()
+        if not check_same_run_jobs(client, spec.kubernetes.namespace, points, echo):
+            echo("nothing was created")
+            return ExitCode.FAILURE
         report = client.apply(objects)
     except KubeError as exc:
         partial = getattr(exc, "report", None)

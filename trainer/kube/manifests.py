@@ -8,7 +8,8 @@ Names. Jobs are immutable, so a Job's name carries its config, never a timestamp
 `{spec.name}-e{num_envs}-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
 `spec.yaml` text (`trainer.spec.identity`), which Helm reproduces with `toPrettyJson` and
 `sha256sum`. Relaunching the same spec therefore yields the same names (idempotent), and any
-change yields new Jobs.
+change yields new Jobs. The label `pyboy-trainer/run-id` (`trainer.spec.run_id`) hashes only
+the training settings: Jobs that continue one MLflow run and checkpoint folder share it.
 
 Imports `trainer.spec` and `trainer.sweep` only: no client, no torch, no PyBoy.
 """
@@ -30,6 +31,7 @@ from trainer.spec import (
     ENV_SWEEP_ID,
     JobSpec,
     parse_quantity,
+    run_id,
     spec_document,
 )
 from trainer.spec.kube_rules import SHM_DIR, SPEC_DIR, TMP_DIR
@@ -49,6 +51,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SWEEP = "pyboy-trainer/sweep-id"
 LABEL_NUM_ENVS = "pyboy-trainer/num-envs"
+LABEL_RUN_ID = "pyboy-trainer/run-id"
 #: Set by the Job controller on every pod of a Job (Kubernetes ≥ 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
@@ -153,6 +156,7 @@ def labels(point: JobSpec, sweep: str) -> dict[str, str]:
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_SWEEP: sweep,
         LABEL_NUM_ENVS: str(point.env.num_envs),
+        LABEL_RUN_ID: run_id(point),
     }
 
 

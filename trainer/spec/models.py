@@ -266,7 +266,9 @@ class MlflowSpec(_Model):
         description="Tracking URI; default: $MLFLOW_TRACKING_URI, else MLflow's local default.",
     )
     experiment: str = Field("pyboy-ppo", min_length=1, description="Experiment name.")
-    run_name: str | None = Field(None, description="Run name; default: the job name.")
+    run_name: str | None = Field(
+        None, description="Run name; default: the run id (`<name>-e<num_envs>-r<training hash>`)."
+    )
     tags: dict[str, str] = Field(default_factory=dict, description="Extra run tags.")
     log_model: bool = Field(True, description="Log the final policy as an MLflow PyTorch model.")
     required: bool = Field(

@@ -84,6 +84,19 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- $name -}}
 {{- end -}}
 
+{{/* <name>-e<count>-r<sha256 of the training settings[:8]> (spec.run_id): the spec document
+without the step budget and the Kubernetes, tracking, resources and checkpoint fields
+(spec.identity.training_settings). Argument: (list $ count). */}}
+{{- define "pyboy-trainer.runId" -}}
+{{- $root := index . 0 -}}
+{{- $count := int (index . 1) -}}
+{{- $doc := include "pyboy-trainer.specDocument" . | fromJson -}}
+{{- $env := omit $doc.env "backend" "envs_per_worker" "worker_timeout_s" "max_worker_restarts" "restart_window_s" -}}
+{{- $ppo := omit $doc.ppo "total_steps" "device" "async_rollout" -}}
+{{- $settings := dict "seed" $doc.seed "game" $doc.game "env" $env "ppo" $ppo -}}
+{{- printf "%s-e%d-r%s" $root.Values.spec.name $count ($settings | toPrettyJson | sha256sum | trunc 8) -}}
+{{- end -}}
+
 {{/* <name>-<sha256 of the sorted Job names joined by ","[:8]> (kube.sweep_id). */}}
 {{- define "pyboy-trainer.sweepId" -}}
 {{- $root := . -}}
@@ -103,6 +116,7 @@ app.kubernetes.io/component: trainer
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 pyboy-trainer/sweep-id: {{ index . 2 }}
 pyboy-trainer/num-envs: {{ index . 1 | int | toString | quote }}
+pyboy-trainer/run-id: {{ include "pyboy-trainer.runId" (list $root (index . 1)) }}
 {{- end -}}
 
 {{/* Labels of the chart's MLflow server. */}}
