@@ -76,13 +76,13 @@ def job_of(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     return next(m for m in manifests if m["kind"] == "Job")
 
 
-def one_run(uri: str, job: str):
+def one_run(uri: str, run_key: str):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`trainer.job_id` = '{job}'"
+        [experiment.experiment_id], filter_string=f"tags.`trainer.job_id` = '{run_key}'"
     )
     assert len(runs) == 1, [r.info.run_id for r in runs]
     return client, runs[0]
@@ -159,12 +159,12 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     beside the checkpoints: the root is read-only) and the model."""
     values = spec_values("helm-pod", checkpoint_pvc="checkpoints")
     manifests = helm_template(tmp_path, {"spec": values, "envs": [2]}, "default")
-    job = job_of(manifests)["metadata"]["name"]
+    run_key = job_of(manifests)["metadata"]["labels"]["pyboy-trainer/run-id"]
     pvcs = {"checkpoints": host / "pvc"}
     pvcs["checkpoints"].mkdir()
     first = Pod(manifests, host, mlflow_server, pvcs, image).start()
     _, step = stopped(first)
-    assert (pvcs["checkpoints"] / job / "checkpoints" / f"step_{step}.pt").exists()
+    assert (pvcs["checkpoints"] / run_key / "checkpoints" / f"step_{step}.pt").exists()
 
     retry = Pod(manifests, host, mlflow_server, pvcs, image).start()
     result = retry.wait(timeout=300)
@@ -174,7 +174,7 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     # Nothing tried to write outside the volumes (the root is read-only: it would have failed).
     assert not re.search(r"Read-only file system|Errno 30|Permission denied", first.log() + log)
 
-    client, run = one_run(mlflow_server, job)
+    client, run = one_run(mlflow_server, run_key)
     assert run.info.status == "FINISHED" and int(run.data.tags["trainer.starts"]) == 2
     assert run.data.params["ppo.total_steps"] == str(TOTAL_STEPS)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")]
@@ -193,10 +193,10 @@ def test_pod_without_pvc_resumes_from_the_checkpoint_in_mlflow(
     """No PVC: checkpoints live in an emptyDir that dies with the pod. The checkpoint written on
     SIGTERM must be in MLflow before the pod exits; the retry (a fresh emptyDir) resumes it."""
     manifests = rendered(tmp_path, spec_values("emptydir-pod"))
-    job = job_of(manifests)["metadata"]["name"]
+    run_key = job_of(manifests)["metadata"]["labels"]["pyboy-trainer/run-id"]
     first = Pod(manifests, host, mlflow_server, image=image).start()
     _, step = stopped(first)
-    client, run = one_run(mlflow_server, job)
+    client, run = one_run(mlflow_server, run_key)
     saved = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert f"checkpoints/step_{step}.pt" in saved and "checkpoints/latest.pt" in saved
     assert run.info.status == "KILLED"
@@ -205,7 +205,7 @@ def test_pod_without_pvc_resumes_from_the_checkpoint_in_mlflow(
     assert not any(retry.volumes["checkpoints"].iterdir())  # nothing on disk to resume from
     retry.wait_for(rf"Resuming from step {step:,} ")
     assert retry.terminate().exit_code == 143
-    assert one_run(mlflow_server, job)[1].info.run_id == run.info.run_id
+    assert one_run(mlflow_server, run_key)[1].info.run_id == run.info.run_id
 
 
 START_UP = [
