@@ -170,6 +170,24 @@ def test_helm_lint_strict(name: str, args: list[str]) -> None:
             ["--set", "spec.ppo.batch_size=512"],
             "ppo.batch_size must not exceed",
         ),
+        (
+            "env the trainer sets",
+            ["--set-json", 'spec.kubernetes.env=[{"name":"HOME","value":"/x"}]'],
+            "/spec/kubernetes/env/0/name",
+        ),
+        (
+            "volume mount over the spec",
+            [
+                "--set-json",
+                'spec.kubernetes.volume_mounts=[{"name":"v","mountPath":"/etc/trainer"}]',
+            ],
+            "/spec/kubernetes/volume_mounts/0/mountPath",
+        ),
+        (
+            "pull secret name",
+            ["--set-json", 'spec.kubernetes.image_pull_secrets=["Bad_Name"]'],
+            "/spec/kubernetes/image_pull_secrets/0",
+        ),
     ],
 )
 def test_chart_rejects_bad_values(name: str, args: list[str], message: str) -> None:

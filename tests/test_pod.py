@@ -261,3 +261,31 @@ def test_bad_game_value_exits_2_which_the_job_turns_into_failjob(
     assert f"error: {key}:" in pod.log()
     assert pod_failure_action(job_of(manifests), result.exit_code) == "FailJob"
     assert pod_failure_action(job_of(manifests), 1) is None  # a crash is retried, not fatal
+
+
+def test_a_rom_of_this_machine_is_shipped_mounted_and_played(
+    tmp_path: Path, host: Path, image: Image, mlflow_server: str
+) -> None:
+    """Issue 12: `game.rom` naming a file here → a `<job>-rom` ConfigMap (binaryData) projected
+    at the pod's game folder, the spec pointing there; the pod trains on it to the end."""
+    from trainer.games import BUILTIN_ROMS
+    from trainer.games.base import rom_sha1
+    from trainer.spec.kube_rules import GAME_DIR
+
+    rom = tmp_path / "my game.gb"  # a space: the ConfigMap key and file name are made safe
+    shutil.copy(BUILTIN_ROMS["dungeon"], rom)
+    values = {**spec_values("shipped-rom"), "game": {"rom": str(rom), "adapter": "dungeon"}}
+    manifests = rendered(tmp_path, values)
+    assert [m["kind"] for m in manifests] == ["ConfigMap", "ConfigMap", "Job"]
+    point = yaml.safe_load(manifests[1]["data"]["spec.yaml"])
+    assert point["game"]["rom"].startswith(f"{GAME_DIR}/") and point["game"]["rom"].endswith(
+        "-my_game.gb"
+    )
+    pod = Pod(manifests, host, mlflow_server, image=image).start()
+    result = pod.wait(timeout=300)
+    assert result.exit_code == 0, pod.log()[-3000:]
+    assert f"Final step: {TOTAL_STEPS:,}" in pod.log()
+    run_key = job_of(manifests)["metadata"]["labels"]["pyboy-trainer/run-id"]
+    _, run = one_run(mlflow_server, run_key)
+    assert run.data.tags["rom"] == point["game"]["rom"]
+    assert run.data.tags["rom_sha1"] == rom_sha1(rom.read_bytes())

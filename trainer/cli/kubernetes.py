@@ -242,7 +242,7 @@ def cancel(
 
     from trainer import launcher
     from trainer.kube.client import selector
-    from trainer.kube.manifests import plan_pods
+    from trainer.kube.manifests import configmap_names, plan_pods
 
     if bool(target) == bool(sweep):
         raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
@@ -252,7 +252,7 @@ def cancel(
     if spec is not None:
         points = plan_pods(spec, envs)[1]
         targets = [("Job", p.job_name) for p in points] + [
-            ("ConfigMap", p.job_name) for p in points
+            ("ConfigMap", name) for p in points for name in configmap_names(p)
         ]
     elif sweep:
         targets = launcher.sweep_objects(client, ns, selector(sweep=sweep))

@@ -236,7 +236,7 @@ class KubeClient:
     def apply(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport:
         """The whole sweep or nothing: a server-side dry run of every object first (`dry_run`);
         when it rejects any, nothing is created. Then each object in order. A Job is skipped when
-        its ConfigMap failed; when the API server stops answering, the rest is marked "skipped"
+        a ConfigMap it mounts (its spec, a shipped ROM) failed; when the API server stops answering, the rest is marked "skipped"
         and `KubeError` is raised with the report so far attached (`exc.report`)."""
         rejected = self.dry_run(manifests)
         if rejected is not None:
@@ -248,7 +248,8 @@ class KubeClient:
             volumes = (
                 manifest.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
             )
-            needs = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+            projected = [s for v in volumes for s in (v.get("projected") or {}).get("sources", [])]
+            needs = {v["configMap"]["name"] for v in [*volumes, *projected] if "configMap" in v}
             if kind == "Job" and needs & failed_configmaps:
                 report.results.append(
                     ApplyResult(kind, name, "skipped", "its ConfigMap was not created")
