@@ -117,6 +117,7 @@ FULL = {
             },
         },
         "priority_class": "batch-low",
+        "queue": "team-a",
     },
     "sweep": {"num_envs": [1, 3]},
 }
@@ -227,6 +228,10 @@ def test_full_job_fields() -> None:
         and job["spec"]["activeDeadlineSeconds"] == 7200
     )
     assert job["metadata"]["labels"]["team"] == "rl"
+    # Kueue: the queue label on the Job (not the pod), created suspended
+    assert job["metadata"]["labels"][kube.LABEL_QUEUE] == "team-a"
+    assert kube.LABEL_QUEUE not in job["spec"]["template"]["metadata"]["labels"]
+    assert job["spec"]["suspend"] is True
     safe_to_evict = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
     assert job["metadata"]["annotations"] == safe_to_evict
     # the pod: kubernetes.annotations and kubernetes.pod_annotations
@@ -273,6 +278,8 @@ def test_defaults_pod_hardening_and_paths() -> None:
     assert (
         job["spec"]["ttlSecondsAfterFinished"] == 86400
         and "activeDeadlineSeconds" not in job["spec"]
+        and "suspend" not in job["spec"]  # no queue: the Job starts at once
+        and kube.LABEL_QUEUE not in job["metadata"]["labels"]
     )
 
 

@@ -486,6 +486,39 @@ def test_an_active_job_of_the_same_run_stops_the_launch_before_anything_is_sent(
     assert lines[-1] == "nothing was created"
 
 
+def test_a_queued_sweep_is_created_suspended_for_kueue_and_shown_so(
+    cluster: FakeCluster,
+) -> None:
+    """Issue 12: `kubernetes.queue` → Kueue's label, Jobs created suspended; until Kueue admits
+    them, `--wait` reports them Suspended, not Pending."""
+    queued = copy.deepcopy(SWEEP)
+    queued["kubernetes"] = {**queued["kubernetes"], "queue": "team-a", "priority_class": "low"}
+    polls = 0
+    real_list = cluster.list_namespaced_job
+
+    def admit_later(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        if kube.LABEL_RUN_ID not in label_selector:
+            polls += 1
+            for (kind, _, _), obj in cluster.objects.items():
+                if kind == "Job" and polls == 2:  # Kueue admits, the Job runs and completes
+                    obj["spec"]["suspend"] = False
+                    obj["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        return real_list(namespace, label_selector)
+
+    cluster.list_namespaced_job = admit_later  # type: ignore[method-assign]
+    code, lines = launch(cluster, queued, wait=True, poll_seconds=0)
+    assert code == 0, lines
+    jobs = [body for op, kind, body in cluster.calls if op == "create" and kind == "Job"]
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert job["spec"]["suspend"] is True
+        assert job["spec"]["template"]["spec"]["priorityClassName"] == "low"
+    assert sum(line.endswith(": Suspended") for line in lines) == 3
+    assert sum(line.endswith(": Complete") for line in lines) == 3
+
+
 def test_another_learning_rate_is_another_run(cluster: FakeCluster) -> None:
     assert launch(cluster)[0] == 0
     _set_state(cluster, "Running")

@@ -116,6 +116,7 @@ BAD = [
     ("env valueFrom empty", {"env": [{"name": "A", "valueFrom": {}}]}, "exactly one of"),
     ("pull secret name", {"image_pull_secrets": ["Registry"]}, "image_pull_secrets"),
     ("priority class name", {"priority_class": "High_Priority"}, "priority_class"),
+    ("queue name", {"queue": "Team_A"}, "kubernetes.queue"),
     ("pod annotation key", {"pod_annotations": {"bad key": "x"}}, "pod_annotations"),
     ("affinity typo", {"affinity": {"nodeAfinity": {}}}, "affinity.nodeAfinity"),
 ]

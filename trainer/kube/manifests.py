@@ -54,6 +54,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SWEEP = "pyboy-trainer/sweep-id"
 LABEL_NUM_ENVS = "pyboy-trainer/num-envs"
 LABEL_RUN_ID = "pyboy-trainer/run-id"
+#: Kueue's queue label: a Job carrying it is admitted (unsuspended) by Kueue.
+#: https://kueue.sigs.k8s.io/docs/tasks/run/jobs/
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 #: Set by the Job controller on every pod of a Job (Kubernetes ≥ 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
@@ -287,10 +290,13 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     """The Job of one sweep point; `point` comes from `pod_spec` (image and paths resolved).
 
     Retries (`backoffLimit`) resume from the checkpoint; invalid input (exit 2) fails the Job at
-    once, and a pod lost to a disruption (eviction, preemption) does not count as a failure."""
+    once, and a pod lost to a disruption (eviction, preemption) does not count as a failure.
+    With `kubernetes.queue`, the Job carries Kueue's queue label and is created suspended."""
     kube = point.kubernetes
     meta_labels = {**kube.labels, **labels(point, sweep)}
     job_spec: dict[str, Any] = {"backoffLimit": kube.backoff_limit}
+    if kube.queue:
+        job_spec["suspend"] = True  # Kueue unsuspends it on admission
     if kube.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = kube.active_deadline_seconds
     if kube.ttl_seconds_after_finished is not None:
@@ -320,10 +326,13 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     if kube.pod_annotations:
         template["annotations"] = {**kube.annotations, **kube.pod_annotations}
     job_spec["template"] = {"metadata": template, "spec": pod_manifest(point, name, sweep)}
+    job_metadata = copy.deepcopy(metadata)
+    if kube.queue:
+        job_metadata["labels"][LABEL_QUEUE] = kube.queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": kube.namespace, **metadata},
+        "metadata": {"name": name, "namespace": kube.namespace, **job_metadata},
         "spec": job_spec,
     }
 

@@ -463,6 +463,12 @@ class KubernetesSpec(_Model):
         None,
         description="Pod affinity (nodeAffinity, podAffinity, podAntiAffinity), as in core/v1.",
     )
+    queue: str | None = Field(
+        None,
+        description="Kueue LocalQueue to submit to (label `kueue.x-k8s.io/queue-name`, a DNS-1123 "
+        "label): the Job is created suspended and Kueue starts it when the queue admits it.",
+        json_schema_extra=k8s.schema_dns1123_label(),
+    )
     priority_class: str | None = Field(
         None,
         description="PriorityClass of the pod (`priorityClassName`, a DNS-1123 subdomain): who "
@@ -474,6 +480,13 @@ class KubernetesSpec(_Model):
     @classmethod
     def _namespace_dns(cls, value: str) -> str:
         _raise(k8s.dns1123_label_problem(value))
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _raise(k8s.dns1123_label_problem(value))
         return value
 
     @field_validator("service_account", "checkpoint_pvc", "mlflow_secret", "priority_class")
