@@ -61,8 +61,8 @@ lint: setup ## ruff
 	$(BIN)/ruff check trainer tests scripts
 	$(BIN)/ruff format --check trainer tests scripts
 
-bench: setup ## Throughput benchmarks side by side (table)
-	$(BIN)/trainer bench
+bench: setup ## Throughput benchmarks side by side, and SB3's PPO beside ours on each built-in game (tables)
+	$(BIN)/trainer bench --peer 1,2,3
 
 bench-quick: setup ## A short benchmark smoke run
 	$(BIN)/trainer bench --quick

@@ -148,6 +148,11 @@ def _runs_as(python: str, uid: int, code: str = "pass") -> bool:
     return subprocess.run([*args, "-c", code], capture_output=True).returncode == 0
 
 
+def image_dependencies() -> Path:
+    """Where the image's heavy dependencies (torch, MLflow, PyBoy) come from: .venv's packages."""
+    return next((ROOT / ".venv").glob("lib/python*/site-packages"))
+
+
 def build_image() -> Image:
     """The package as the image has it, cached under build/pod-harness/ until the build context
     changes (a fresh clone builds it once: a few seconds)."""
@@ -164,8 +169,7 @@ def build_image() -> Image:
         # The heavy dependencies from .venv (torch, MLflow, PyBoy): a path line, so .venv's own
         # .pth files (its editable install of this package) are not read.
         site = next(venv.glob("lib/python*/site-packages"))
-        deps = next((ROOT / ".venv").glob("lib/python*/site-packages"))
-        (site / "zz-image-dependencies.pth").write_text(f"{deps}\n")
+        (site / "zz-image-dependencies.pth").write_text(f"{image_dependencies()}\n")
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps"]
         built = subprocess.run(
             [*pip, "--no-build-isolation", "--no-cache-dir", str(context)], capture_output=True
@@ -328,6 +332,10 @@ class Pod:
             "/etc/group",
         ]
         sandbox += _with_mount_points(image_files + self.mount_args(fs_group))
+        # The image's files are this machine's: bound again over the pod's volumes, so a clone
+        # under /tmp (a CI checkout) stays visible below the pod's /tmp emptyDir.
+        for path in (self.image.venv, image_dependencies()):
+            sandbox += ["--ro-bind", str(path), str(path)]
         sandbox += ["--remount-ro", "/dev", "--chdir", self.image.workdir, "--clearenv"]
         env = self.environment()
         for key, value in env.items():
@@ -359,6 +367,8 @@ class Pod:
         self.pid = json.loads(text)["child-pid"]  # PID 1 in the pod
         if self.spec.get("shareProcessNamespace"):
             self.pid = _first_child(self.pid)  # the entrypoint, under the reaper
+        if self.pid <= 0:  # os.kill(0, …) would signal the test run's own process group
+            raise AssertionError(f"the pod ended as it started:\n{self.log()[-3000:]}")
         return self
 
     def wait(self, timeout: float) -> PodResult:
