@@ -149,8 +149,9 @@ def _runs_as(python: str, uid: int, code: str = "pass") -> bool:
 
 
 def image_dependencies() -> Path:
-    """Where the image's heavy dependencies (torch, MLflow, PyBoy) come from: .venv's packages."""
-    return next((ROOT / ".venv").glob("lib/python*/site-packages"))
+    """Where the image's heavy dependencies (torch, MLflow, PyBoy) come from: .venv's packages,
+    the real path (in a git worktree .venv may be a symlink, which bwrap cannot bind over)."""
+    return next((ROOT / ".venv").glob("lib/python*/site-packages")).resolve()
 
 
 def build_image() -> Image:
@@ -161,7 +162,7 @@ def build_image() -> Image:
     context.mkdir(parents=True)
     venv = CACHE / "venv"
     python = pod_python(dockerfile_image(venv).user[0])
-    digest = f"{python} {build_context(context)}"
+    digest = f"{python} {image_dependencies()} {build_context(context)}"
     stamp = venv / ".build-context-sha256"
     if not (stamp.exists() and stamp.read_text() == digest):
         shutil.rmtree(venv, ignore_errors=True)

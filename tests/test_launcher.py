@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from test_kube_tools import ROOT
 
@@ -308,9 +309,78 @@ def test_missing_kubeconfig_is_a_clear_error(
 
 
 @pytest.fixture
-def cli_cluster(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+def cli_cluster(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> FakeCluster:
     monkeypatch.setattr(launcher, "make_client", lambda context=None: KubeClient(cluster, cluster))
+    # No kubeconfig context names a namespace here: an unset one is pyboy-trainer.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return cluster
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+current-context: team
+contexts:
+  - name: team
+    context: {cluster: c, user: u, namespace: team-ns}
+  - name: bare
+    context: {cluster: c, user: u}
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "spec_namespace", "args", "expected"),
+    [
+        ("unset: the current context's", None, [], "team-ns"),
+        ("unset: the chosen context's", None, ["--context", "bare"], "pyboy-trainer"),
+        ("the spec's wins", "from-spec", [], "from-spec"),
+        ("-n wins", "from-spec", ["-n", "from-flag"], "from-flag"),
+    ],
+)
+def test_one_namespace_story_for_render_launch_and_status(
+    cli_cluster: FakeCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    spec_namespace: str | None,
+    args: list[str],
+    expected: str,
+) -> None:
+    """Issue 12: an unset `kubernetes.namespace` is the kubeconfig context's (else
+    pyboy-trainer, where k8s/ installs), the same for render, launch, status and cancel."""
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    data = {
+        "name": "ns",
+        **({"kubernetes": {"namespace": spec_namespace}} if spec_namespace else {}),
+    }
+    spec = write_spec(tmp_path, yaml.safe_dump(data))
+    rendered = CliRunner().invoke(main, ["render", spec, *args])
+    assert rendered.exit_code == 0, rendered.output
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(rendered.output)} == {expected}
+    launched = CliRunner().invoke(main, ["launch", spec, "--backend", "kubernetes", *args])
+    assert launched.exit_code == 0, launched.output
+    assert {ns for _, ns, _ in cli_cluster.objects} == {expected}
+    assert f"namespace={expected}" in launched.output
+    # The same Jobs: render and launch settle the namespace alike.
+    assert {d["metadata"]["name"] for d in yaml.safe_load_all(rendered.output)} == {
+        name for _, _, name in cli_cluster.objects
+    }
+    status = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["status", spec, *args])
+    assert status.exit_code == 0 and f"namespace {expected}" in status.output
+    cancelled = CliRunner().invoke(main, ["cancel", spec, *args])
+    assert cancelled.exit_code == 0 and cli_cluster.objects == {}
+
+
+def test_without_kubeconfig_the_namespace_is_pyboy_trainer(cli_cluster: FakeCluster) -> None:
+    from trainer.kube.client import current_namespace
+
+    assert current_namespace() == "pyboy-trainer" == current_namespace("any")
 
 
 def write_spec(tmp_path: Path, text: str) -> str:

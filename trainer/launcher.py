@@ -153,13 +153,14 @@ def launch_kubernetes(
     """
     sweep, points = manifests.plan_pods(spec, num_envs_list, image)
     objects = manifests.render(spec, num_envs_list, image, sweep)
+    namespace = points[0].spec.kubernetes.namespace or manifests.DEFAULT_NAMESPACE
     describe_plan(sweep, points, echo)
     if dry_run:
         echo("dry run: nothing was sent (`trainer render` prints the manifests)")
         return ExitCode.OK
     try:
         client = (client_factory or make_client)()
-        if not check_same_run_jobs(client, spec.kubernetes.namespace, points, echo):
+        if not check_same_run_jobs(client, namespace, points, echo):
             echo("nothing was created")
             return ExitCode.FAILURE
         report = client.apply(objects)
@@ -183,11 +184,11 @@ def launch_kubernetes(
             "(existing objects are kept, missing ones are created)"
         )
         return ExitCode.FAILURE
-    echo(f"follow with: trainer status --sweep {sweep} -n {spec.kubernetes.namespace}")
+    echo(f"follow with: trainer status --sweep {sweep} -n {namespace}")
     echo(f"compare the runs in MLflow: trainer compare {sweep}")
     if wait:
         names = [p.job_name for p in points]
-        return wait_for_jobs(client, spec.kubernetes.namespace, names, echo, poll_seconds)
+        return wait_for_jobs(client, namespace, names, echo, poll_seconds)
     return ExitCode.OK
 
 

@@ -38,7 +38,8 @@ _namespace_option = click.option(
     "-n",
     "--namespace",
     metavar="NS",
-    help="Namespace (default: the spec's kubernetes.namespace; without a spec, the kubeconfig's).",
+    help="Namespace (default: the spec's kubernetes.namespace, else the kubeconfig context's, "
+    "else pyboy-trainer).",
 )
 _context_option = click.option(
     "--context", metavar="CTX", help="kubeconfig context to use (default: the current one)."
@@ -54,14 +55,27 @@ def _sweep_options(func: F) -> F:
     return func
 
 
-def _kube_spec(spec_path: str, overrides: tuple[str, ...], namespace: str | None) -> JobSpec:
+def _kube_spec(
+    spec_path: str, overrides: tuple[str, ...], namespace: str | None, context: str | None
+) -> JobSpec:
+    """The spec with its namespace settled: `-n`, else the spec's, else the kubeconfig
+    context's (a pod's own), else pyboy-trainer (`client.current_namespace`)."""
     if namespace:
         overrides = (*overrides, f"kubernetes.namespace={namespace}")
-    return read_spec(spec_path, overrides)
+    return _settle_namespace(read_spec(spec_path, overrides), context)
+
+
+def _settle_namespace(spec: JobSpec, context: str | None) -> JobSpec:
+    if spec.kubernetes.namespace is not None:
+        return spec
+    from trainer.kube.client import current_namespace
+
+    return spec.updated({"kubernetes.namespace": current_namespace(context)})
 
 
 @click.command()
 @_sweep_options
+@_context_option
 @handle_errors
 def render(
     spec_path: str,
@@ -69,6 +83,7 @@ def render(
     envs: tuple[int, ...] | None,
     image: str | None,
     namespace: str | None,
+    context: str | None,
 ) -> None:
     """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job.
 
@@ -77,7 +92,7 @@ def render(
     """
     from trainer.kube import manifests
 
-    spec = _kube_spec(spec_path, overrides, namespace)
+    spec = _kube_spec(spec_path, overrides, namespace, context)
     click.echo(manifests.to_yaml_stream(manifests.render(spec, envs, image)), nl=False)
 
 
@@ -121,13 +136,15 @@ def launch(
     """
     from trainer import launcher
 
-    spec = _kube_spec(spec_path, overrides, namespace)
+    if namespace:
+        overrides = (*overrides, f"kubernetes.namespace={namespace}")
+    spec = read_spec(spec_path, overrides)
     chosen = launcher.choose_backend(backend)
     if chosen == "local":
         code = launcher.run_local(spec, envs, max_cpus=max_cpus, dry_run=dry_run, echo=click.echo)
     else:
         code = launcher.launch_kubernetes(
-            spec,
+            _settle_namespace(spec, context),
             envs,
             image,
             dry_run=dry_run,
@@ -143,7 +160,7 @@ def _resolve_target(
 ) -> tuple[JobSpec | None, str]:
     from trainer.kube.client import current_namespace
 
-    spec = _kube_spec(spec_path, overrides, namespace) if spec_path else None
+    spec = _kube_spec(spec_path, overrides, namespace, context) if spec_path else None
     return spec, namespace or (spec.kubernetes.namespace if spec else current_namespace(context))
 
 

@@ -22,6 +22,7 @@ from trainer.kube.manifests import (
     LABEL_NUM_ENVS,
     LABEL_SWEEP,
 )
+from trainer.spec.kube_rules import DEFAULT_NAMESPACE
 
 
 class KubeError(TrainerError):
@@ -78,19 +79,20 @@ def _kubeconfig_path() -> str:
 
 
 def current_namespace(context: str | None = None) -> str:
-    """The namespace of the pod we run in, else of the kubeconfig's context, else "default"."""
+    """The namespace of the pod we run in, else the kubeconfig context's, else
+    `DEFAULT_NAMESPACE` (pyboy-trainer, where `k8s/` installs; never the API's "default")."""
     in_cluster = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(in_cluster):
         with open(in_cluster) as handle:
-            return handle.read().strip() or "default"
+            return handle.read().strip() or DEFAULT_NAMESPACE
     try:
         from kubernetes import config
 
         contexts, active = config.list_kube_config_contexts(config_file=_kubeconfig_path())
         chosen = next((c for c in contexts if c["name"] == context), active) if context else active
-        return (chosen or {}).get("context", {}).get("namespace") or "default"
-    except Exception:  # no kubeconfig, or an unreadable one: the API's own default
-        return "default"
+        return (chosen or {}).get("context", {}).get("namespace") or DEFAULT_NAMESPACE
+    except Exception:  # no kubeconfig, or an unreadable one
+        return DEFAULT_NAMESPACE
 
 
 def _api_status(exc: BaseException) -> int | None:

@@ -36,7 +36,14 @@ from trainer.spec import (
     run_id,
     spec_document,
 )
-from trainer.spec.kube_rules import CHECKPOINT_DIR, GAME_DIR, SHM_DIR, SPEC_DIR, TMP_DIR
+from trainer.spec.kube_rules import (
+    CHECKPOINT_DIR,
+    DEFAULT_NAMESPACE,
+    GAME_DIR,
+    SHM_DIR,
+    SPEC_DIR,
+    TMP_DIR,
+)
 from trainer.sweep import SweepPoint, plan
 
 # ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
@@ -75,11 +82,14 @@ RUN_AS_USER = 10001
 def pod_spec(spec: JobSpec, num_envs: int, image: str | None = None) -> JobSpec:
     """The spec one pod runs: fixed `num_envs`, no sweep, the image resolved, `checkpoint.dir`
     absolute (relative dirs move to `CHECKPOINT_DIR`, where the checkpoint volume is mounted),
-    and a ROM or save state on this machine replaced by its shipped copy (`trainer.kube.game`)."""
+    and a ROM or save state on this machine replaced by its shipped copy (`trainer.kube.game`).
+    An unset namespace is `DEFAULT_NAMESPACE` here; the CLI fills in the kubeconfig context's
+    first (`trainer.cli.kubernetes`)."""
     changes: dict[str, Any] = {
         "env.num_envs": num_envs,
         "sweep.num_envs": [],
         "kubernetes.image": image or spec.kubernetes.image or DEFAULT_IMAGE,
+        "kubernetes.namespace": spec.kubernetes.namespace or DEFAULT_NAMESPACE,
     }
     for shipped in game.local_game_files(spec):
         changes[shipped.field] = shipped.mounted

@@ -169,6 +169,8 @@ POD_MOUNTS = {
 }
 #: Read-only or owned by the container runtime: nothing can be mounted at or under them.
 _NOTHING_UNDER = (SPEC_DIR, GAME_DIR, "/proc", "/sys", "/dev")
+#: The namespace `k8s/` installs into, and the default wherever no context names one.
+DEFAULT_NAMESPACE = "pyboy-trainer"
 #: Where a pod mounts the checkpoint volume when `checkpoint.dir` is relative.
 CHECKPOINT_DIR = "/var/lib/trainer/checkpoints"
 #: The pod's own volume names, and the variables the trainer sets in its container.

@@ -370,9 +370,11 @@ class TolerationSpec(_Model):
 
 
 class KubernetesSpec(_Model):
-    namespace: str = Field(
-        "default",
-        description="Namespace for the Job and its ConfigMap (a DNS-1123 label).",
+    namespace: str | None = Field(
+        None,
+        description="Namespace for the Job and its ConfigMaps (a DNS-1123 label); unset: the "
+        "kubeconfig context's namespace (a pod's own when launched from a pod), else "
+        f"`{k8s.DEFAULT_NAMESPACE}`, where `k8s/` installs; the chart uses the release namespace.",
         json_schema_extra=k8s.schema_dns1123_label(),
     )
     image: str | None = Field(
@@ -478,8 +480,9 @@ class KubernetesSpec(_Model):
 
     @field_validator("namespace")
     @classmethod
-    def _namespace_dns(cls, value: str) -> str:
-        _raise(k8s.dns1123_label_problem(value))
+    def _namespace_dns(cls, value: str | None) -> str | None:
+        if value is not None:
+            _raise(k8s.dns1123_label_problem(value))
         return value
 
     @field_validator("queue")
