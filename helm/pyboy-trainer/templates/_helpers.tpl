@@ -52,6 +52,9 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- $root := index . 0 -}}
 {{- $count := int (index . 1) -}}
 {{- $spec := deepCopy $root.Values.spec -}}
+{{- range $path := include "pyboy-trainer.numberPaths" $root | fromJsonArray -}}
+{{- $_ := include "pyboy-trainer.toNumber" (list $spec $path) -}}
+{{- end -}}
 {{- if gt (int $spec.ppo.batch_size) (mul $count (int $spec.ppo.rollout_steps)) -}}
 {{- fail (printf "ppo.batch_size must not exceed num_envs × ppo.rollout_steps (%d × %d = %d; got %d)" $count (int $spec.ppo.rollout_steps) (mul $count (int $spec.ppo.rollout_steps)) (int $spec.ppo.batch_size)) -}}
 {{- end -}}
@@ -71,6 +74,32 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- $_ := set $spec.game "ram" (include "pyboy-trainer.ram" $spec.game.ram | fromJson) -}}
 {{- end -}}
 {{- include "pyboy-trainer.dropNulls" $spec | fromJson | toPrettyJson -}}
+{{- end -}}
+
+{{/* Turn the numeric strings at a path of the spec into numbers, in place (--set keeps floats
+as strings: trainer.kube.chart). Path segments: keys, "*" (every key), "[]" (every item).
+Argument: (list node path). */}}
+{{- define "pyboy-trainer.toNumber" -}}
+{{- $node := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- if and (kindIs "map" $node) $path -}}
+{{- $key := first $path -}}
+{{- $rest := rest $path -}}
+{{- $keys := list -}}
+{{- if eq $key "*" -}}{{- $keys = keys $node -}}{{- else if hasKey $node $key -}}{{- $keys = list $key -}}{{- end -}}
+{{- range $k := $keys -}}
+{{- $value := get $node $k -}}
+{{- if and $rest (eq (first $rest) "[]") -}}
+{{- if kindIs "slice" $value -}}
+{{- range $item := $value -}}{{- $_ := include "pyboy-trainer.toNumber" (list $item (rest $rest)) -}}{{- end -}}
+{{- end -}}
+{{- else if $rest -}}
+{{- $_ := include "pyboy-trainer.toNumber" (list $value $rest) -}}
+{{- else if kindIs "string" $value -}}
+{{- $_ := set $node $k (float64 $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* <name>-e<count>-<sha256(spec document)[:8]> (kube.job_name). Argument: (list $ count). */}}
