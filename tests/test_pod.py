@@ -186,6 +186,19 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.name for m in models if m.source_run_id == run.info.run_id] == ["policy"]
 
+    # `helm upgrade` after the TTL deleted the finished Job creates it again (Helm's kube client
+    # re-creates release resources missing from the cluster: pkg/kube/client.go, Update). Its pod
+    # finds the run trained to the end and exits 0 without training or logging again.
+    again = Pod(manifests, host, mlflow_server, pvcs, image).start()
+    result = again.wait(timeout=300)
+    assert result.exit_code == 0 and "already trained" in again.log(), again.log()[-3000:]
+    sys.stderr.write(f"\n[pod] re-created finished Job: exit 0 after {result.seconds:.2f} s\n")
+    client, run = one_run(mlflow_server, run_key)
+    assert run.info.status == "FINISHED" and int(run.data.tags["trainer.starts"]) == 3
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")) == sorted(
+        steps
+    )
+
 
 def test_pod_without_pvc_resumes_from_the_checkpoint_in_mlflow(
     tmp_path: Path, host: Path, image: Image, mlflow_server: str
