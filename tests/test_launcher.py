@@ -306,6 +306,62 @@ def test_missing_kubeconfig_is_a_clear_error(
     )
     assert result.exit_code == 1
     assert "no usable Kubernetes configuration" in result.output
+    # A configuration problem: running the same command again would not help.
+    assert "nothing was sent" in result.output and "same command again" not in result.output
+    assert result.output.startswith("backend: kubernetes (--backend)")
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "expected"),
+    [
+        ([], [], "backend: local (no kubeconfig ($KUBECONFIG, ~/.kube/config) and no in-cluster"),
+        (["kc"], [], "backend: kubernetes (kubeconfig {tmp}/kc; --backend local to run here)"),
+        (["kc"], ["--backend", "local"], "backend: local (--backend)"),
+    ],
+)
+def test_launch_says_which_backend_and_why(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: list[str],
+    args: list[str],
+    expected: str,
+) -> None:
+    """Issue 12: no silent fallback to local training when no kubeconfig is found."""
+    for name in files:
+        (tmp_path / name).write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--dry-run", *args]
+    )
+    assert result.output.splitlines()[0].startswith(expected.format(tmp=tmp_path)), result.output
+
+
+def test_wait_timeout_stops_waiting_not_the_jobs(cluster: FakeCluster) -> None:
+    """`launch --wait --timeout`: the Jobs never finish here; waiting ends, they are kept."""
+    assert launch(cluster)[0] == 0
+    ticks = iter(range(1000))
+    lines: list[str] = []
+    code = launcher.wait_for_jobs(
+        KubeClient(cluster, cluster),
+        "ml",
+        [name for kind, _, name in cluster.objects if kind == "Job"],
+        lines.append,
+        poll_seconds=0,
+        timeout=5,
+        clock=lambda: float(next(ticks)),
+    )
+    assert code == 1
+    assert lines[-1].startswith("error: --timeout 5s passed; not finished: sweep-e")
+    assert "(Pending)" in lines[-1] and "they keep running" in lines[-1]
+    assert all(kind != "delete" for kind, _, _ in cluster.calls)
+
+
+def test_cli_timeout_needs_wait(cli_cluster: FakeCluster) -> None:
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--timeout", "5"]
+    )
+    assert result.exit_code == 2 and "--timeout needs --wait" in result.output
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from typing import Any
 
 from trainer.errors import ExitCode
 from trainer.kube import manifests
-from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_available, selector
+from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_source, selector
 from trainer.spec import ENV_OVERRIDES, JobSpec, available_cpus
 from trainer.sweep import SweepPoint, plan
 
@@ -55,9 +55,23 @@ def make_client(context: str | None = None) -> KubeClient:
 
 def choose_backend(backend: str | None, environ: Mapping[str, str] | None = None) -> str:
     """`kubernetes` when a kubeconfig or in-cluster config exists, else `local`."""
+    return explain_backend(backend, environ)[0]
+
+
+def explain_backend(
+    backend: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """(backend, why): `--backend` when given, else `kubernetes` with the configuration found,
+    else `local`, saying that no configuration was found (never a silent fallback)."""
     if backend:
-        return backend
-    return "kubernetes" if kube_config_available(environ) else "local"
+        return backend, "--backend"
+    source = kube_config_source(environ)
+    if source:
+        return "kubernetes", f"{source}; --backend local to run here"
+    return "local", (
+        "no kubeconfig ($KUBECONFIG, ~/.kube/config) and no in-cluster service account; "
+        "--backend kubernetes to insist"
+    )
 
 
 # ---- Kubernetes -----------------------------------------------------------------------------
@@ -141,6 +155,7 @@ def launch_kubernetes(
     echo: Echo = print,
     client_factory: Callable[[], KubeClient] | None = None,
     poll_seconds: float = 10.0,
+    timeout: float | None = None,
 ) -> int:
     """Create the sweep's ConfigMaps and Jobs, whole or not at all: the API server dry-runs
     every object first (`KubeClient.apply`); objects that exist are left unchanged.
@@ -160,6 +175,11 @@ def launch_kubernetes(
         return ExitCode.OK
     try:
         client = (client_factory or make_client)()
+    except KubeError as exc:  # a configuration problem: running again would not help
+        echo(f"error: {exc}")
+        echo("nothing was sent")
+        return ExitCode.FAILURE
+    try:
         if not check_same_run_jobs(client, namespace, points, echo):
             echo("nothing was created")
             return ExitCode.FAILURE
@@ -169,7 +189,10 @@ def launch_kubernetes(
         if partial is not None:
             print_report(partial, echo)
         echo(f"error: {exc}")
-        echo("nothing else was changed; run the same command again to complete the sweep")
+        if partial is not None and partial.of("created"):
+            echo("nothing else was changed; run the same command again to complete the sweep")
+        else:
+            echo("nothing was created; run the same command again once the API server answers")
         return ExitCode.FAILURE
     print_report(report, echo)
     if report.rejected_in_dry_run:
@@ -188,7 +211,7 @@ def launch_kubernetes(
     echo(f"compare the runs in MLflow: trainer compare {sweep}")
     if wait:
         names = [p.job_name for p in points]
-        return wait_for_jobs(client, namespace, names, echo, poll_seconds)
+        return wait_for_jobs(client, namespace, names, echo, poll_seconds, timeout)
     return ExitCode.OK
 
 
@@ -213,9 +236,13 @@ def wait_for_jobs(
     names: Sequence[str],
     echo: Echo,
     poll_seconds: float = 10.0,
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Poll until every named Job is Complete or Failed; 1 when any failed or vanished."""
+    """Poll until every named Job is Complete or Failed; 1 when any failed or vanished, or when
+    `timeout` seconds passed first (the Jobs keep running: only the waiting ends)."""
     last: dict[str, str] = {}
+    deadline = None if timeout is None else clock() + timeout
     while True:
         try:
             jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, selector())}
@@ -231,6 +258,13 @@ def wait_for_jobs(
             bad = [n for n, s in states.items() if s != "Complete"]
             echo("all Jobs complete" if not bad else f"error: not successful: {', '.join(bad)}")
             return ExitCode.FAILURE if bad else ExitCode.OK
+        if deadline is not None and clock() >= deadline:
+            open_jobs = [f"{n} ({s})" for n, s in states.items() if s not in ("Complete",)]
+            echo(
+                f"error: --timeout {timeout:g}s passed; not finished: {', '.join(open_jobs)} "
+                "(they keep running: trainer status, or trainer cancel)"
+            )
+            return ExitCode.FAILURE
         time.sleep(poll_seconds)
 
 

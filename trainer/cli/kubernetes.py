@@ -111,6 +111,12 @@ def render(
     help="Kubernetes: wait until every Job finished (local runs always wait).",
 )
 @click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: stop waiting after this long (exit 1; the Jobs keep running).",
+)
+@click.option(
     "--max-cpus",
     type=click.IntRange(min=1),
     help="Local: CPUs to fill with concurrent runs (default: the usable CPUs).",
@@ -126,6 +132,7 @@ def launch(
     backend: str | None,
     dry_run: bool,
     wait: bool,
+    timeout: float | None,
     max_cpus: int | None,
 ) -> None:
     """Run SPEC once per env count, as Kubernetes Jobs or local processes.
@@ -139,7 +146,10 @@ def launch(
     if namespace:
         overrides = (*overrides, f"kubernetes.namespace={namespace}")
     spec = read_spec(spec_path, overrides)
-    chosen = launcher.choose_backend(backend)
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout needs --wait")
+    chosen, why = launcher.explain_backend(backend)
+    click.echo(f"backend: {chosen} ({why})")
     if chosen == "local":
         code = launcher.run_local(spec, envs, max_cpus=max_cpus, dry_run=dry_run, echo=click.echo)
     else:
@@ -149,6 +159,7 @@ def launch(
             image,
             dry_run=dry_run,
             wait=wait,
+            timeout=timeout,
             echo=click.echo,
             client_factory=lambda: launcher.make_client(context),
         )

@@ -61,16 +61,24 @@ class ApplyReport:
         return all(r.status in ("created", "exists") for r in self.results)
 
 
-def kube_config_available(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether an in-cluster service account or a kubeconfig file is there (no client import)."""
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def kube_config_source(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where a Kubernetes configuration was found ("the in-cluster service account" or
+    "kubeconfig PATH"), None when there is none (no client import)."""
     environ = os.environ if environ is None else environ
-    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    ):
-        return True
+    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        return "the in-cluster service account"
     paths = environ.get("KUBECONFIG", "").split(os.pathsep) if environ.get("KUBECONFIG") else []
     paths = [p for p in paths if p] or [os.path.expanduser("~/.kube/config")]
-    return any(os.path.isfile(p) for p in paths)
+    found = next((p for p in paths if os.path.isfile(p)), None)
+    return f"kubeconfig {found}" if found else None
+
+
+def kube_config_available(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an in-cluster service account or a kubeconfig file is there (no client import)."""
+    return kube_config_source(environ) is not None
 
 
 def _kubeconfig_path() -> str:
