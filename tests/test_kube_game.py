@@ -132,6 +132,9 @@ def test_launch_sends_the_rom_before_its_job_and_cancel_by_spec_removes_it(
         before = {n for k, n in created[: created.index(("Job", job))] if k == "ConfigMap"}
         assert {job, f"{job}-rom", f"{job}-state"} <= before
     assert "Jobs: 2 created" in lines[-3]
+    for job in jobs:  # the shipped game is the Job's dependent, like its spec
+        owner = cluster.objects["ConfigMap", "pyboy-trainer", f"{job}-rom"]["metadata"]
+        assert owner["ownerReferences"][0]["name"] == job
 
     from trainer import launcher
     from trainer.kube.client import KubeClient

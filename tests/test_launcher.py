@@ -64,9 +64,11 @@ class FakeCluster:
         key = (kind, namespace, body["metadata"]["name"])
         if key in self.objects:
             raise FakeApiException(409, "Conflict", f'{kind.lower()}s "{key[2]}" already exists')
-        if not dry_run:
-            self.objects[key] = copy.deepcopy(body)
-        return body
+        stored = copy.deepcopy(body)
+        if not dry_run:  # the server assigns the uid
+            stored["metadata"]["uid"] = f"uid-{self.creates}"
+            self.objects[key] = copy.deepcopy(stored)
+        return stored
 
     def create_namespaced_job(
         self, namespace: str, body: dict, dry_run: str | None = None, **kwargs: Any
@@ -107,6 +109,21 @@ class FakeCluster:
     ) -> str:
         self.calls.append(("logs", "Pod", {"name": name, "container": container}))
         return self.logs[name]
+
+    # -- patch --
+    def patch_namespaced_config_map(
+        self, name: str, namespace: str, body: dict, **kwargs: Any
+    ) -> dict:
+        """A strategic merge patch of `metadata.ownerReferences` (merged by uid), the one patch
+        the client sends."""
+        self.calls.append(("patch", "ConfigMap", {"name": name, **copy.deepcopy(body)}))
+        if ("ConfigMap", namespace, name) not in self.objects:
+            raise FakeApiException(404, "Not Found")
+        meta = self.objects["ConfigMap", namespace, name]["metadata"]
+        owners = {o["uid"]: o for o in meta.get("ownerReferences", [])}
+        owners.update({o["uid"]: o for o in body["metadata"]["ownerReferences"]})
+        meta["ownerReferences"] = list(owners.values())
+        return self.objects["ConfigMap", namespace, name]
 
     # -- delete --
     def _delete(self, kind: str, name: str, namespace: str, **kwargs: Any) -> None:
@@ -166,11 +183,33 @@ def test_launch_dry_runs_then_sends_exactly_the_rendered_bodies(cluster: FakeClu
     code, lines = launch(cluster)
     assert code == 0
     expected = kube.render(validate_spec(SWEEP))
-    sent = [call for call in cluster.calls if call[0] != "list"]
+    sent = [call for call in cluster.calls if call[0] in ("dry-run", "create")]
     assert [op for op, _, _ in sent] == ["dry-run"] * 6 + ["create"] * 6
     assert [body for _, _, body in sent] == expected + expected
     assert [kind for _, kind, _ in sent] == ["ConfigMap", "Job"] * 6
     assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
+
+
+def test_configmaps_are_owned_by_their_job_once_it_exists(cluster: FakeCluster) -> None:
+    """Issue 12: after its Job is created, each ConfigMap it mounts gets an ownerReference to
+    it (the uid exists only then), so the TTL's clean-up of the Job removes them too."""
+    assert launch(cluster)[0] == 0
+    jobs = {name: obj for (kind, _, name), obj in cluster.objects.items() if kind == "Job"}
+    for (kind, _, name), obj in cluster.objects.items():
+        if kind == "ConfigMap":
+            assert obj["metadata"]["ownerReferences"] == [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": name,
+                    "uid": jobs[name]["metadata"]["uid"],
+                }
+            ]
+    patches = [body["name"] for op, _, body in cluster.calls if op == "patch"]
+    assert sorted(patches) == sorted(jobs)
+    cluster.calls.clear()
+    assert launch(cluster)[0] == 0  # Jobs that existed: their ConfigMaps are not touched
+    assert not [op for op, _, _ in cluster.calls if op == "patch"]
 
 
 def test_launch_again_creates_nothing_and_reports_what_exists(cluster: FakeCluster) -> None:
@@ -643,6 +682,36 @@ def test_a_queued_sweep_is_created_suspended_for_kueue_and_shown_so(
         assert job["spec"]["template"]["spec"]["priorityClassName"] == "low"
     assert sum(line.endswith(": Suspended") for line in lines) == 3
     assert sum(line.endswith(": Complete") for line in lines) == 3
+
+
+def test_retry_failed_recreates_only_the_failed_jobs_of_the_sweep(cluster: FakeCluster) -> None:
+    """Issue 12: launching again leaves a Failed Job as it is ("exists, unchanged");
+    `--retry-failed` deletes it with its ConfigMaps and creates it again (same name and run)."""
+    assert launch(cluster)[0] == 0
+    jobs = sorted(name for kind, _, name in cluster.objects if kind == "Job")
+    failed = jobs[1]
+    cluster.objects["Job", "ml", failed]["status"] = {
+        "conditions": [{"type": "Failed", "status": "True"}]
+    }
+    old_uid = cluster.objects["Job", "ml", failed]["metadata"]["uid"]
+    code, lines = launch(cluster)
+    assert code == 0 and "Jobs: 0 created, 3 already existed (unchanged)" in " ".join(lines)
+    assert "status" in cluster.objects["Job", "ml", failed]  # still the failed one
+
+    cluster.calls.clear()
+    code, lines = launch(cluster, retry=True)
+    assert code == 0, lines
+    deletes = [(kind, body["name"]) for op, kind, body in cluster.calls if op == "delete"]
+    assert deletes == [("Job", failed), ("ConfigMap", failed)]
+    assert [line for line in lines if line.startswith("  retry ")] == [
+        f"  retry    Job       {failed}  (Failed: deleted with its ConfigMaps, created again)"
+    ]
+    assert sorted(name for kind, _, name in cluster.objects if kind == "Job") == jobs
+    again = cluster.objects["Job", "ml", failed]
+    assert "status" not in again and again["metadata"]["uid"] != old_uid
+    cm = cluster.objects["ConfigMap", "ml", failed]["metadata"]
+    assert cm["ownerReferences"][0]["uid"] == again["metadata"]["uid"]
+    assert "Jobs: 1 created, 2 already existed (unchanged)" in " ".join(lines)
 
 
 def test_another_learning_rate_is_another_run(cluster: FakeCluster) -> None:

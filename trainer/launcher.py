@@ -146,6 +146,48 @@ def check_same_run_jobs(
     return ok
 
 
+def retry_failed(
+    client: KubeClient,
+    namespace: str,
+    points: Sequence[SweepPoint],
+    echo: Echo,
+    patience_s: float = 60.0,
+    poll_seconds: float = 1.0,
+) -> bool:
+    """Delete the sweep's Failed Jobs and their ConfigMaps, and wait until they are gone, so
+    that the launch creates them again (a Job cannot be restarted; the new one resumes the run
+    from its checkpoint). False when they are still there after `patience_s`."""
+    by_name = {p.job_name: p for p in points}
+    failed = [
+        j["metadata"]["name"]
+        for j in client.list_jobs(namespace, selector())
+        if j["metadata"]["name"] in by_name and job_state(j) == "Failed"
+    ]
+    doomed: dict[str, set[str]] = {"Job": set(), "ConfigMap": set()}
+    for name in failed:
+        echo(f"  retry    Job       {name}  (Failed: deleted with its ConfigMaps, created again)")
+        client.delete("Job", namespace, name)
+        doomed["Job"].add(name)
+        for configmap in manifests.configmap_names(by_name[name]):
+            client.delete("ConfigMap", namespace, configmap)
+            doomed["ConfigMap"].add(configmap)
+    deadline = time.monotonic() + patience_s
+    while failed:
+        left = {
+            n
+            for kind, names in doomed.items()
+            for n in (o["metadata"]["name"] for o in client.list(kind, namespace, selector()))
+            if n in names
+        }
+        if not left:
+            break
+        if time.monotonic() >= deadline:
+            echo(f"error: still being deleted after {patience_s:g}s: {', '.join(sorted(left))}")
+            return False
+        time.sleep(poll_seconds)
+    return True
+
+
 def launch_kubernetes(
     spec: JobSpec,
     num_envs_list: Sequence[int] | None = None,
@@ -156,13 +198,15 @@ def launch_kubernetes(
     client_factory: Callable[[], KubeClient] | None = None,
     poll_seconds: float = 10.0,
     timeout: float | None = None,
+    retry: bool = False,
 ) -> int:
     """Create the sweep's ConfigMaps and Jobs, whole or not at all: the API server dry-runs
     every object first (`KubeClient.apply`); objects that exist are left unchanged.
 
     Returns 0 when every object was created or existed (and, with `wait`, every Job succeeded),
     1 otherwise, and 1 before creating anything when a Job of the same training run (other
-    spec, same `run_id`) is still active. The report says which Jobs were created, existed or failed; running the same
+    spec, same `run_id`) is still active. With `retry`, the sweep's Failed Jobs are deleted
+    (with their ConfigMaps) and created again. The report says which Jobs were created, existed or failed; running the same
     command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
     before anything is sent.
     """
@@ -182,6 +226,8 @@ def launch_kubernetes(
     try:
         if not check_same_run_jobs(client, namespace, points, echo):
             echo("nothing was created")
+            return ExitCode.FAILURE
+        if retry and not retry_failed(client, namespace, points, echo):
             return ExitCode.FAILURE
         report = client.apply(objects)
     except KubeError as exc:

@@ -111,6 +111,13 @@ def render(
     help="Kubernetes: wait until every Job finished (local runs always wait).",
 )
 @click.option(
+    "--retry-failed",
+    "retry",
+    is_flag=True,
+    help="Kubernetes: delete the sweep's Failed Jobs and create them again (they resume from "
+    "their checkpoints); without it, a Job that exists is left as it is.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",
@@ -132,6 +139,7 @@ def launch(
     backend: str | None,
     dry_run: bool,
     wait: bool,
+    retry: bool,
     timeout: float | None,
     max_cpus: int | None,
 ) -> None:
@@ -160,6 +168,7 @@ def launch(
             dry_run=dry_run,
             wait=wait,
             timeout=timeout,
+            retry=retry,
             echo=click.echo,
             client_factory=lambda: launcher.make_client(context),
         )

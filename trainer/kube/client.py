@@ -43,6 +43,7 @@ class ApplyResult:
     name: str
     status: str  # "created" | "exists" | "failed" | "skipped"
     message: str = ""
+    uid: str | None = None  # of a created object, from the server's answer
 
 
 @dataclass
@@ -207,14 +208,15 @@ class KubeClient:
             raise ValueError(f"KubeClient creates ConfigMaps and Jobs, not {kind}")
         options = {"dry_run": "All"} if dry_run else {}
         try:
-            self._call(
+            answer = self._call(
                 f"create {kind} {name}", func, namespace=namespace, body=dict(manifest), **options
             )
         except ApiError as exc:
             if exc.status == 409:
                 return ApplyResult(kind, name, "exists", "exists, unchanged")
             return ApplyResult(kind, name, "failed", f"HTTP {exc.status}: {exc.reason}")
-        return ApplyResult(kind, name, "created")
+        uid = (self._dict(answer).get("metadata") or {}).get("uid") if answer is not None else None
+        return ApplyResult(kind, name, "created", uid=uid)
 
     def dry_run(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport | None:
         """Send every object with `dryRun=All`: the server runs its validation, defaulting and
@@ -275,7 +277,34 @@ class KubeClient:
             if result.status == "failed" and kind == "ConfigMap":
                 failed_configmaps.add(name)
             report.results.append(result)
+            if kind == "Job" and result.status == "created" and result.uid:
+                # The Job's UID exists only now: its ConfigMaps become its dependents, so the
+                # TTL's clean-up of the Job removes them too (garbage collection).
+                for configmap in sorted(needs & {r.name for r in report.results}):
+                    self.set_owner(manifest, result.uid, configmap)
         return report
+
+    def set_owner(self, job: Mapping[str, Any], uid: str, configmap: str) -> None:
+        """Make `configmap` a dependent of the Job `job` (uid `uid`): an ownerReference, so the
+        garbage collector deletes it with the Job. A failure is not fatal (the Job runs; the
+        ConfigMap then outlives it, as before): `KubeError` only when the server is gone."""
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": job["metadata"]["name"],
+            "uid": uid,
+        }
+        body = {"metadata": {"ownerReferences": [owner]}}
+        try:
+            self._call(
+                f"set the owner of ConfigMap {configmap}",
+                self.core.patch_namespaced_config_map,
+                name=configmap,
+                namespace=job["metadata"]["namespace"],
+                body=body,
+            )
+        except ApiError:
+            pass
 
     # -- read --
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
