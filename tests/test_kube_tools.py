@@ -93,6 +93,7 @@ def test_rbac_grants_exactly_what_the_launcher_uses() -> None:
         ("", "configmaps"): sorted(["create", "patch", "get", "list", "delete"]),
         ("", "pods"): sorted(["get", "list"]),
         ("", "pods/log"): ["get"],
+        ("", "events"): ["list"],
     }
 
 

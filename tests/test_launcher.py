@@ -20,7 +20,7 @@ from trainer import launcher
 from trainer import sweep as sweeps
 from trainer.cli import main
 from trainer.kube import manifests as kube
-from trainer.kube.client import KubeClient
+from trainer.kube.client import KubeClient, selector
 from trainer.spec import validate_spec
 
 SWEEP = {"name": "sweep", "sweep": {"num_envs": [1, 2, 4]}, "kubernetes": {"namespace": "ml"}}
@@ -104,6 +104,18 @@ class FakeCluster:
     def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
         return self._list("Pod", namespace, label_selector)
 
+    def list_namespaced_event(
+        self, namespace: str, field_selector: str = "", **kwargs: Any
+    ) -> dict:
+        self.calls.append(("list", "Event", {"selector": field_selector}))
+        name = field_selector.removeprefix("involvedObject.name=")
+        items = [
+            obj
+            for (kind, ns, _), obj in self.objects.items()
+            if kind == "Event" and ns == namespace and obj["involvedObject"]["name"] == name
+        ]
+        return {"items": copy.deepcopy(items)}
+
     def read_namespaced_pod_log(
         self, name: str, namespace: str, container: str, **kwargs: Any
     ) -> str:
@@ -155,6 +167,19 @@ class FakeCluster:
             "status": {"phase": phase},
         }
         return name
+
+    def add_event(
+        self, namespace: str, about: str, kind: str, reason: str, message: str, at: str
+    ) -> None:
+        name = f"{about}.{len(self.objects)}"
+        self.objects[("Event", namespace, name)] = {
+            "metadata": {"name": name},
+            "involvedObject": {"name": about},
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "lastTimestamp": at,
+        }
 
     def created(self) -> list[tuple[str, str]]:
         return [(kind, body["metadata"]["name"]) for op, kind, body in self.calls if op == "create"]
@@ -563,6 +588,64 @@ def test_cli_launch_status_logs_cancel(cli_cluster: FakeCluster) -> None:
 
     result = runner.invoke(main, ["cancel", job, "-n", "ml"])  # already gone: not an error
     assert result.exit_code == 0 and "absent" in result.output
+
+
+def test_status_says_what_holds_each_job_up_with_recent_warnings(cli_cluster: FakeCluster) -> None:
+    """Issue 12: ImagePullBackOff or Unschedulable must not look like Pending forever."""
+    assert launch(cli_cluster)[0] == 0
+    e1, e2, e4 = sorted(
+        (name for kind, _, name in cli_cluster.objects if kind == "Job"),
+        key=lambda n: int(n.split("-e")[1].split("-")[0]),
+    )
+    pulling = cli_cluster.add_pod(e1, "ml", "Pending", "2026-01-01T00:00:01Z")
+    cli_cluster.objects["Pod", "ml", pulling]["status"]["containerStatuses"] = [
+        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling "x:v9"'}}}
+    ]
+    waiting = cli_cluster.add_pod(e2, "ml", "Pending", "2026-01-01T00:00:02Z")
+    cli_cluster.objects["Pod", "ml", waiting]["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient cpu.",
+        }
+    ]
+    cli_cluster.objects["Job", "ml", e4]["status"] = {
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ]
+    }
+    for i in range(5):
+        cli_cluster.add_event(
+            "ml", pulling, "Warning", "Failed", f"pull failed {i}", f"2026-01-01T00:0{i}:00Z"
+        )
+    cli_cluster.add_event(
+        "ml", e2, "Normal", "SuccessfulCreate", "Created pod", "2026-01-01T00:00:00Z"
+    )
+    cli_cluster.add_event(
+        "ml", waiting, "Warning", "FailedScheduling", "0/3 nodes", "2026-01-01T00:00:03Z"
+    )
+
+    rows = {
+        r.name: r
+        for r in launcher.status_rows(KubeClient(cli_cluster, cli_cluster), "ml", selector())
+    }
+    assert rows[e1].why == 'ImagePullBackOff: Back-off pulling "x:v9"'
+    assert rows[e2].why == "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+    assert rows[e4].why == "BackoffLimitExceeded: Job has reached the specified backoff limit"
+    assert rows[e1].events == [f"{pulling}: Failed: pull failed {i}" for i in (2, 3, 4)]
+    assert rows[e2].events == [f"{waiting}: FailedScheduling: 0/3 nodes"]  # warnings only
+    assert rows[e4].events == []
+
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["status", "--all", "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    assert "ImagePullBackOff" in result.output and "Unschedulable" in result.output
+    assert f"recent warnings of {e1}:" in result.output and "pull failed 4" in result.output
 
 
 def test_cli_cancel_by_spec_deletes_its_jobs_and_configmaps(cli_cluster: FakeCluster) -> None:

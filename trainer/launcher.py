@@ -19,14 +19,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from trainer.errors import ExitCode
 from trainer.kube import manifests
-from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_source, selector
+from trainer.kube.client import (
+    ApplyReport,
+    KubeClient,
+    KubeError,
+    event_time,
+    kube_config_source,
+    selector,
+)
 from trainer.spec import ENV_OVERRIDES, JobSpec, available_cpus
 from trainer.sweep import SweepPoint, plan
 
@@ -337,31 +344,95 @@ class JobRow:
     failed: int
     age: str
     pods: str
+    why: str = ""  # what holds the Job up or ended it (a waiting reason, a condition)
+    events: list[str] = field(default_factory=list)  # its and its pods' recent warnings
+
+
+#: Warnings shown per Job by `trainer status`.
+RECENT_EVENTS = 3
+
+
+def _short(text: Any, limit: int = 120) -> str:
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def pod_reason(pod: Mapping[str, Any]) -> str:
+    """Why a pod is not running as it should: its container waiting (ImagePullBackOff,
+    CrashLoopBackOff, CreateContainerConfigError...) or terminated with an error, or the pod not
+    scheduled (Unschedulable, with the scheduler's message); "" otherwise."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if state.get("waiting") and state["waiting"].get("reason") not in (
+            None,
+            "ContainerCreating",
+        ):
+            waiting = state["waiting"]
+            return _short(f"{waiting.get('reason')}: {waiting.get('message') or ''}".rstrip(": "))
+        done = state.get("terminated")
+        if done and done.get("exitCode"):
+            return _short(f"exit {done['exitCode']} ({done.get('reason') or 'Error'})")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return _short(f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}")
+    return ""
+
+
+def job_reason(job: Mapping[str, Any]) -> str:
+    """Why a Job ended or waits: its Failed condition's reason (BackoffLimitExceeded,
+    DeadlineExceeded, PodFailurePolicy) and message, or a suspension (Kueue's queue)."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return _short(f"{cond.get('reason') or 'Failed'}: {cond.get('message') or ''}")
+    if (job.get("spec") or {}).get("suspend"):
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_QUEUE)
+        return f"waiting for admission by queue {queue}" if queue else "suspended"
+    return ""
 
 
 def status_rows(
-    client: KubeClient, namespace: str, label_selector: str, now: datetime | None = None
+    client: KubeClient,
+    namespace: str,
+    label_selector: str,
+    now: datetime | None = None,
+    events: bool = True,
 ) -> list[JobRow]:
-    """One row per Job matching the selector, with its pods' phases (newest Jobs last)."""
+    """One row per Job matching the selector, with its pods' phases and what holds them up,
+    and (with `events`) the recent warnings about the Job and its pods (newest Jobs last)."""
     jobs = client.list_jobs(namespace, label_selector)
     pods = client.list_pods(namespace, label_selector)
-    by_job: dict[str, list[str]] = {}
+    by_job: dict[str, list[Mapping[str, Any]]] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(manifests.LABEL_JOB_NAME) or (
             meta.get("labels") or {}
         ).get("job-name", "")
-        phase = (pod.get("status") or {}).get("phase", "?")
-        by_job.setdefault(owner, []).append(f"{meta.get('name', '?')} {phase}")
+        by_job.setdefault(owner, []).append(pod)
     rows = []
     for job in sorted(
         jobs, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or "")
     ):
         meta, status = job.get("metadata") or {}, job.get("status") or {}
         job_labels = meta.get("labels") or {}
+        name = meta.get("name", "?")
+        its_pods = by_job.get(name, [])
+        reasons = [r for r in (pod_reason(p) for p in its_pods) if r]
+        warnings: list[str] = []
+        if events:
+            objects = [name] + [(p.get("metadata") or {}).get("name", "") for p in its_pods]
+            found = [e for o in objects for e in client.list_events(namespace, o)]
+            warnings = [
+                _short(
+                    f"{(e.get('involvedObject') or {}).get('name', '?')}: {e.get('reason')}: "
+                    f"{e.get('message') or ''}"
+                )
+                for e in sorted(found, key=event_time)
+                if e.get("type") == "Warning"
+            ][-RECENT_EVENTS:]
         rows.append(
             JobRow(
-                name=meta.get("name", "?"),
+                name=name,
                 envs=job_labels.get(manifests.LABEL_NUM_ENVS, "?"),
                 sweep=job_labels.get(manifests.LABEL_SWEEP, "-"),
                 state=job_state(job),
@@ -369,7 +440,14 @@ def status_rows(
                 succeeded=int(status.get("succeeded") or 0),
                 failed=int(status.get("failed") or 0),
                 age=_age(meta.get("creationTimestamp"), now),
-                pods=", ".join(by_job.get(meta.get("name", ""), [])) or "-",
+                pods=", ".join(
+                    f"{(p.get('metadata') or {}).get('name', '?')} "
+                    f"{(p.get('status') or {}).get('phase', '?')}"
+                    for p in its_pods
+                )
+                or "-",
+                why=job_reason(job) or (reasons[-1] if reasons else ""),
+                events=warnings,
             )
         )
     return rows

@@ -218,9 +218,11 @@ def status(
     label_selector = selector(sweep=None if show_all else sweep)
     rows = launcher.status_rows(launcher.make_client(context), ns, label_selector)
     table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
-    for column in ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods"):
+    columns = ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods", "why")
+    for column in columns:
         numeric = column in ("envs", "active", "succeeded", "failed")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "pods")
+        wrap = column in ("pods", "why")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=not wrap)
     for row in rows:
         table.add_row(
             row.name,
@@ -231,10 +233,15 @@ def status(
             str(row.failed),
             row.age,
             row.pods,
+            row.why or "-",
         )
-    RichConsole().print(
-        table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})"
-    )
+    console = RichConsole()
+    console.print(table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})")
+    for row in rows:
+        if row.events:
+            console.print(f"recent warnings of {row.name}:", highlight=False)
+            for line in row.events:
+                console.print(f"  {line}", highlight=False, markup=False)
 
 
 @click.command()

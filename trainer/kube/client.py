@@ -327,6 +327,17 @@ class KubeClient:
     def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.list("ConfigMap", namespace, selector)
 
+    def list_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The events about the object `name` (a Job or a pod), oldest first."""
+        result = self._call(
+            f"list the events of {name}",
+            self.core.list_namespaced_event,
+            namespace=namespace,
+            field_selector=f"involvedObject.name={name}",
+        )
+        events = [self._dict(item) for item in self._dict(result).get("items", [])]
+        return sorted(events, key=event_time)
+
     def pod_logs(self, namespace: str, pod: str, follow: bool = False) -> Iterator[str]:
         """The trainer container's log lines; with `follow`, streamed until the pod ends."""
         what, read = f"logs of {pod}", self.core.read_namespaced_pod_log
@@ -362,6 +373,16 @@ class KubeClient:
                 return "absent"
             raise
         return "deleted"
+
+
+def event_time(event: Mapping[str, Any]) -> str:
+    """When an event last happened (events.k8s.io's eventTime, else core's timestamps)."""
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
 
 
 def _failed(manifest: Mapping[str, Any], message: str) -> ApplyResult:
