@@ -35,6 +35,17 @@ class FakeApiException(Exception):
         self.body = json.dumps({"kind": "Status", "message": message or reason})
 
 
+class FakeStream:
+    """The urllib3 response of a followed log: `stream(amt)` yields chunks."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, amt: int = 4096) -> Any:
+        for start in range(0, len(self.data), 5):  # small chunks: lines split across them
+            yield self.data[start : start + 5]
+
+
 class FakeCluster:
     """Stands in for both BatchV1Api and CoreV1Api: keeps objects, records every call with a
     deep copy of its body ("dry-run" for a create with `dry_run="All"`, which stores nothing),
@@ -118,8 +129,10 @@ class FakeCluster:
 
     def read_namespaced_pod_log(
         self, name: str, namespace: str, container: str, **kwargs: Any
-    ) -> str:
+    ) -> Any:
         self.calls.append(("logs", "Pod", {"name": name, "container": container}))
+        if kwargs.get("follow"):  # a streamed response (`_preload_content=False`)
+            return FakeStream(self.logs[name].encode())
         return self.logs[name]
 
     # -- patch --
@@ -646,6 +659,59 @@ def test_status_says_what_holds_each_job_up_with_recent_warnings(cli_cluster: Fa
     assert result.exit_code == 0, result.output
     assert "ImagePullBackOff" in result.output and "Unschedulable" in result.output
     assert f"recent warnings of {e1}:" in result.output and "pull failed 4" in result.output
+
+
+def test_logs_of_a_sweep_follow_every_pod_with_a_prefix_per_job_retries_too(
+    cli_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: `trainer logs --sweep ID -f` follows every pod of every Job, including a retry
+    that starts while following, until every Job has finished."""
+    assert launch(cli_cluster)[0] == 0
+    sweep = kube.plan_pods(validate_spec(SWEEP))[0]
+    e1, e2, e4 = sorted(
+        (name for kind, _, name in cli_cluster.objects if kind == "Job"),
+        key=lambda n: int(n.split("-e")[1].split("-")[0]),
+    )
+    first = cli_cluster.add_pod(e1, "ml", "Failed", "2026-01-01T00:00:01Z")
+    cli_cluster.logs[first] = "e1 first try\ncrashed\n"
+    other = cli_cluster.add_pod(e2, "ml", "Running", "2026-01-01T00:00:02Z")
+    cli_cluster.logs[other] = "e2 step 1\ne2 step 2"
+    pending = cli_cluster.add_pod(e4, "ml", "Pending", "2026-01-01T00:00:03Z")
+    polls = 0
+    real_list = cli_cluster.list_namespaced_job
+
+    def progress(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        polls += 1
+        if polls == 2:  # e1's retry starts, e4's pod runs, then every Job ends
+            retry = cli_cluster.add_pod(e1, "ml", "Running", "2026-01-01T00:01:00Z")
+            cli_cluster.logs[retry] = "e1 resumed\n"
+            cli_cluster.objects["Pod", "ml", pending]["status"]["phase"] = "Succeeded"
+            cli_cluster.logs[pending] = "e4 done\n"
+        if polls >= 3:
+            for (kind, _, _), obj in cli_cluster.objects.items():
+                if kind == "Job":
+                    obj["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        return real_list(namespace, label_selector)
+
+    cli_cluster.list_namespaced_job = progress  # type: ignore[method-assign]
+    monkeypatch.setattr(launcher.time, "sleep", lambda s: None)
+    result = CliRunner().invoke(main, ["logs", "--sweep", sweep, "-f", "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for job, text in [
+        (e1, "e1 first try"),
+        (e1, "crashed"),
+        (e1, "e1 resumed"),
+        (e2, "e2 step 1"),
+        (e2, "e2 step 2"),
+        (e4, "e4 done"),
+    ]:
+        assert f"[{job}] {text}" in lines, result.output
+    assert len(lines) == 6  # each pod once: the retry is followed, the first try not again
+
+    result = CliRunner().invoke(main, ["logs", "-n", "ml"])
+    assert result.exit_code == 2 and "exactly one of JOB or --sweep" in result.output
 
 
 def test_cli_cancel_by_spec_deletes_its_jobs_and_configmaps(cli_cluster: FakeCluster) -> None:

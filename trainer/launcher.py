@@ -453,6 +453,68 @@ def status_rows(
     return rows
 
 
+#: Pod phases whose container has started, so its log can be read or streamed.
+_LOGGABLE = ("Running", "Succeeded", "Failed")
+
+
+def sweep_logs(
+    client: KubeClient,
+    namespace: str,
+    label_selector: str,
+    echo: Echo,
+    follow: bool = False,
+    poll_seconds: float = 5.0,
+) -> int:
+    """The logs of every pod of the Jobs matching `label_selector`, each line prefixed with its
+    Job (`[<job>]`), oldest pods first. With `follow`, every pod is streamed at once, and pods
+    that start later (a Job's retries) are followed too, until every Job has finished and every
+    stream has ended. 1 when no Job matches."""
+    lock = threading.Lock()
+    followed: set[str] = set()
+    streams: list[threading.Thread] = []
+
+    def say(line: str) -> None:
+        with lock:
+            echo(line)
+
+    def pump(job: str, pod: str) -> None:
+        try:
+            for line in client.pod_logs(namespace, pod, follow=follow):
+                say(f"[{job}] {line}")
+        except KubeError as exc:  # one pod's log lost is reported, the others go on
+            say(f"[{job}] (log of {pod} ended: {exc})")
+
+    while True:
+        jobs = client.list_jobs(namespace, label_selector)
+        if not jobs:
+            echo(f"error: no trainer Jobs in namespace {namespace} ({label_selector})")
+            return ExitCode.FAILURE
+        pods = sorted(
+            client.list_pods(namespace, label_selector),
+            key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""),
+        )
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            name = meta.get("name", "")
+            phase = (pod.get("status") or {}).get("phase")
+            if name in followed or phase not in _LOGGABLE:
+                continue
+            followed.add(name)
+            job = (meta.get("labels") or {}).get(manifests.LABEL_JOB_NAME, "?")
+            if not follow:
+                pump(job, name)
+                continue
+            thread = threading.Thread(target=pump, args=(job, name), daemon=True)
+            thread.start()
+            streams.append(thread)
+        if not follow:
+            return ExitCode.OK
+        finished = all(job_state(j) in ("Complete", "Failed") for j in jobs)
+        if finished and not any(t.is_alive() for t in streams):
+            return ExitCode.OK
+        time.sleep(poll_seconds)
+
+
 def newest_pod(client: KubeClient, namespace: str, job: str) -> str | None:
     pods = client.list_pods(namespace, f"{manifests.LABEL_JOB_NAME}={job}")
     if not pods:

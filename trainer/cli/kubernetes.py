@@ -245,18 +245,36 @@ def status(
 
 
 @click.command()
-@click.argument("job")
-@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pod ends.")
+@click.argument("job", required=False)
+@click.option(
+    "--sweep",
+    "sweep",
+    metavar="ID",
+    help="Every pod of every Job of this sweep, lines prefixed [job]; with -f, retries too.",
+)
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pods end.")
 @_namespace_option
 @_context_option
 @handle_errors
-def logs(job: str, follow: bool, namespace: str | None, context: str | None) -> None:
-    """Print the trainer's log of JOB (its newest pod)."""
-    from trainer import launcher
-    from trainer.kube.client import KubeError, current_namespace
+def logs(
+    job: str | None, sweep: str | None, follow: bool, namespace: str | None, context: str | None
+) -> None:
+    """Print the trainer's log of JOB (its newest pod), or of every pod of --sweep ID.
 
+    \b
+    trainer logs sweep-e4-0d8839fb -f
+    trainer logs --sweep sweep-1a2b3c4d -f     # every Job, each line prefixed [job]
+    """
+    from trainer import launcher
+    from trainer.kube.client import KubeError, current_namespace, selector
+
+    if bool(job) == bool(sweep):
+        raise click.UsageError("give exactly one of JOB or --sweep ID")
     ns = namespace or current_namespace(context)
     client = launcher.make_client(context)
+    if sweep:
+        sys.exit(launcher.sweep_logs(client, ns, selector(sweep=sweep), click.echo, follow))
+    assert job is not None
     pod = launcher.newest_pod(client, ns, job)
     if pod is None:
         raise KubeError(f"no pod of Job {job} in namespace {ns} (yet); see `trainer status`")
