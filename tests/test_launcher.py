@@ -414,6 +414,47 @@ def test_launch_says_which_backend_and_why(
     assert result.output.splitlines()[0].startswith(expected.format(tmp=tmp_path)), result.output
 
 
+def test_wait_on_a_terminal_shows_a_live_table(cluster: FakeCluster) -> None:
+    """`launch --wait` on a terminal: one live table of the Jobs (plain lines otherwise, as in
+    `test_launch_wait_follows_jobs_to_the_end`)."""
+    import io
+
+    from rich.console import Console
+
+    assert launch(cluster)[0] == 0
+    names = sorted(name for kind, _, name in cluster.objects if kind == "Job")
+    polls = 0
+    real_list = cluster.list_namespaced_job
+
+    def finish(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        polls += 1
+        for (kind, _, _), obj in cluster.objects.items():
+            if kind == "Job":
+                done = polls >= 2
+                obj["status"] = {
+                    "active": 0 if done else 1,
+                    "conditions": [{"type": "Complete", "status": "True"}] if done else [],
+                }
+        return real_list(namespace, label_selector)
+
+    cluster.list_namespaced_job = finish  # type: ignore[method-assign]
+    screen = io.StringIO()
+    lines: list[str] = []
+    code = launcher.wait_for_jobs(
+        KubeClient(cluster, cluster),
+        "ml",
+        names,
+        lines.append,
+        poll_seconds=0,
+        console=Console(file=screen, force_terminal=True, width=200),
+    )
+    assert code == 0 and lines == ["all Jobs complete"]  # no per-change lines
+    drawn = screen.getvalue()
+    assert "waiting for the sweep's Jobs" in drawn
+    assert all(name in drawn for name in names) and "Running" in drawn and "Complete" in drawn
+
+
 def test_wait_timeout_stops_waiting_not_the_jobs(cluster: FakeCluster) -> None:
     """`launch --wait --timeout`: the Jobs never finish here; waiting ends, they are kept."""
     assert launch(cluster)[0] == 0

@@ -206,6 +206,7 @@ def launch_kubernetes(
     poll_seconds: float = 10.0,
     timeout: float | None = None,
     retry: bool = False,
+    console: Any = None,
 ) -> int:
     """Create the sweep's ConfigMaps and Jobs, whole or not at all: the API server dry-runs
     every object first (`KubeClient.apply`); objects that exist are left unchanged.
@@ -264,7 +265,7 @@ def launch_kubernetes(
     echo(f"compare the runs in MLflow: trainer compare {sweep}")
     if wait:
         names = [p.job_name for p in points]
-        return wait_for_jobs(client, namespace, names, echo, poll_seconds, timeout)
+        return wait_for_jobs(client, namespace, names, echo, poll_seconds, timeout, console=console)
     return ExitCode.OK
 
 
@@ -291,34 +292,77 @@ def wait_for_jobs(
     poll_seconds: float = 10.0,
     timeout: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    console: Any = None,
 ) -> int:
     """Poll until every named Job is Complete or Failed; 1 when any failed or vanished, or when
-    `timeout` seconds passed first (the Jobs keep running: only the waiting ends)."""
+    `timeout` seconds passed first (the Jobs keep running: only the waiting ends). A line per
+    change of state; with a rich `console` (a terminal), a live table of the Jobs instead."""
     last: dict[str, str] = {}
     deadline = None if timeout is None else clock() + timeout
-    while True:
-        try:
-            jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, selector())}
-        except KubeError as exc:
-            echo(f"error: {exc}")
-            return ExitCode.FAILURE
-        states = {name: job_state(jobs[name]) if name in jobs else "Missing" for name in names}
-        for name, state in states.items():
-            if last.get(name) != state:
-                echo(f"  {name}: {state}")
-        last = states
-        if all(s in ("Complete", "Failed", "Missing") for s in states.values()):
-            bad = [n for n, s in states.items() if s != "Complete"]
-            echo("all Jobs complete" if not bad else f"error: not successful: {', '.join(bad)}")
-            return ExitCode.FAILURE if bad else ExitCode.OK
-        if deadline is not None and clock() >= deadline:
-            open_jobs = [f"{n} ({s})" for n, s in states.items() if s not in ("Complete",)]
-            echo(
-                f"error: --timeout {timeout:g}s passed; not finished: {', '.join(open_jobs)} "
-                "(they keep running: trainer status, or trainer cancel)"
-            )
-            return ExitCode.FAILURE
-        time.sleep(poll_seconds)
+    live = None
+    if console is not None:
+        from rich.live import Live
+
+        live = Live(console=console, auto_refresh=False, transient=False)
+        live.start()
+    try:
+        while True:
+            try:
+                jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, selector())}
+            except KubeError as exc:
+                echo(f"error: {exc}")
+                return ExitCode.FAILURE
+            states = {n: job_state(jobs[n]) if n in jobs else "Missing" for n in names}
+            if live is not None:
+                live.update(_wait_table(states, jobs), refresh=True)
+            else:
+                for name, state in states.items():
+                    if last.get(name) != state:
+                        echo(f"  {name}: {state}")
+            last = states
+            if all(s in ("Complete", "Failed", "Missing") for s in states.values()):
+                if live is not None:
+                    live.stop()
+                    live = None
+                bad = [n for n, s in states.items() if s != "Complete"]
+                echo("all Jobs complete" if not bad else f"error: not successful: {', '.join(bad)}")
+                return ExitCode.FAILURE if bad else ExitCode.OK
+            if deadline is not None and clock() >= deadline:
+                if live is not None:
+                    live.stop()
+                    live = None
+                open_jobs = [f"{n} ({s})" for n, s in states.items() if s not in ("Complete",)]
+                echo(
+                    f"error: --timeout {timeout:g}s passed; not finished: {', '.join(open_jobs)} "
+                    "(they keep running: trainer status, or trainer cancel)"
+                )
+                return ExitCode.FAILURE
+            time.sleep(poll_seconds)
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _wait_table(states: Mapping[str, str], jobs: Mapping[str, Any]) -> Any:
+    """The live table of `launch --wait` on a terminal: Job, state, pods, why."""
+    from rich.table import Table
+
+    table = Table(title="waiting for the sweep's Jobs (Ctrl-C stops waiting, not the Jobs)")
+    for column in ("job", "state", "active", "succeeded", "failed", "why"):
+        table.add_column(
+            column, justify="right" if column in ("active", "succeeded", "failed") else "left"
+        )
+    for name, state in states.items():
+        status = (jobs.get(name) or {}).get("status") or {}
+        table.add_row(
+            name,
+            state,
+            str(status.get("active") or 0),
+            str(status.get("succeeded") or 0),
+            str(status.get("failed") or 0),
+            job_reason(jobs[name]) if name in jobs else "deleted",
+        )
+    return table
 
 
 def _age(timestamp: Any, now: datetime | None = None) -> str:

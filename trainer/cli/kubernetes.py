@@ -169,10 +169,23 @@ def launch(
             wait=wait,
             timeout=timeout,
             retry=retry,
+            console=_live_console() if wait else None,
             echo=click.echo,
             client_factory=lambda: launcher.make_client(context),
         )
     sys.exit(code)
+
+
+def _live_console() -> Any:
+    """A rich console for `--wait`'s live table on a terminal; None (plain lines, one per
+    change) when output goes to a file or pipe, or under CI (`$CI`, as CI services set it)."""
+    import os
+
+    if not sys.stdout.isatty() or os.environ.get("CI"):
+        return None
+    from rich.console import Console as RichConsole
+
+    return RichConsole()
 
 
 def _resolve_target(
