@@ -20,6 +20,7 @@ from trainer import launcher
 from trainer import sweep as sweeps
 from trainer.cli import main
 from trainer.kube import manifests as kube
+from trainer.kube import watch
 from trainer.kube.client import KubeClient, selector
 from trainer.spec import validate_spec
 
@@ -441,7 +442,7 @@ def test_wait_on_a_terminal_shows_a_live_table(cluster: FakeCluster) -> None:
     cluster.list_namespaced_job = finish  # type: ignore[method-assign]
     screen = io.StringIO()
     lines: list[str] = []
-    code = launcher.wait_for_jobs(
+    code = watch.wait_for_jobs(
         KubeClient(cluster, cluster),
         "ml",
         names,
@@ -460,7 +461,7 @@ def test_wait_timeout_stops_waiting_not_the_jobs(cluster: FakeCluster) -> None:
     assert launch(cluster)[0] == 0
     ticks = iter(range(1000))
     lines: list[str] = []
-    code = launcher.wait_for_jobs(
+    code = watch.wait_for_jobs(
         KubeClient(cluster, cluster),
         "ml",
         [name for kind, _, name in cluster.objects if kind == "Job"],
@@ -686,8 +687,7 @@ def test_status_says_what_holds_each_job_up_with_recent_warnings(cli_cluster: Fa
     )
 
     rows = {
-        r.name: r
-        for r in launcher.status_rows(KubeClient(cli_cluster, cli_cluster), "ml", selector())
+        r.name: r for r in watch.status_rows(KubeClient(cli_cluster, cli_cluster), "ml", selector())
     }
     assert rows[e1].why == 'ImagePullBackOff: Back-off pulling "x:v9"'
     assert rows[e2].why == "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."

@@ -222,6 +222,7 @@ def status(
     from rich.table import Table
 
     from trainer import launcher
+    from trainer.kube import watch
     from trainer.kube.client import selector
     from trainer.kube.manifests import plan_pods
 
@@ -229,7 +230,7 @@ def status(
     if spec is not None and not sweep and not show_all:
         sweep = plan_pods(spec, envs)[0]
     label_selector = selector(sweep=None if show_all else sweep)
-    rows = launcher.status_rows(launcher.make_client(context), ns, label_selector)
+    rows = watch.status_rows(launcher.make_client(context), ns, label_selector)
     table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
     columns = ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods", "why")
     for column in columns:
@@ -279,6 +280,7 @@ def logs(
     trainer logs --sweep sweep-1a2b3c4d -f     # every Job, each line prefixed [job]
     """
     from trainer import launcher
+    from trainer.kube import watch
     from trainer.kube.client import KubeError, current_namespace, selector
 
     if bool(job) == bool(sweep):
@@ -286,9 +288,9 @@ def logs(
     ns = namespace or current_namespace(context)
     client = launcher.make_client(context)
     if sweep:
-        sys.exit(launcher.sweep_logs(client, ns, selector(sweep=sweep), click.echo, follow))
+        sys.exit(watch.sweep_logs(client, ns, selector(sweep=sweep), click.echo, follow))
     assert job is not None
-    pod = launcher.newest_pod(client, ns, job)
+    pod = watch.newest_pod(client, ns, job)
     if pod is None:
         raise KubeError(f"no pod of Job {job} in namespace {ns} (yet); see `trainer status`")
     for line in client.pod_logs(ns, pod, follow=follow):
