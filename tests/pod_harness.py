@@ -10,7 +10,8 @@ No cluster runs here, but the pod's contract can: `Pod` takes the manifests of o
   Dockerfile's final stage (`/opt/venv` is that venv), its /etc/passwd entry too;
 - the container's args and env (plus what the kubelet adds: HOSTNAME, KUBERNETES_SERVICE_*),
   with MLFLOW_TRACKING_URI pointed at an MLflow server on loopback instead of the Service;
-- ConfigMaps written to files and mounted read-only at their mountPaths; each emptyDir a fresh
+- ConfigMaps (data and binaryData, as a volume or projected) written to files and mounted
+  read-only at their mountPaths; each emptyDir a fresh
   folder (`medium: Memory`: a tmpfs of its `sizeLimit`); PVCs as host folders kept across pods,
   group-owned by `fsGroup` as the kubelet makes them; everything else read-only: the host's
   root bound read-only, folders created for mount points remounted read-only, /dev too;
@@ -27,6 +28,7 @@ memory limits, no image pull, scheduling or admission.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -147,8 +149,9 @@ def _runs_as(python: str, uid: int, code: str = "pass") -> bool:
 
 
 def image_dependencies() -> Path:
-    """Where the image's heavy dependencies (torch, MLflow, PyBoy) come from: .venv's packages."""
-    return next((ROOT / ".venv").glob("lib/python*/site-packages"))
+    """Where the image's heavy dependencies (torch, MLflow, PyBoy) come from: .venv's packages,
+    the real path (in a git worktree .venv may be a symlink, which bwrap cannot bind over)."""
+    return next((ROOT / ".venv").glob("lib/python*/site-packages")).resolve()
 
 
 def build_image() -> Image:
@@ -159,7 +162,7 @@ def build_image() -> Image:
     context.mkdir(parents=True)
     venv = CACHE / "venv"
     python = pod_python(dockerfile_image(venv).user[0])
-    digest = f"{python} {build_context(context)}"
+    digest = f"{python} {image_dependencies()} {build_context(context)}"
     stamp = venv / ".build-context-sha256"
     if not (stamp.exists() and stamp.read_text() == digest):
         shutil.rmtree(venv, ignore_errors=True)
@@ -281,10 +284,14 @@ class Pod:
             volume, path = volumes[mount["name"]], mount["mountPath"]
             bind = "--ro-bind" if mount.get("readOnly") else "--bind"
             host = self.root / "volumes" / mount["name"]
-            if "configMap" in volume:
+            if "configMap" in volume or "projected" in volume:
                 host.mkdir(parents=True, exist_ok=True)
-                for key, text in maps[volume["configMap"]["name"]]["data"].items():
-                    (host / key).write_text(text)
+                for name in _configmaps_of(volume):
+                    for key, text in maps[name].get("data", {}).items():
+                        (host / key).write_text(text)
+                    for key, data in maps[name].get("binaryData", {}).items():
+                        (host / key).write_bytes(base64.b64decode(data))
+                for key in os.listdir(host):
                     os.chmod(host / key, 0o644)  # defaultMode
                 args += ["--ro-bind", str(host), path]
             elif "emptyDir" in volume and volume["emptyDir"].get("medium") == "Memory":
@@ -401,6 +408,16 @@ class Pod:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+def _configmaps_of(volume: Mapping[str, Any]) -> list[str]:
+    """The ConfigMaps a configMap volume, or a projected volume of configMap sources, shows."""
+    if "configMap" in volume:
+        return [volume["configMap"]["name"]]
+    sources = volume["projected"]["sources"]
+    if not all("configMap" in source for source in sources):
+        raise AssertionError(f"projected sources other than ConfigMaps are not emulated: {volume}")
+    return [source["configMap"]["name"] for source in sources]
 
 
 def _first_child(pid: int, timeout: float = 10.0) -> int:

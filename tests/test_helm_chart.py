@@ -159,6 +159,7 @@ def test_helm_lint_strict(name: str, args: list[str]) -> None:
             "additional properties 'replicas' not allowed",
         ),
         ("out of range", ["--set", "spec.ppo.update_epochs=0"], "/spec/ppo/update_epochs"),
+        ("not a number", ["--set", "spec.ppo.learning_rate=fast"], "/spec/ppo/learning_rate"),
         (
             "bad quantity",
             ["--set", "spec.resources.memory_per_env=lots"],
@@ -169,6 +170,24 @@ def test_helm_lint_strict(name: str, args: list[str]) -> None:
             "batch larger than rollout",
             ["--set", "spec.ppo.batch_size=512"],
             "ppo.batch_size must not exceed",
+        ),
+        (
+            "env the trainer sets",
+            ["--set-json", 'spec.kubernetes.env=[{"name":"HOME","value":"/x"}]'],
+            "/spec/kubernetes/env/0/name",
+        ),
+        (
+            "volume mount over the spec",
+            [
+                "--set-json",
+                'spec.kubernetes.volume_mounts=[{"name":"v","mountPath":"/etc/trainer"}]',
+            ],
+            "/spec/kubernetes/volume_mounts/0/mountPath",
+        ),
+        (
+            "pull secret name",
+            ["--set-json", 'spec.kubernetes.image_pull_secrets=["Bad_Name"]'],
+            "/spec/kubernetes/image_pull_secrets/0",
         ),
     ],
 )
@@ -200,6 +219,49 @@ def test_ram_defaults_template_is_generated_from_the_models() -> None:
     assert path.read_text() == chart.ram_defaults_template(), (
         "_ram_defaults.tpl is out of date: UPDATE_GOLDEN=1 pytest tests/test_helm_chart.py"
     )
+
+
+def test_numbers_template_is_generated_from_the_models() -> None:
+    path = CHART / "templates" / "_numbers.tpl"
+    if UPDATE:
+        path.write_text(chart.numbers_template())
+    assert path.read_text() == chart.numbers_template(), (
+        "_numbers.tpl is out of date: UPDATE_GOLDEN=1 pytest tests/test_helm_chart.py"
+    )
+    paths = chart.number_paths()
+    assert ["ppo", "learning_rate"] in paths and ["game", "reward", "*"] in paths
+    assert ["game", "ram", "rewards", "[]", "scale"] in paths
+    assert ["ppo", "total_steps"] not in paths  # integers: --set makes them numbers already
+
+
+def test_floats_from_set_are_numbers_with_the_names_of_trainer_render(tmp_path: Path) -> None:
+    """Issue 12: `--set` leaves floats strings (Helm's strvals); the schema takes them and the
+    chart converts them, so the objects and names are `trainer render`'s for those numbers."""
+    helm = require_tool("helm")
+    sets = {
+        "spec.ppo.learning_rate": "0.0001",
+        "spec.ppo.gamma": "0.995",
+        "spec.ppo.target_kl": "1e-2",
+        "spec.resources.cpu_per_env": "0.5",
+        "spec.mlflow.drain_timeout_s": "12.5",
+        "spec.game.reward.step": "-0.01",
+    }
+    args = [x for key, value in sets.items() for x in ("--set", f"{key}={value}")]
+    result = run_tool([helm, "template", "release", str(CHART), "--namespace", "ml", *args])
+    assert result.returncode == 0, result.stderr
+    chart_objects = comparable([d for d in yaml.safe_load_all(result.stdout) if d])
+    data: dict = {"name": "pyboy", "kubernetes": {"namespace": "ml"}}
+    for key, value in sets.items():
+        node = data
+        *parents, last = key.removeprefix("spec.").split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = float(value)
+    ours = comparable(kube.render(validate_spec(data)))
+    assert sorted(chart_objects) == sorted(ours)
+    assert chart_objects == ours
+    job = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "2"
 
 
 def test_values_schema_is_generated_from_the_job_spec() -> None:

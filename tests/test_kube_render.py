@@ -61,6 +61,63 @@ FULL = {
         "shm_size": "2Gi",
         "labels": {"team": "rl", "example.com/cost-center": "ml_42"},
         "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+        "pod_annotations": {"example.com/scrape": "true"},
+        "volumes": [
+            {"name": "roms", "persistentVolumeClaim": {"claimName": "roms", "readOnly": True}},
+            {"name": "keys", "secret": {"secretName": "keys", "defaultMode": 0o440}},
+            {
+                "name": "extra",
+                "configMap": {"name": "extra", "items": [{"key": "a", "path": "b/a.txt"}]},
+            },
+            {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}},
+            {
+                "name": "info",
+                "downwardAPI": {
+                    "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                },
+            },
+        ],
+        "volume_mounts": [
+            {"name": "roms", "mountPath": "/roms", "readOnly": True},
+            {"name": "keys", "mountPath": "/var/run/keys", "readOnly": True},
+            {"name": "extra", "mountPath": "/opt/extra", "subPath": "b"},
+            {"name": "scratch", "mountPath": "/scratch"},
+            {"name": "info", "mountPath": "/etc/podinfo"},
+        ],
+        "env": [
+            {"name": "TEAM", "value": "rl"},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "token"}}},
+        ],
+        "image_pull_secrets": ["registry-credentials"],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                            ]
+                        }
+                    ]
+                }
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 50,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {
+                                "matchLabels": {"app.kubernetes.io/name": "pyboy-trainer"}
+                            },
+                        },
+                    }
+                ]
+            },
+        },
+        "priority_class": "batch-low",
+        "queue": "team-a",
     },
     "sweep": {"num_envs": [1, 3]},
 }
@@ -114,7 +171,7 @@ def test_full_job_fields() -> None:
     assert name.startswith("full-e3-") and len(name) == len("full-e3-") + 8
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["TRAINER_JOB_NAME"] == name
     assert env["TRAINER_SWEEP_ID"] == job["metadata"]["labels"][kube.LABEL_SWEEP]
     assert env["OMP_NUM_THREADS"] == "1"
@@ -132,9 +189,29 @@ def test_full_job_fields() -> None:
         "checkpoints": "/data/checkpoints",
         "dshm": "/dev/shm",
         "tmp": "/tmp",
+        # kubernetes.volume_mounts, after the pod's own
+        "roms": "/roms",
+        "keys": "/var/run/keys",
+        "extra": "/opt/extra",
+        "scratch": "/scratch",
+        "info": "/etc/podinfo",
     }
+    assert container["volumeMounts"][-3] == {
+        "name": "extra",
+        "mountPath": "/opt/extra",
+        "subPath": "b",
+    }
+    # kubernetes.env, after the trainer's own variables
+    assert [e["name"] for e in container["env"]][-3:] == ["TEAM", "NODE", "TOKEN"]
+    assert env["NODE"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["TOKEN"] == {"secretKeyRef": {"name": "keys", "key": "token"}}
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert pod["priorityClassName"] == "batch-low"
+    assert pod["affinity"] == FULL["kubernetes"]["affinity"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["checkpoints"]["persistentVolumeClaim"] == {"claimName": "checkpoints"}
+    assert volumes["roms"] == FULL["kubernetes"]["volumes"][0]
+    assert volumes["keys"]["secret"] == {"secretName": "keys", "defaultMode": 0o440}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     assert pod["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"},
@@ -151,9 +228,17 @@ def test_full_job_fields() -> None:
         and job["spec"]["activeDeadlineSeconds"] == 7200
     )
     assert job["metadata"]["labels"]["team"] == "rl"
+    # Kueue: the queue label on the Job (not the pod), created suspended
+    assert job["metadata"]["labels"][kube.LABEL_QUEUE] == "team-a"
+    assert kube.LABEL_QUEUE not in job["spec"]["template"]["metadata"]["labels"]
+    assert job["spec"]["suspend"] is True
     safe_to_evict = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
     assert job["metadata"]["annotations"] == safe_to_evict
-    assert job["spec"]["template"]["metadata"]["annotations"] == safe_to_evict
+    # the pod: kubernetes.annotations and kubernetes.pod_annotations
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        **safe_to_evict,
+        "example.com/scrape": "true",
+    }
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "FailJob",
@@ -193,6 +278,8 @@ def test_defaults_pod_hardening_and_paths() -> None:
     assert (
         job["spec"]["ttlSecondsAfterFinished"] == 86400
         and "activeDeadlineSeconds" not in job["spec"]
+        and "suspend" not in job["spec"]  # no queue: the Job starts at once
+        and kube.LABEL_QUEUE not in job["metadata"]["labels"]
     )
 
 

@@ -90,9 +90,10 @@ def test_rbac_grants_exactly_what_the_launcher_uses() -> None:
     }
     assert granted == {
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
-        ("", "configmaps"): sorted(["create", "get", "list", "delete"]),
+        ("", "configmaps"): sorted(["create", "patch", "get", "list", "delete"]),
         ("", "pods"): sorted(["get", "list"]),
         ("", "pods/log"): ["get"],
+        ("", "events"): ["list"],
     }
 
 

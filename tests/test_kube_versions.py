@@ -66,6 +66,15 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         path = tmp_path / f"render-{case}.yaml"
         path.write_text(kube.to_yaml_stream(kube.render(validate_spec(data), envs)))
         paths.append(path)
+    # configs/zelda.yaml with its ROM and save state shipped from this machine (binaryData,
+    # a projected volume)
+    (tmp_path / "zelda.gb").write_bytes(b"\x00" * 32768)
+    (tmp_path / "zelda.gb.state").write_bytes(b"\x01" * 1024)
+    zelda = yaml.safe_load((ROOT / "configs/zelda.yaml").read_text())
+    zelda["game"].update(rom=str(tmp_path / "zelda.gb"), state=str(tmp_path / "zelda.gb.state"))
+    path = tmp_path / "render-zelda-shipped.yaml"
+    path.write_text(kube.to_yaml_stream(kube.render(validate_spec(zelda), [2])))
+    paths.append(path)
     paths.append(helm_output(tmp_path, "defaults", None))
     paths.append(helm_output(tmp_path, "full", FULL_VALUES))
     kinds = {d["kind"] for d in yaml.safe_load_all(paths[-1].read_text()) if d}

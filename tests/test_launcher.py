@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from test_kube_tools import ROOT
 
@@ -19,7 +20,8 @@ from trainer import launcher
 from trainer import sweep as sweeps
 from trainer.cli import main
 from trainer.kube import manifests as kube
-from trainer.kube.client import KubeClient
+from trainer.kube import watch
+from trainer.kube.client import KubeClient, selector
 from trainer.spec import validate_spec
 
 SWEEP = {"name": "sweep", "sweep": {"num_envs": [1, 2, 4]}, "kubernetes": {"namespace": "ml"}}
@@ -32,6 +34,17 @@ class FakeApiException(Exception):
         super().__init__(f"({status}) {reason}")
         self.status, self.reason = status, reason
         self.body = json.dumps({"kind": "Status", "message": message or reason})
+
+
+class FakeStream:
+    """The urllib3 response of a followed log: `stream(amt)` yields chunks."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, amt: int = 4096) -> Any:
+        for start in range(0, len(self.data), 5):  # small chunks: lines split across them
+            yield self.data[start : start + 5]
 
 
 class FakeCluster:
@@ -63,9 +76,11 @@ class FakeCluster:
         key = (kind, namespace, body["metadata"]["name"])
         if key in self.objects:
             raise FakeApiException(409, "Conflict", f'{kind.lower()}s "{key[2]}" already exists')
-        if not dry_run:
-            self.objects[key] = copy.deepcopy(body)
-        return body
+        stored = copy.deepcopy(body)
+        if not dry_run:  # the server assigns the uid
+            stored["metadata"]["uid"] = f"uid-{self.creates}"
+            self.objects[key] = copy.deepcopy(stored)
+        return stored
 
     def create_namespaced_job(
         self, namespace: str, body: dict, dry_run: str | None = None, **kwargs: Any
@@ -101,11 +116,40 @@ class FakeCluster:
     def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
         return self._list("Pod", namespace, label_selector)
 
+    def list_namespaced_event(
+        self, namespace: str, field_selector: str = "", **kwargs: Any
+    ) -> dict:
+        self.calls.append(("list", "Event", {"selector": field_selector}))
+        name = field_selector.removeprefix("involvedObject.name=")
+        items = [
+            obj
+            for (kind, ns, _), obj in self.objects.items()
+            if kind == "Event" and ns == namespace and obj["involvedObject"]["name"] == name
+        ]
+        return {"items": copy.deepcopy(items)}
+
     def read_namespaced_pod_log(
         self, name: str, namespace: str, container: str, **kwargs: Any
-    ) -> str:
+    ) -> Any:
         self.calls.append(("logs", "Pod", {"name": name, "container": container}))
+        if kwargs.get("follow"):  # a streamed response (`_preload_content=False`)
+            return FakeStream(self.logs[name].encode())
         return self.logs[name]
+
+    # -- patch --
+    def patch_namespaced_config_map(
+        self, name: str, namespace: str, body: dict, **kwargs: Any
+    ) -> dict:
+        """A strategic merge patch of `metadata.ownerReferences` (merged by uid), the one patch
+        the client sends."""
+        self.calls.append(("patch", "ConfigMap", {"name": name, **copy.deepcopy(body)}))
+        if ("ConfigMap", namespace, name) not in self.objects:
+            raise FakeApiException(404, "Not Found")
+        meta = self.objects["ConfigMap", namespace, name]["metadata"]
+        owners = {o["uid"]: o for o in meta.get("ownerReferences", [])}
+        owners.update({o["uid"]: o for o in body["metadata"]["ownerReferences"]})
+        meta["ownerReferences"] = list(owners.values())
+        return self.objects["ConfigMap", namespace, name]
 
     # -- delete --
     def _delete(self, kind: str, name: str, namespace: str, **kwargs: Any) -> None:
@@ -138,6 +182,19 @@ class FakeCluster:
         }
         return name
 
+    def add_event(
+        self, namespace: str, about: str, kind: str, reason: str, message: str, at: str
+    ) -> None:
+        name = f"{about}.{len(self.objects)}"
+        self.objects[("Event", namespace, name)] = {
+            "metadata": {"name": name},
+            "involvedObject": {"name": about},
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "lastTimestamp": at,
+        }
+
     def created(self) -> list[tuple[str, str]]:
         return [(kind, body["metadata"]["name"]) for op, kind, body in self.calls if op == "create"]
 
@@ -165,10 +222,33 @@ def test_launch_dry_runs_then_sends_exactly_the_rendered_bodies(cluster: FakeClu
     code, lines = launch(cluster)
     assert code == 0
     expected = kube.render(validate_spec(SWEEP))
-    assert [op for op, _, _ in cluster.calls] == ["dry-run"] * 6 + ["create"] * 6
-    assert [body for _, _, body in cluster.calls] == expected + expected
-    assert [kind for _, kind, _ in cluster.calls] == ["ConfigMap", "Job"] * 6
+    sent = [call for call in cluster.calls if call[0] in ("dry-run", "create")]
+    assert [op for op, _, _ in sent] == ["dry-run"] * 6 + ["create"] * 6
+    assert [body for _, _, body in sent] == expected + expected
+    assert [kind for _, kind, _ in sent] == ["ConfigMap", "Job"] * 6
     assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
+
+
+def test_configmaps_are_owned_by_their_job_once_it_exists(cluster: FakeCluster) -> None:
+    """Issue 12: after its Job is created, each ConfigMap it mounts gets an ownerReference to
+    it (the uid exists only then), so the TTL's clean-up of the Job removes them too."""
+    assert launch(cluster)[0] == 0
+    jobs = {name: obj for (kind, _, name), obj in cluster.objects.items() if kind == "Job"}
+    for (kind, _, name), obj in cluster.objects.items():
+        if kind == "ConfigMap":
+            assert obj["metadata"]["ownerReferences"] == [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": name,
+                    "uid": jobs[name]["metadata"]["uid"],
+                }
+            ]
+    patches = [body["name"] for op, _, body in cluster.calls if op == "patch"]
+    assert sorted(patches) == sorted(jobs)
+    cluster.calls.clear()
+    assert launch(cluster)[0] == 0  # Jobs that existed: their ConfigMaps are not touched
+    assert not [op for op, _, _ in cluster.calls if op == "patch"]
 
 
 def test_launch_again_creates_nothing_and_reports_what_exists(cluster: FakeCluster) -> None:
@@ -207,7 +287,7 @@ def test_a_sweep_the_server_rejects_in_dry_run_is_not_created_at_all(
     code, lines = launch(cluster)
     assert code == 1
     assert cluster.objects == {} and cluster.created() == []
-    assert {op for op, _, _ in cluster.calls} == {"dry-run"}
+    assert {op for op, _, _ in cluster.calls} == {"list", "dry-run"}
     assert any(refused in line and json.loads(error.body)["message"] in line for line in lines)
     assert any(line.startswith("error:") and "nothing was created" in line for line in lines)
     assert "Jobs: 0 created, 0 already existed (unchanged), 0 failed, 3 not attempted" in lines
@@ -304,12 +384,178 @@ def test_missing_kubeconfig_is_a_clear_error(
     )
     assert result.exit_code == 1
     assert "no usable Kubernetes configuration" in result.output
+    # A configuration problem: running the same command again would not help.
+    assert "nothing was sent" in result.output and "same command again" not in result.output
+    assert result.output.startswith("backend: kubernetes (--backend)")
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "expected"),
+    [
+        ([], [], "backend: local (no kubeconfig ($KUBECONFIG, ~/.kube/config) and no in-cluster"),
+        (["kc"], [], "backend: kubernetes (kubeconfig {tmp}/kc; --backend local to run here)"),
+        (["kc"], ["--backend", "local"], "backend: local (--backend)"),
+    ],
+)
+def test_launch_says_which_backend_and_why(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: list[str],
+    args: list[str],
+    expected: str,
+) -> None:
+    """Issue 12: no silent fallback to local training when no kubeconfig is found."""
+    for name in files:
+        (tmp_path / name).write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--dry-run", *args]
+    )
+    assert result.output.splitlines()[0].startswith(expected.format(tmp=tmp_path)), result.output
+
+
+def test_wait_on_a_terminal_shows_a_live_table(cluster: FakeCluster) -> None:
+    """`launch --wait` on a terminal: one live table of the Jobs (plain lines otherwise, as in
+    `test_launch_wait_follows_jobs_to_the_end`)."""
+    import io
+
+    from rich.console import Console
+
+    assert launch(cluster)[0] == 0
+    names = sorted(name for kind, _, name in cluster.objects if kind == "Job")
+    polls = 0
+    real_list = cluster.list_namespaced_job
+
+    def finish(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        polls += 1
+        for (kind, _, _), obj in cluster.objects.items():
+            if kind == "Job":
+                done = polls >= 2
+                obj["status"] = {
+                    "active": 0 if done else 1,
+                    "conditions": [{"type": "Complete", "status": "True"}] if done else [],
+                }
+        return real_list(namespace, label_selector)
+
+    cluster.list_namespaced_job = finish  # type: ignore[method-assign]
+    screen = io.StringIO()
+    lines: list[str] = []
+    code = watch.wait_for_jobs(
+        KubeClient(cluster, cluster),
+        "ml",
+        names,
+        lines.append,
+        poll_seconds=0,
+        console=Console(file=screen, force_terminal=True, width=200),
+    )
+    assert code == 0 and lines == ["all Jobs complete"]  # no per-change lines
+    drawn = screen.getvalue()
+    assert "waiting for the sweep's Jobs" in drawn
+    assert all(name in drawn for name in names) and "Running" in drawn and "Complete" in drawn
+
+
+def test_wait_timeout_stops_waiting_not_the_jobs(cluster: FakeCluster) -> None:
+    """`launch --wait --timeout`: the Jobs never finish here; waiting ends, they are kept."""
+    assert launch(cluster)[0] == 0
+    ticks = iter(range(1000))
+    lines: list[str] = []
+    code = watch.wait_for_jobs(
+        KubeClient(cluster, cluster),
+        "ml",
+        [name for kind, _, name in cluster.objects if kind == "Job"],
+        lines.append,
+        poll_seconds=0,
+        timeout=5,
+        clock=lambda: float(next(ticks)),
+    )
+    assert code == 1
+    assert lines[-1].startswith("error: --timeout 5s passed; not finished: sweep-e")
+    assert "(Pending)" in lines[-1] and "they keep running" in lines[-1]
+    assert all(kind != "delete" for kind, _, _ in cluster.calls)
+
+
+def test_cli_timeout_needs_wait(cli_cluster: FakeCluster) -> None:
+    result = CliRunner().invoke(
+        main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--timeout", "5"]
+    )
+    assert result.exit_code == 2 and "--timeout needs --wait" in result.output
 
 
 @pytest.fixture
-def cli_cluster(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+def cli_cluster(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> FakeCluster:
     monkeypatch.setattr(launcher, "make_client", lambda context=None: KubeClient(cluster, cluster))
+    # No kubeconfig context names a namespace here: an unset one is pyboy-trainer.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return cluster
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+current-context: team
+contexts:
+  - name: team
+    context: {cluster: c, user: u, namespace: team-ns}
+  - name: bare
+    context: {cluster: c, user: u}
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "spec_namespace", "args", "expected"),
+    [
+        ("unset: the current context's", None, [], "team-ns"),
+        ("unset: the chosen context's", None, ["--context", "bare"], "pyboy-trainer"),
+        ("the spec's wins", "from-spec", [], "from-spec"),
+        ("-n wins", "from-spec", ["-n", "from-flag"], "from-flag"),
+    ],
+)
+def test_one_namespace_story_for_render_launch_and_status(
+    cli_cluster: FakeCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    spec_namespace: str | None,
+    args: list[str],
+    expected: str,
+) -> None:
+    """Issue 12: an unset `kubernetes.namespace` is the kubeconfig context's (else
+    pyboy-trainer, where k8s/ installs), the same for render, launch, status and cancel."""
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    data = {
+        "name": "ns",
+        **({"kubernetes": {"namespace": spec_namespace}} if spec_namespace else {}),
+    }
+    spec = write_spec(tmp_path, yaml.safe_dump(data))
+    rendered = CliRunner().invoke(main, ["render", spec, *args])
+    assert rendered.exit_code == 0, rendered.output
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(rendered.output)} == {expected}
+    launched = CliRunner().invoke(main, ["launch", spec, "--backend", "kubernetes", *args])
+    assert launched.exit_code == 0, launched.output
+    assert {ns for _, ns, _ in cli_cluster.objects} == {expected}
+    assert f"namespace={expected}" in launched.output
+    # The same Jobs: render and launch settle the namespace alike.
+    assert {d["metadata"]["name"] for d in yaml.safe_load_all(rendered.output)} == {
+        name for _, _, name in cli_cluster.objects
+    }
+    status = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["status", spec, *args])
+    assert status.exit_code == 0 and f"namespace {expected}" in status.output
+    cancelled = CliRunner().invoke(main, ["cancel", spec, *args])
+    assert cancelled.exit_code == 0 and cli_cluster.objects == {}
+
+
+def test_without_kubeconfig_the_namespace_is_pyboy_trainer(cli_cluster: FakeCluster) -> None:
+    from trainer.kube.client import current_namespace
+
+    assert current_namespace() == "pyboy-trainer" == current_namespace("any")
 
 
 def write_spec(tmp_path: Path, text: str) -> str:
@@ -399,6 +645,116 @@ def test_cli_launch_status_logs_cancel(cli_cluster: FakeCluster) -> None:
     assert result.exit_code == 0 and "absent" in result.output
 
 
+def test_status_says_what_holds_each_job_up_with_recent_warnings(cli_cluster: FakeCluster) -> None:
+    """Issue 12: ImagePullBackOff or Unschedulable must not look like Pending forever."""
+    assert launch(cli_cluster)[0] == 0
+    e1, e2, e4 = sorted(
+        (name for kind, _, name in cli_cluster.objects if kind == "Job"),
+        key=lambda n: int(n.split("-e")[1].split("-")[0]),
+    )
+    pulling = cli_cluster.add_pod(e1, "ml", "Pending", "2026-01-01T00:00:01Z")
+    cli_cluster.objects["Pod", "ml", pulling]["status"]["containerStatuses"] = [
+        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling "x:v9"'}}}
+    ]
+    waiting = cli_cluster.add_pod(e2, "ml", "Pending", "2026-01-01T00:00:02Z")
+    cli_cluster.objects["Pod", "ml", waiting]["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient cpu.",
+        }
+    ]
+    cli_cluster.objects["Job", "ml", e4]["status"] = {
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ]
+    }
+    for i in range(5):
+        cli_cluster.add_event(
+            "ml", pulling, "Warning", "Failed", f"pull failed {i}", f"2026-01-01T00:0{i}:00Z"
+        )
+    cli_cluster.add_event(
+        "ml", e2, "Normal", "SuccessfulCreate", "Created pod", "2026-01-01T00:00:00Z"
+    )
+    cli_cluster.add_event(
+        "ml", waiting, "Warning", "FailedScheduling", "0/3 nodes", "2026-01-01T00:00:03Z"
+    )
+
+    rows = {
+        r.name: r for r in watch.status_rows(KubeClient(cli_cluster, cli_cluster), "ml", selector())
+    }
+    assert rows[e1].why == 'ImagePullBackOff: Back-off pulling "x:v9"'
+    assert rows[e2].why == "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+    assert rows[e4].why == "BackoffLimitExceeded: Job has reached the specified backoff limit"
+    assert rows[e1].events == [f"{pulling}: Failed: pull failed {i}" for i in (2, 3, 4)]
+    assert rows[e2].events == [f"{waiting}: FailedScheduling: 0/3 nodes"]  # warnings only
+    assert rows[e4].events == []
+
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["status", "--all", "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    assert "ImagePullBackOff" in result.output and "Unschedulable" in result.output
+    assert f"recent warnings of {e1}:" in result.output and "pull failed 4" in result.output
+
+
+def test_logs_of_a_sweep_follow_every_pod_with_a_prefix_per_job_retries_too(
+    cli_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: `trainer logs --sweep ID -f` follows every pod of every Job, including a retry
+    that starts while following, until every Job has finished."""
+    assert launch(cli_cluster)[0] == 0
+    sweep = kube.plan_pods(validate_spec(SWEEP))[0]
+    e1, e2, e4 = sorted(
+        (name for kind, _, name in cli_cluster.objects if kind == "Job"),
+        key=lambda n: int(n.split("-e")[1].split("-")[0]),
+    )
+    first = cli_cluster.add_pod(e1, "ml", "Failed", "2026-01-01T00:00:01Z")
+    cli_cluster.logs[first] = "e1 first try\ncrashed\n"
+    other = cli_cluster.add_pod(e2, "ml", "Running", "2026-01-01T00:00:02Z")
+    cli_cluster.logs[other] = "e2 step 1\ne2 step 2"
+    pending = cli_cluster.add_pod(e4, "ml", "Pending", "2026-01-01T00:00:03Z")
+    polls = 0
+    real_list = cli_cluster.list_namespaced_job
+
+    def progress(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        polls += 1
+        if polls == 2:  # e1's retry starts, e4's pod runs, then every Job ends
+            retry = cli_cluster.add_pod(e1, "ml", "Running", "2026-01-01T00:01:00Z")
+            cli_cluster.logs[retry] = "e1 resumed\n"
+            cli_cluster.objects["Pod", "ml", pending]["status"]["phase"] = "Succeeded"
+            cli_cluster.logs[pending] = "e4 done\n"
+        if polls >= 3:
+            for (kind, _, _), obj in cli_cluster.objects.items():
+                if kind == "Job":
+                    obj["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        return real_list(namespace, label_selector)
+
+    cli_cluster.list_namespaced_job = progress  # type: ignore[method-assign]
+    monkeypatch.setattr(launcher.time, "sleep", lambda s: None)
+    result = CliRunner().invoke(main, ["logs", "--sweep", sweep, "-f", "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for job, text in [
+        (e1, "e1 first try"),
+        (e1, "crashed"),
+        (e1, "e1 resumed"),
+        (e2, "e2 step 1"),
+        (e2, "e2 step 2"),
+        (e4, "e4 done"),
+    ]:
+        assert f"[{job}] {text}" in lines, result.output
+    assert len(lines) == 6  # each pod once: the retry is followed, the first try not again
+
+    result = CliRunner().invoke(main, ["logs", "-n", "ml"])
+    assert result.exit_code == 2 and "exactly one of JOB or --sweep" in result.output
+
+
 def test_cli_cancel_by_spec_deletes_its_jobs_and_configmaps(cli_cluster: FakeCluster) -> None:
     spec = str(ROOT / "configs/quickstart.yaml")
     assert CliRunner().invoke(main, ["launch", spec, "--backend", "kubernetes"]).exit_code == 0
@@ -423,6 +779,8 @@ def test_launch_wait_follows_jobs_to_the_end(
 
     def list_and_progress(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
         nonlocal polls
+        if kube.LABEL_RUN_ID in label_selector:  # the launch's look for Jobs of the same run
+            return real_list(namespace, label_selector)
         polls += 1
         for (kind, _, name), obj in cluster.objects.items():
             if kind == "Job" and polls >= 2:
@@ -437,6 +795,122 @@ def test_launch_wait_follows_jobs_to_the_end(
     assert code == 1
     assert any("not successful: sweep-e4-" in line for line in lines)
     assert polls == 2
+
+
+def _set_state(cluster: FakeCluster, state: str) -> None:
+    conditions = {"Complete": [{"type": "Complete", "status": "True"}], "Running": []}[state]
+    for (kind, _, _), obj in cluster.objects.items():
+        if kind == "Job":
+            obj["status"] = {"conditions": conditions, "active": int(state == "Running")}
+
+
+def test_a_larger_budget_makes_new_jobs_that_continue_the_finished_runs(
+    cluster: FakeCluster,
+) -> None:
+    """Issue 12: the Jobs' names change with the spec, their run id does not; the launch says so."""
+    assert launch(cluster)[0] == 0
+    old = {name for kind, _, name in cluster.objects if kind == "Job"}
+    _set_state(cluster, "Complete")
+    further = copy.deepcopy(SWEEP)
+    further["ppo"] = {**further.get("ppo", {}), "total_steps": 10**6}
+    code, lines = launch(cluster, further)
+    assert code == 0, lines
+    jobs = [obj for (kind, _, _), obj in cluster.objects.items() if kind == "Job"]
+    new = {j["metadata"]["name"] for j in jobs} - old
+    assert len(new) == 3
+    run_ids = {j["metadata"]["labels"][kube.LABEL_RUN_ID] for j in jobs}
+    assert len(run_ids) == 3  # one run per env count, shared by its old and new Job
+    notes = [line for line in lines if "note: Job" in line]
+    assert len(notes) == 3 and all("(Complete)" in n and "continues its run" in n for n in notes)
+    assert "Jobs: 3 created, 0 already existed (unchanged), 0 failed, 0 not attempted" in lines
+
+
+def test_an_active_job_of_the_same_run_stops_the_launch_before_anything_is_sent(
+    cluster: FakeCluster,
+) -> None:
+    assert launch(cluster)[0] == 0
+    _set_state(cluster, "Running")
+    before = copy.deepcopy(cluster.objects)
+    further = copy.deepcopy(SWEEP)
+    further["kubernetes"] = {**further.get("kubernetes", {}), "ttl_seconds_after_finished": 60}
+    code, lines = launch(cluster, further)
+    assert code == 1
+    assert cluster.objects == before
+    errors = [line for line in lines if line.startswith("error: Job ")]
+    assert len(errors) == 3 and all("(Running)" in e and "trainer cancel" in e for e in errors)
+    assert lines[-1] == "nothing was created"
+
+
+def test_a_queued_sweep_is_created_suspended_for_kueue_and_shown_so(
+    cluster: FakeCluster,
+) -> None:
+    """Issue 12: `kubernetes.queue` → Kueue's label, Jobs created suspended; until Kueue admits
+    them, `--wait` reports them Suspended, not Pending."""
+    queued = copy.deepcopy(SWEEP)
+    queued["kubernetes"] = {**queued["kubernetes"], "queue": "team-a", "priority_class": "low"}
+    polls = 0
+    real_list = cluster.list_namespaced_job
+
+    def admit_later(namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
+        nonlocal polls
+        if kube.LABEL_RUN_ID not in label_selector:
+            polls += 1
+            for (kind, _, _), obj in cluster.objects.items():
+                if kind == "Job" and polls == 2:  # Kueue admits, the Job runs and completes
+                    obj["spec"]["suspend"] = False
+                    obj["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        return real_list(namespace, label_selector)
+
+    cluster.list_namespaced_job = admit_later  # type: ignore[method-assign]
+    code, lines = launch(cluster, queued, wait=True, poll_seconds=0)
+    assert code == 0, lines
+    jobs = [body for op, kind, body in cluster.calls if op == "create" and kind == "Job"]
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert job["spec"]["suspend"] is True
+        assert job["spec"]["template"]["spec"]["priorityClassName"] == "low"
+    assert sum(line.endswith(": Suspended") for line in lines) == 3
+    assert sum(line.endswith(": Complete") for line in lines) == 3
+
+
+def test_retry_failed_recreates_only_the_failed_jobs_of_the_sweep(cluster: FakeCluster) -> None:
+    """Issue 12: launching again leaves a Failed Job as it is ("exists, unchanged");
+    `--retry-failed` deletes it with its ConfigMaps and creates it again (same name and run)."""
+    assert launch(cluster)[0] == 0
+    jobs = sorted(name for kind, _, name in cluster.objects if kind == "Job")
+    failed = jobs[1]
+    cluster.objects["Job", "ml", failed]["status"] = {
+        "conditions": [{"type": "Failed", "status": "True"}]
+    }
+    old_uid = cluster.objects["Job", "ml", failed]["metadata"]["uid"]
+    code, lines = launch(cluster)
+    assert code == 0 and "Jobs: 0 created, 3 already existed (unchanged)" in " ".join(lines)
+    assert "status" in cluster.objects["Job", "ml", failed]  # still the failed one
+
+    cluster.calls.clear()
+    code, lines = launch(cluster, retry=True)
+    assert code == 0, lines
+    deletes = [(kind, body["name"]) for op, kind, body in cluster.calls if op == "delete"]
+    assert deletes == [("Job", failed), ("ConfigMap", failed)]
+    assert [line for line in lines if line.startswith("  retry ")] == [
+        f"  retry    Job       {failed}  (Failed: deleted with its ConfigMaps, created again)"
+    ]
+    assert sorted(name for kind, _, name in cluster.objects if kind == "Job") == jobs
+    again = cluster.objects["Job", "ml", failed]
+    assert "status" not in again and again["metadata"]["uid"] != old_uid
+    cm = cluster.objects["ConfigMap", "ml", failed]["metadata"]
+    assert cm["ownerReferences"][0]["uid"] == again["metadata"]["uid"]
+    assert "Jobs: 1 created, 2 already existed (unchanged)" in " ".join(lines)
+
+
+def test_another_learning_rate_is_another_run(cluster: FakeCluster) -> None:
+    assert launch(cluster)[0] == 0
+    _set_state(cluster, "Running")
+    other = copy.deepcopy(SWEEP)
+    other["ppo"] = {**other.get("ppo", {}), "learning_rate": 0.001}
+    code, lines = launch(cluster, other)
+    assert code == 0 and not any("same" in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -76,13 +76,13 @@ def job_of(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     return next(m for m in manifests if m["kind"] == "Job")
 
 
-def one_run(uri: str, job: str):
+def one_run(uri: str, run_key: str):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`trainer.job_id` = '{job}'"
+        [experiment.experiment_id], filter_string=f"tags.`trainer.job_id` = '{run_key}'"
     )
     assert len(runs) == 1, [r.info.run_id for r in runs]
     return client, runs[0]
@@ -159,12 +159,12 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     beside the checkpoints: the root is read-only) and the model."""
     values = spec_values("helm-pod", checkpoint_pvc="checkpoints")
     manifests = helm_template(tmp_path, {"spec": values, "envs": [2]}, "default")
-    job = job_of(manifests)["metadata"]["name"]
+    run_key = job_of(manifests)["metadata"]["labels"]["pyboy-trainer/run-id"]
     pvcs = {"checkpoints": host / "pvc"}
     pvcs["checkpoints"].mkdir()
     first = Pod(manifests, host, mlflow_server, pvcs, image).start()
     _, step = stopped(first)
-    assert (pvcs["checkpoints"] / job / "checkpoints" / f"step_{step}.pt").exists()
+    assert (pvcs["checkpoints"] / run_key / "checkpoints" / f"step_{step}.pt").exists()
 
     retry = Pod(manifests, host, mlflow_server, pvcs, image).start()
     result = retry.wait(timeout=300)
@@ -174,7 +174,7 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     # Nothing tried to write outside the volumes (the root is read-only: it would have failed).
     assert not re.search(r"Read-only file system|Errno 30|Permission denied", first.log() + log)
 
-    client, run = one_run(mlflow_server, job)
+    client, run = one_run(mlflow_server, run_key)
     assert run.info.status == "FINISHED" and int(run.data.tags["trainer.starts"]) == 2
     assert run.data.params["ppo.total_steps"] == str(TOTAL_STEPS)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")]
@@ -186,6 +186,19 @@ def test_helm_pod_with_a_pvc_stops_on_sigterm_and_its_retry_finishes_in_the_same
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.name for m in models if m.source_run_id == run.info.run_id] == ["policy"]
 
+    # `helm upgrade` after the TTL deleted the finished Job creates it again (Helm's kube client
+    # re-creates release resources missing from the cluster: pkg/kube/client.go, Update). Its pod
+    # finds the run trained to the end and exits 0 without training or logging again.
+    again = Pod(manifests, host, mlflow_server, pvcs, image).start()
+    result = again.wait(timeout=300)
+    assert result.exit_code == 0 and "already trained" in again.log(), again.log()[-3000:]
+    sys.stderr.write(f"\n[pod] re-created finished Job: exit 0 after {result.seconds:.2f} s\n")
+    client, run = one_run(mlflow_server, run_key)
+    assert run.info.status == "FINISHED" and int(run.data.tags["trainer.starts"]) == 3
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")) == sorted(
+        steps
+    )
+
 
 def test_pod_without_pvc_resumes_from_the_checkpoint_in_mlflow(
     tmp_path: Path, host: Path, image: Image, mlflow_server: str
@@ -193,10 +206,10 @@ def test_pod_without_pvc_resumes_from_the_checkpoint_in_mlflow(
     """No PVC: checkpoints live in an emptyDir that dies with the pod. The checkpoint written on
     SIGTERM must be in MLflow before the pod exits; the retry (a fresh emptyDir) resumes it."""
     manifests = rendered(tmp_path, spec_values("emptydir-pod"))
-    job = job_of(manifests)["metadata"]["name"]
+    run_key = job_of(manifests)["metadata"]["labels"]["pyboy-trainer/run-id"]
     first = Pod(manifests, host, mlflow_server, image=image).start()
     _, step = stopped(first)
-    client, run = one_run(mlflow_server, job)
+    client, run = one_run(mlflow_server, run_key)
     saved = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert f"checkpoints/step_{step}.pt" in saved and "checkpoints/latest.pt" in saved
     assert run.info.status == "KILLED"
@@ -205,7 +218,7 @@ def test_pod_without_pvc_resumes_from_the_checkpoint_in_mlflow(
     assert not any(retry.volumes["checkpoints"].iterdir())  # nothing on disk to resume from
     retry.wait_for(rf"Resuming from step {step:,} ")
     assert retry.terminate().exit_code == 143
-    assert one_run(mlflow_server, job)[1].info.run_id == run.info.run_id
+    assert one_run(mlflow_server, run_key)[1].info.run_id == run.info.run_id
 
 
 START_UP = [
@@ -261,3 +274,31 @@ def test_bad_game_value_exits_2_which_the_job_turns_into_failjob(
     assert f"error: {key}:" in pod.log()
     assert pod_failure_action(job_of(manifests), result.exit_code) == "FailJob"
     assert pod_failure_action(job_of(manifests), 1) is None  # a crash is retried, not fatal
+
+
+def test_a_rom_of_this_machine_is_shipped_mounted_and_played(
+    tmp_path: Path, host: Path, image: Image, mlflow_server: str
+) -> None:
+    """Issue 12: `game.rom` naming a file here → a `<job>-rom` ConfigMap (binaryData) projected
+    at the pod's game folder, the spec pointing there; the pod trains on it to the end."""
+    from trainer.games import BUILTIN_ROMS
+    from trainer.games.base import rom_sha1
+    from trainer.spec.kube_rules import GAME_DIR
+
+    rom = tmp_path / "my game.gb"  # a space: the ConfigMap key and file name are made safe
+    shutil.copy(BUILTIN_ROMS["dungeon"], rom)
+    values = {**spec_values("shipped-rom"), "game": {"rom": str(rom), "adapter": "dungeon"}}
+    manifests = rendered(tmp_path, values)
+    assert [m["kind"] for m in manifests] == ["ConfigMap", "ConfigMap", "Job"]
+    point = yaml.safe_load(manifests[1]["data"]["spec.yaml"])
+    assert point["game"]["rom"].startswith(f"{GAME_DIR}/") and point["game"]["rom"].endswith(
+        "-my_game.gb"
+    )
+    pod = Pod(manifests, host, mlflow_server, image=image).start()
+    result = pod.wait(timeout=300)
+    assert result.exit_code == 0, pod.log()[-3000:]
+    assert f"Final step: {TOTAL_STEPS:,}" in pod.log()
+    run_key = job_of(manifests)["metadata"]["labels"]["pyboy-trainer/run-id"]
+    _, run = one_run(mlflow_server, run_key)
+    assert run.data.tags["rom"] == point["game"]["rom"]
+    assert run.data.tags["rom_sha1"] == rom_sha1(rom.read_bytes())

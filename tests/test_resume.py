@@ -39,13 +39,13 @@ def write_spec(tmp_path: Path, uri: str, name: str) -> Path:
     return path
 
 
-def start(spec: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(spec: Path, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAIN_", "TRAINER_"))}
     return subprocess.Popen(
         [sys.executable, "-m", "trainer", "run", str(spec)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
-        env={**env, "PYTHONUNBUFFERED": "1"},
+        env={**env, "PYTHONUNBUFFERED": "1", **extra_env},
     )
 
 
@@ -140,6 +140,34 @@ def test_pod_without_local_checkpoints_resumes_from_mlflow(tmp_path, mlflow_serv
     assert_continuous(client, run.info.run_id)
 
 
+def test_new_job_with_larger_budget_and_other_image_continues_the_run(tmp_path, mlflow_server):
+    """Issue 12: a new Job (another name: its spec changed) that only raises `ppo.total_steps`
+    and changes Kubernetes-only fields continues the same checkpoints and MLflow run."""
+    name = "resume-further"
+    spec = write_spec(tmp_path, mlflow_server, name)
+    data = yaml.safe_load(spec.read_text())
+    data["ppo"]["total_steps"] = TOTAL_STEPS // 2
+    spec.write_text(yaml.safe_dump(data))
+    log = tmp_path / "trainer.log"
+    assert start(spec, log, TRAINER_JOB_NAME="job-a").wait(timeout=300) == 0
+    data["ppo"]["total_steps"] = TOTAL_STEPS
+    data["kubernetes"] = {"image": "example.org/trainer:v2", "ttl_seconds_after_finished": 60}
+    spec.write_text(yaml.safe_dump(data))
+    assert start(spec, log, TRAINER_JOB_NAME="job-b").wait(timeout=300) == 0, log.read_text()[
+        -3000:
+    ]
+    text = log.read_text()
+    resumed = [line for line in text.splitlines() if "Resuming from step" in line]
+    assert len(resumed) == 1 and f"{TOTAL_STEPS // 2:,}" in resumed[0], resumed
+    assert f"Final step: {TOTAL_STEPS:,}" in text
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # one checkpoint folder
+    client, run = one_run(mlflow_server, name)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["trainer.k8s_job"] == "job-b"
+    assert run.data.params["ppo.total_steps"] == str(TOTAL_STEPS // 2)  # params are immutable
+    assert_continuous(client, run.info.run_id)
+
+
 def test_checkpoint_of_other_spec_is_refused_without_force(tmp_path, mlflow_server):
     spec = write_spec(tmp_path, mlflow_server, "resume-mismatch")
     log = tmp_path / "trainer.log"
@@ -148,7 +176,7 @@ def test_checkpoint_of_other_spec_is_refused_without_force(tmp_path, mlflow_serv
     data["ppo"]["learning_rate"] = 0.01
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(data))
-    env = {**os.environ, "TRAINER_JOB_NAME": next((tmp_path / "runs").iterdir()).name}
+    env = {**os.environ, "TRAINER_RUN_ID": next((tmp_path / "runs").iterdir()).name}
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", "run", str(other)],
         capture_output=True,

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from trainer.rl.seeding import generator, restore_generator, rng_state, set_rng_state
-from trainer.spec import JobSpec, job_identity, job_name, spec_hash, training_hash
+from trainer.spec import JobSpec, job_name, run_id, run_identity, spec_hash, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
 from trainer.tracking.client import TAG_JOB_ID
 from trainer.tracking.mlflow_run import MlflowTracker, resolve_tracking_uri
@@ -51,16 +51,40 @@ def make_state(step: int, spec: JobSpec | None = None) -> dict:
 @pytest.mark.parametrize(
     "name, environ, expected",
     [
-        ("pod: the Job name wins", {"TRAINER_JOB_NAME": "zelda-e8-abc123"}, "zelda-e8-abc123"),
-        ("local: the renderer's formula", {}, None),
-        ("blank env var is ignored", {"TRAINER_JOB_NAME": " "}, None),
+        ("pod or local: the training settings' run id", {}, None),
+        ("the Job name does not choose the run", {"TRAINER_JOB_NAME": "zelda-e8-abc123"}, None),
+        ("an explicit run id wins", {"TRAINER_RUN_ID": "zelda-e8-rforced"}, "zelda-e8-rforced"),
+        ("blank env var is ignored", {"TRAINER_RUN_ID": " "}, None),
     ],
 )
-def test_job_identity(name, environ, expected):
+def test_run_identity(name, environ, expected):
     spec = make_spec()
-    expected = expected or f"track-test-e2-{spec_hash(spec, 8)}"
-    assert job_identity(spec, environ) == expected
+    expected = expected or run_id(spec)
+    assert run_identity(spec, environ) == expected
     assert job_name(spec) == f"track-test-e2-{spec_hash(spec, 8)}"
+
+
+@pytest.mark.parametrize(
+    "change, same_run",
+    [
+        ({"ppo.total_steps": 999_999}, True),  # train further: the same run continues
+        ({"kubernetes.image": "example.org/trainer:v2"}, True),
+        ({"kubernetes.ttl_seconds_after_finished": 60, "kubernetes.namespace": "other"}, True),
+        ({"mlflow.tags": {"note": "x"}, "resources.cpu_per_env": 2.0}, True),
+        ({"checkpoint.every_updates": 3, "env.backend": "serial"}, True),
+        ({"ppo.learning_rate": 0.001}, False),
+        ({"seed": 7}, False),
+        ({"env.num_envs": 4}, False),
+        ({"game.reward": {"step": -0.5}}, False),
+    ],
+)
+def test_run_id_follows_training_settings_and_job_name_the_whole_spec(change, same_run):
+    spec = make_spec()
+    other = spec.updated(change)
+    assert job_name(other) != job_name(spec)  # Jobs are immutable: any change is a new Job
+    assert (run_id(other) == run_id(spec)) is same_run
+    assert (training_hash(other) == training_hash(spec)) is same_run
+    assert run_id(spec).startswith("track-test-e2-r")
 
 
 def test_flatten_params():

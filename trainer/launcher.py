@@ -1,9 +1,10 @@
 """Sweep → one JobSpec per env count → Kubernetes Jobs, or local processes.
 
-Both backends run the same thing: `trainer run SPEC` with the same run identity
-(`TRAINER_JOB_NAME`, `TRAINER_SWEEP_ID`) and thread count (`OMP_NUM_THREADS`). The sweep id is
-derived from the spec and the env list, so launching the same sweep twice is idempotent: the
-Kubernetes backend finds its objects already there and creates nothing.
+Both backends run the same thing: `trainer run SPEC` with the same Job name and sweep id
+(`TRAINER_JOB_NAME`, `TRAINER_SWEEP_ID`; the run id comes from the spec itself) and thread count
+(`OMP_NUM_THREADS`). The sweep id is derived from the spec and the env list, so launching the
+same sweep twice is idempotent: the Kubernetes backend finds its objects already there and
+creates nothing. Reading the sweep back (status, --wait, logs) is `trainer.kube.watch`.
 
 Imports `trainer.spec`, `trainer.sweep` and `trainer.kube` only: no torch, no PyBoy (the
 launcher starts fast).
@@ -19,14 +20,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from trainer.errors import ExitCode
 from trainer.kube import manifests
-from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_available, selector
+from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_source, selector
+from trainer.kube.watch import job_state, wait_for_jobs
 from trainer.spec import ENV_OVERRIDES, JobSpec, available_cpus
 from trainer.sweep import SweepPoint, plan
 
@@ -55,9 +55,23 @@ def make_client(context: str | None = None) -> KubeClient:
 
 def choose_backend(backend: str | None, environ: Mapping[str, str] | None = None) -> str:
     """`kubernetes` when a kubeconfig or in-cluster config exists, else `local`."""
+    return explain_backend(backend, environ)[0]
+
+
+def explain_backend(
+    backend: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """(backend, why): `--backend` when given, else `kubernetes` with the configuration found,
+    else `local`, saying that no configuration was found (never a silent fallback)."""
     if backend:
-        return backend
-    return "kubernetes" if kube_config_available(environ) else "local"
+        return backend, "--backend"
+    source = kube_config_source(environ)
+    if source:
+        return "kubernetes", f"{source}; --backend local to run here"
+    return "local", (
+        "no kubeconfig ($KUBECONFIG, ~/.kube/config) and no in-cluster service account; "
+        "--backend kubernetes to insist"
+    )
 
 
 # ---- Kubernetes -----------------------------------------------------------------------------
@@ -88,6 +102,92 @@ def print_report(report: ApplyReport, echo: Echo) -> None:
     )
 
 
+#: Job states in which a Job's pods may still write checkpoints.
+ACTIVE_STATES = ("Running", "Pending", "Suspended")
+
+
+def same_run_jobs(
+    client: KubeClient, namespace: str, points: Sequence[SweepPoint]
+) -> list[tuple[SweepPoint, str, str]]:
+    """(point, other Job's name, its state) for each Job of the same training run (label
+    `pyboy-trainer/run-id`) under another name: a Job made from a different spec."""
+    found = []
+    for point in points:
+        run_selector = f"{selector()},{manifests.LABEL_RUN_ID}={point.run_id}"
+        for job in client.list_jobs(namespace, run_selector):
+            name = (job.get("metadata") or {}).get("name", "?")
+            if name != point.job_name:
+                found.append((point, name, job_state(job)))
+    return found
+
+
+def check_same_run_jobs(
+    client: KubeClient, namespace: str, points: Sequence[SweepPoint], echo: Echo
+) -> bool:
+    """Say which existing Jobs train the same run with a different spec (the new Job continues
+    their checkpoints and MLflow run); False when one is still active, as two pods would then
+    write the same checkpoints."""
+    ok = True
+    for point, name, state in same_run_jobs(client, namespace, points):
+        if state in ACTIVE_STATES:
+            ok = False
+            echo(
+                f"error: Job {name} ({state}) trains the same run {point.run_id} with a different "
+                f"spec; {point.job_name} would write the same checkpoints at the same time. Wait "
+                f"for it to finish or delete it (trainer cancel {name} -n {namespace}), then "
+                "launch again"
+            )
+        else:
+            echo(
+                f"  note: Job {name} ({state}) has a different spec but the same training "
+                f"settings: {point.job_name} continues its run {point.run_id} (checkpoints and "
+                "MLflow run)"
+            )
+    return ok
+
+
+def retry_failed(
+    client: KubeClient,
+    namespace: str,
+    points: Sequence[SweepPoint],
+    echo: Echo,
+    patience_s: float = 60.0,
+    poll_seconds: float = 1.0,
+) -> bool:
+    """Delete the sweep's Failed Jobs and their ConfigMaps, and wait until they are gone, so
+    that the launch creates them again (a Job cannot be restarted; the new one resumes the run
+    from its checkpoint). False when they are still there after `patience_s`."""
+    by_name = {p.job_name: p for p in points}
+    failed = [
+        j["metadata"]["name"]
+        for j in client.list_jobs(namespace, selector())
+        if j["metadata"]["name"] in by_name and job_state(j) == "Failed"
+    ]
+    doomed: dict[str, set[str]] = {"Job": set(), "ConfigMap": set()}
+    for name in failed:
+        echo(f"  retry    Job       {name}  (Failed: deleted with its ConfigMaps, created again)")
+        client.delete("Job", namespace, name)
+        doomed["Job"].add(name)
+        for configmap in manifests.configmap_names(by_name[name]):
+            client.delete("ConfigMap", namespace, configmap)
+            doomed["ConfigMap"].add(configmap)
+    deadline = time.monotonic() + patience_s
+    while failed:
+        left = {
+            n
+            for kind, names in doomed.items()
+            for n in (o["metadata"]["name"] for o in client.list(kind, namespace, selector()))
+            if n in names
+        }
+        if not left:
+            break
+        if time.monotonic() >= deadline:
+            echo(f"error: still being deleted after {patience_s:g}s: {', '.join(sorted(left))}")
+            return False
+        time.sleep(poll_seconds)
+    return True
+
+
 def launch_kubernetes(
     spec: JobSpec,
     num_envs_list: Sequence[int] | None = None,
@@ -97,30 +197,49 @@ def launch_kubernetes(
     echo: Echo = print,
     client_factory: Callable[[], KubeClient] | None = None,
     poll_seconds: float = 10.0,
+    timeout: float | None = None,
+    retry: bool = False,
+    console: Any = None,
 ) -> int:
     """Create the sweep's ConfigMaps and Jobs, whole or not at all: the API server dry-runs
     every object first (`KubeClient.apply`); objects that exist are left unchanged.
 
     Returns 0 when every object was created or existed (and, with `wait`, every Job succeeded),
-    1 otherwise. The report says which Jobs were created, existed or failed; running the same
+    1 otherwise, and 1 before creating anything when a Job of the same training run (other
+    spec, same `run_id`) is still active. With `retry`, the sweep's Failed Jobs are deleted
+    (with their ConfigMaps) and created again. The report says which Jobs were created, existed or failed; running the same
     command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
     before anything is sent.
     """
     sweep, points = manifests.plan_pods(spec, num_envs_list, image)
     objects = manifests.render(spec, num_envs_list, image, sweep)
+    namespace = points[0].spec.kubernetes.namespace or manifests.DEFAULT_NAMESPACE
     describe_plan(sweep, points, echo)
     if dry_run:
         echo("dry run: nothing was sent (`trainer render` prints the manifests)")
         return ExitCode.OK
     try:
         client = (client_factory or make_client)()
+    except KubeError as exc:  # a configuration problem: running again would not help
+        echo(f"error: {exc}")
+        echo("nothing was sent")
+        return ExitCode.FAILURE
+    try:
+        if not check_same_run_jobs(client, namespace, points, echo):
+            echo("nothing was created")
+            return ExitCode.FAILURE
+        if retry and not retry_failed(client, namespace, points, echo):
+            return ExitCode.FAILURE
         report = client.apply(objects)
     except KubeError as exc:
         partial = getattr(exc, "report", None)
         if partial is not None:
             print_report(partial, echo)
         echo(f"error: {exc}")
-        echo("nothing else was changed; run the same command again to complete the sweep")
+        if partial is not None and partial.of("created"):
+            echo("nothing else was changed; run the same command again to complete the sweep")
+        else:
+            echo("nothing was created; run the same command again once the API server answers")
         return ExitCode.FAILURE
     print_report(report, echo)
     if report.rejected_in_dry_run:
@@ -135,123 +254,12 @@ def launch_kubernetes(
             "(existing objects are kept, missing ones are created)"
         )
         return ExitCode.FAILURE
-    echo(f"follow with: trainer status --sweep {sweep} -n {spec.kubernetes.namespace}")
+    echo(f"follow with: trainer status --sweep {sweep} -n {namespace}")
     echo(f"compare the runs in MLflow: trainer compare {sweep}")
     if wait:
         names = [p.job_name for p in points]
-        return wait_for_jobs(client, spec.kubernetes.namespace, names, echo, poll_seconds)
+        return wait_for_jobs(client, namespace, names, echo, poll_seconds, timeout, console=console)
     return ExitCode.OK
-
-
-def job_state(job: Mapping[str, Any]) -> str:
-    """Complete, Failed, Running, Pending or Suspended, from a Job's status."""
-    status = job.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "Complete"
-        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
-            return "Failed"
-    if (job.get("spec") or {}).get("suspend"):
-        return "Suspended"
-    if status.get("active") or status.get("ready"):
-        return "Running"
-    return "Pending"
-
-
-def wait_for_jobs(
-    client: KubeClient,
-    namespace: str,
-    names: Sequence[str],
-    echo: Echo,
-    poll_seconds: float = 10.0,
-) -> int:
-    """Poll until every named Job is Complete or Failed; 1 when any failed or vanished."""
-    last: dict[str, str] = {}
-    while True:
-        try:
-            jobs = {j["metadata"]["name"]: j for j in client.list_jobs(namespace, selector())}
-        except KubeError as exc:
-            echo(f"error: {exc}")
-            return ExitCode.FAILURE
-        states = {name: job_state(jobs[name]) if name in jobs else "Missing" for name in names}
-        for name, state in states.items():
-            if last.get(name) != state:
-                echo(f"  {name}: {state}")
-        last = states
-        if all(s in ("Complete", "Failed", "Missing") for s in states.values()):
-            bad = [n for n, s in states.items() if s != "Complete"]
-            echo("all Jobs complete" if not bad else f"error: not successful: {', '.join(bad)}")
-            return ExitCode.FAILURE if bad else ExitCode.OK
-        time.sleep(poll_seconds)
-
-
-def _age(timestamp: Any, now: datetime | None = None) -> str:
-    if not timestamp:
-        return "-"
-    if isinstance(timestamp, str):
-        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    seconds = int(((now or datetime.now(UTC)) - timestamp).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-@dataclass
-class JobRow:
-    name: str
-    envs: str
-    sweep: str
-    state: str
-    active: int
-    succeeded: int
-    failed: int
-    age: str
-    pods: str
-
-
-def status_rows(
-    client: KubeClient, namespace: str, label_selector: str, now: datetime | None = None
-) -> list[JobRow]:
-    """One row per Job matching the selector, with its pods' phases (newest Jobs last)."""
-    jobs = client.list_jobs(namespace, label_selector)
-    pods = client.list_pods(namespace, label_selector)
-    by_job: dict[str, list[str]] = {}
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(manifests.LABEL_JOB_NAME) or (
-            meta.get("labels") or {}
-        ).get("job-name", "")
-        phase = (pod.get("status") or {}).get("phase", "?")
-        by_job.setdefault(owner, []).append(f"{meta.get('name', '?')} {phase}")
-    rows = []
-    for job in sorted(
-        jobs, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or "")
-    ):
-        meta, status = job.get("metadata") or {}, job.get("status") or {}
-        job_labels = meta.get("labels") or {}
-        rows.append(
-            JobRow(
-                name=meta.get("name", "?"),
-                envs=job_labels.get(manifests.LABEL_NUM_ENVS, "?"),
-                sweep=job_labels.get(manifests.LABEL_SWEEP, "-"),
-                state=job_state(job),
-                active=int(status.get("active") or 0),
-                succeeded=int(status.get("succeeded") or 0),
-                failed=int(status.get("failed") or 0),
-                age=_age(meta.get("creationTimestamp"), now),
-                pods=", ".join(by_job.get(meta.get("name", ""), [])) or "-",
-            )
-        )
-    return rows
-
-
-def newest_pod(client: KubeClient, namespace: str, job: str) -> str | None:
-    pods = client.list_pods(namespace, f"{manifests.LABEL_JOB_NAME}={job}")
-    if not pods:
-        return None
-    pods.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
-    return pods[-1]["metadata"]["name"]
 
 
 def cancel(

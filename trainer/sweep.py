@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from trainer.spec import JobSpec, SpecError, check_env_counts, job_name, sweep_id
+from trainer.spec import JobSpec, SpecError, check_env_counts, job_name, run_id, sweep_id
 
 #: Turns (the sweep's spec, one env count) into the spec that point runs.
 PointSpec = Callable[[JobSpec, int], JobSpec]
@@ -37,6 +37,11 @@ class SweepPoint:
     num_envs: int
     spec: JobSpec
     job_name: str
+
+    @property
+    def run_id(self) -> str:
+        """The training run this point continues (`trainer.spec.run_id`)."""
+        return run_id(self.spec)
 
 
 def plan(

@@ -38,7 +38,8 @@ _namespace_option = click.option(
     "-n",
     "--namespace",
     metavar="NS",
-    help="Namespace (default: the spec's kubernetes.namespace; without a spec, the kubeconfig's).",
+    help="Namespace (default: the spec's kubernetes.namespace, else the kubeconfig context's, "
+    "else pyboy-trainer).",
 )
 _context_option = click.option(
     "--context", metavar="CTX", help="kubeconfig context to use (default: the current one)."
@@ -54,14 +55,27 @@ def _sweep_options(func: F) -> F:
     return func
 
 
-def _kube_spec(spec_path: str, overrides: tuple[str, ...], namespace: str | None) -> JobSpec:
+def _kube_spec(
+    spec_path: str, overrides: tuple[str, ...], namespace: str | None, context: str | None
+) -> JobSpec:
+    """The spec with its namespace settled: `-n`, else the spec's, else the kubeconfig
+    context's (a pod's own), else pyboy-trainer (`client.current_namespace`)."""
     if namespace:
         overrides = (*overrides, f"kubernetes.namespace={namespace}")
-    return read_spec(spec_path, overrides)
+    return _settle_namespace(read_spec(spec_path, overrides), context)
+
+
+def _settle_namespace(spec: JobSpec, context: str | None) -> JobSpec:
+    if spec.kubernetes.namespace is not None:
+        return spec
+    from trainer.kube.client import current_namespace
+
+    return spec.updated({"kubernetes.namespace": current_namespace(context)})
 
 
 @click.command()
 @_sweep_options
+@_context_option
 @handle_errors
 def render(
     spec_path: str,
@@ -69,6 +83,7 @@ def render(
     envs: tuple[int, ...] | None,
     image: str | None,
     namespace: str | None,
+    context: str | None,
 ) -> None:
     """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job.
 
@@ -77,7 +92,7 @@ def render(
     """
     from trainer.kube import manifests
 
-    spec = _kube_spec(spec_path, overrides, namespace)
+    spec = _kube_spec(spec_path, overrides, namespace, context)
     click.echo(manifests.to_yaml_stream(manifests.render(spec, envs, image)), nl=False)
 
 
@@ -96,6 +111,19 @@ def render(
     help="Kubernetes: wait until every Job finished (local runs always wait).",
 )
 @click.option(
+    "--retry-failed",
+    "retry",
+    is_flag=True,
+    help="Kubernetes: delete the sweep's Failed Jobs and create them again (they resume from "
+    "their checkpoints); without it, a Job that exists is left as it is.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: stop waiting after this long (exit 1; the Jobs keep running).",
+)
+@click.option(
     "--max-cpus",
     type=click.IntRange(min=1),
     help="Local: CPUs to fill with concurrent runs (default: the usable CPUs).",
@@ -111,6 +139,8 @@ def launch(
     backend: str | None,
     dry_run: bool,
     wait: bool,
+    retry: bool,
+    timeout: float | None,
     max_cpus: int | None,
 ) -> None:
     """Run SPEC once per env count, as Kubernetes Jobs or local processes.
@@ -121,21 +151,41 @@ def launch(
     """
     from trainer import launcher
 
-    spec = _kube_spec(spec_path, overrides, namespace)
-    chosen = launcher.choose_backend(backend)
+    if namespace:
+        overrides = (*overrides, f"kubernetes.namespace={namespace}")
+    spec = read_spec(spec_path, overrides)
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout needs --wait")
+    chosen, why = launcher.explain_backend(backend)
+    click.echo(f"backend: {chosen} ({why})")
     if chosen == "local":
         code = launcher.run_local(spec, envs, max_cpus=max_cpus, dry_run=dry_run, echo=click.echo)
     else:
         code = launcher.launch_kubernetes(
-            spec,
+            _settle_namespace(spec, context),
             envs,
             image,
             dry_run=dry_run,
             wait=wait,
+            timeout=timeout,
+            retry=retry,
+            console=_live_console() if wait else None,
             echo=click.echo,
             client_factory=lambda: launcher.make_client(context),
         )
     sys.exit(code)
+
+
+def _live_console() -> Any:
+    """A rich console for `--wait`'s live table on a terminal; None (plain lines, one per
+    change) when output goes to a file or pipe, or under CI (`$CI`, as CI services set it)."""
+    import os
+
+    if not sys.stdout.isatty() or os.environ.get("CI"):
+        return None
+    from rich.console import Console as RichConsole
+
+    return RichConsole()
 
 
 def _resolve_target(
@@ -143,7 +193,7 @@ def _resolve_target(
 ) -> tuple[JobSpec | None, str]:
     from trainer.kube.client import current_namespace
 
-    spec = _kube_spec(spec_path, overrides, namespace) if spec_path else None
+    spec = _kube_spec(spec_path, overrides, namespace, context) if spec_path else None
     return spec, namespace or (spec.kubernetes.namespace if spec else current_namespace(context))
 
 
@@ -172,6 +222,7 @@ def status(
     from rich.table import Table
 
     from trainer import launcher
+    from trainer.kube import watch
     from trainer.kube.client import selector
     from trainer.kube.manifests import plan_pods
 
@@ -179,11 +230,13 @@ def status(
     if spec is not None and not sweep and not show_all:
         sweep = plan_pods(spec, envs)[0]
     label_selector = selector(sweep=None if show_all else sweep)
-    rows = launcher.status_rows(launcher.make_client(context), ns, label_selector)
+    rows = watch.status_rows(launcher.make_client(context), ns, label_selector)
     table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
-    for column in ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods"):
+    columns = ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods", "why")
+    for column in columns:
         numeric = column in ("envs", "active", "succeeded", "failed")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "pods")
+        wrap = column in ("pods", "why")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=not wrap)
     for row in rows:
         table.add_row(
             row.name,
@@ -194,26 +247,50 @@ def status(
             str(row.failed),
             row.age,
             row.pods,
+            row.why or "-",
         )
-    RichConsole().print(
-        table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})"
-    )
+    console = RichConsole()
+    console.print(table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})")
+    for row in rows:
+        if row.events:
+            console.print(f"recent warnings of {row.name}:", highlight=False)
+            for line in row.events:
+                console.print(f"  {line}", highlight=False, markup=False)
 
 
 @click.command()
-@click.argument("job")
-@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pod ends.")
+@click.argument("job", required=False)
+@click.option(
+    "--sweep",
+    "sweep",
+    metavar="ID",
+    help="Every pod of every Job of this sweep, lines prefixed [job]; with -f, retries too.",
+)
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pods end.")
 @_namespace_option
 @_context_option
 @handle_errors
-def logs(job: str, follow: bool, namespace: str | None, context: str | None) -> None:
-    """Print the trainer's log of JOB (its newest pod)."""
-    from trainer import launcher
-    from trainer.kube.client import KubeError, current_namespace
+def logs(
+    job: str | None, sweep: str | None, follow: bool, namespace: str | None, context: str | None
+) -> None:
+    """Print the trainer's log of JOB (its newest pod), or of every pod of --sweep ID.
 
+    \b
+    trainer logs sweep-e4-0d8839fb -f
+    trainer logs --sweep sweep-1a2b3c4d -f     # every Job, each line prefixed [job]
+    """
+    from trainer import launcher
+    from trainer.kube import watch
+    from trainer.kube.client import KubeError, current_namespace, selector
+
+    if bool(job) == bool(sweep):
+        raise click.UsageError("give exactly one of JOB or --sweep ID")
     ns = namespace or current_namespace(context)
     client = launcher.make_client(context)
-    pod = launcher.newest_pod(client, ns, job)
+    if sweep:
+        sys.exit(watch.sweep_logs(client, ns, selector(sweep=sweep), click.echo, follow))
+    assert job is not None
+    pod = watch.newest_pod(client, ns, job)
     if pod is None:
         raise KubeError(f"no pod of Job {job} in namespace {ns} (yet); see `trainer status`")
     for line in client.pod_logs(ns, pod, follow=follow):
@@ -242,7 +319,7 @@ def cancel(
 
     from trainer import launcher
     from trainer.kube.client import selector
-    from trainer.kube.manifests import plan_pods
+    from trainer.kube.manifests import configmap_names, plan_pods
 
     if bool(target) == bool(sweep):
         raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
@@ -252,7 +329,7 @@ def cancel(
     if spec is not None:
         points = plan_pods(spec, envs)[1]
         targets = [("Job", p.job_name) for p in points] + [
-            ("ConfigMap", p.job_name) for p in points
+            ("ConfigMap", name) for p in points for name in configmap_names(p)
         ]
     elif sweep:
         targets = launcher.sweep_objects(client, ns, selector(sweep=sweep))

@@ -22,6 +22,7 @@ from trainer.kube.manifests import (
     LABEL_NUM_ENVS,
     LABEL_SWEEP,
 )
+from trainer.spec.kube_rules import DEFAULT_NAMESPACE
 
 
 class KubeError(TrainerError):
@@ -42,6 +43,7 @@ class ApplyResult:
     name: str
     status: str  # "created" | "exists" | "failed" | "skipped"
     message: str = ""
+    uid: str | None = None  # of a created object, from the server's answer
 
 
 @dataclass
@@ -60,16 +62,24 @@ class ApplyReport:
         return all(r.status in ("created", "exists") for r in self.results)
 
 
-def kube_config_available(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether an in-cluster service account or a kubeconfig file is there (no client import)."""
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def kube_config_source(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where a Kubernetes configuration was found ("the in-cluster service account" or
+    "kubeconfig PATH"), None when there is none (no client import)."""
     environ = os.environ if environ is None else environ
-    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    ):
-        return True
+    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        return "the in-cluster service account"
     paths = environ.get("KUBECONFIG", "").split(os.pathsep) if environ.get("KUBECONFIG") else []
     paths = [p for p in paths if p] or [os.path.expanduser("~/.kube/config")]
-    return any(os.path.isfile(p) for p in paths)
+    found = next((p for p in paths if os.path.isfile(p)), None)
+    return f"kubeconfig {found}" if found else None
+
+
+def kube_config_available(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an in-cluster service account or a kubeconfig file is there (no client import)."""
+    return kube_config_source(environ) is not None
 
 
 def _kubeconfig_path() -> str:
@@ -78,19 +88,20 @@ def _kubeconfig_path() -> str:
 
 
 def current_namespace(context: str | None = None) -> str:
-    """The namespace of the pod we run in, else of the kubeconfig's context, else "default"."""
+    """The namespace of the pod we run in, else the kubeconfig context's, else
+    `DEFAULT_NAMESPACE` (pyboy-trainer, where `k8s/` installs; never the API's "default")."""
     in_cluster = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(in_cluster):
         with open(in_cluster) as handle:
-            return handle.read().strip() or "default"
+            return handle.read().strip() or DEFAULT_NAMESPACE
     try:
         from kubernetes import config
 
         contexts, active = config.list_kube_config_contexts(config_file=_kubeconfig_path())
         chosen = next((c for c in contexts if c["name"] == context), active) if context else active
-        return (chosen or {}).get("context", {}).get("namespace") or "default"
-    except Exception:  # no kubeconfig, or an unreadable one: the API's own default
-        return "default"
+        return (chosen or {}).get("context", {}).get("namespace") or DEFAULT_NAMESPACE
+    except Exception:  # no kubeconfig, or an unreadable one
+        return DEFAULT_NAMESPACE
 
 
 def _api_status(exc: BaseException) -> int | None:
@@ -197,14 +208,15 @@ class KubeClient:
             raise ValueError(f"KubeClient creates ConfigMaps and Jobs, not {kind}")
         options = {"dry_run": "All"} if dry_run else {}
         try:
-            self._call(
+            answer = self._call(
                 f"create {kind} {name}", func, namespace=namespace, body=dict(manifest), **options
             )
         except ApiError as exc:
             if exc.status == 409:
                 return ApplyResult(kind, name, "exists", "exists, unchanged")
             return ApplyResult(kind, name, "failed", f"HTTP {exc.status}: {exc.reason}")
-        return ApplyResult(kind, name, "created")
+        uid = (self._dict(answer).get("metadata") or {}).get("uid") if answer is not None else None
+        return ApplyResult(kind, name, "created", uid=uid)
 
     def dry_run(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport | None:
         """Send every object with `dryRun=All`: the server runs its validation, defaulting and
@@ -236,7 +248,7 @@ class KubeClient:
     def apply(self, manifests: Sequence[Mapping[str, Any]]) -> ApplyReport:
         """The whole sweep or nothing: a server-side dry run of every object first (`dry_run`);
         when it rejects any, nothing is created. Then each object in order. A Job is skipped when
-        its ConfigMap failed; when the API server stops answering, the rest is marked "skipped"
+        a ConfigMap it mounts (its spec, a shipped ROM) failed; when the API server stops answering, the rest is marked "skipped"
         and `KubeError` is raised with the report so far attached (`exc.report`)."""
         rejected = self.dry_run(manifests)
         if rejected is not None:
@@ -248,7 +260,8 @@ class KubeClient:
             volumes = (
                 manifest.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
             )
-            needs = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+            projected = [s for v in volumes for s in (v.get("projected") or {}).get("sources", [])]
+            needs = {v["configMap"]["name"] for v in [*volumes, *projected] if "configMap" in v}
             if kind == "Job" and needs & failed_configmaps:
                 report.results.append(
                     ApplyResult(kind, name, "skipped", "its ConfigMap was not created")
@@ -264,7 +277,34 @@ class KubeClient:
             if result.status == "failed" and kind == "ConfigMap":
                 failed_configmaps.add(name)
             report.results.append(result)
+            if kind == "Job" and result.status == "created" and result.uid:
+                # The Job's UID exists only now: its ConfigMaps become its dependents, so the
+                # TTL's clean-up of the Job removes them too (garbage collection).
+                for configmap in sorted(needs & {r.name for r in report.results}):
+                    self.set_owner(manifest, result.uid, configmap)
         return report
+
+    def set_owner(self, job: Mapping[str, Any], uid: str, configmap: str) -> None:
+        """Make `configmap` a dependent of the Job `job` (uid `uid`): an ownerReference, so the
+        garbage collector deletes it with the Job. A failure is not fatal (the Job runs; the
+        ConfigMap then outlives it, as before): `KubeError` only when the server is gone."""
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": job["metadata"]["name"],
+            "uid": uid,
+        }
+        body = {"metadata": {"ownerReferences": [owner]}}
+        try:
+            self._call(
+                f"set the owner of ConfigMap {configmap}",
+                self.core.patch_namespaced_config_map,
+                name=configmap,
+                namespace=job["metadata"]["namespace"],
+                body=body,
+            )
+        except ApiError:
+            pass
 
     # -- read --
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -286,6 +326,17 @@ class KubeClient:
 
     def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.list("ConfigMap", namespace, selector)
+
+    def list_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The events about the object `name` (a Job or a pod), oldest first."""
+        result = self._call(
+            f"list the events of {name}",
+            self.core.list_namespaced_event,
+            namespace=namespace,
+            field_selector=f"involvedObject.name={name}",
+        )
+        events = [self._dict(item) for item in self._dict(result).get("items", [])]
+        return sorted(events, key=event_time)
 
     def pod_logs(self, namespace: str, pod: str, follow: bool = False) -> Iterator[str]:
         """The trainer container's log lines; with `follow`, streamed until the pod ends."""
@@ -322,6 +373,16 @@ class KubeClient:
                 return "absent"
             raise
         return "deleted"
+
+
+def event_time(event: Mapping[str, Any]) -> str:
+    """When an event last happened (events.k8s.io's eventTime, else core's timestamps)."""
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
 
 
 def _failed(manifest: Mapping[str, Any], message: str) -> ApplyResult:

@@ -1,14 +1,16 @@
 """Job spec → Kubernetes manifests: pure functions returning plain dicts.
 
 One sweep point (a `JobSpec` with a fixed `env.num_envs`) becomes one ConfigMap holding the
-point's spec and one `batch/v1` Job running `trainer run /etc/trainer/spec.yaml`. The Helm chart
+point's spec and one `batch/v1` Job running `trainer run /etc/trainer/spec.yaml` (and, for a
+ROM or save state on this machine, ConfigMaps holding them: `trainer.kube.game`). The Helm chart
 in `helm/pyboy-trainer/` renders the very same objects; `tests/test_helm_chart.py` compares them.
 
 Names. Jobs are immutable, so a Job's name carries its config, never a timestamp:
 `{spec.name}-e{num_envs}-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
 `spec.yaml` text (`trainer.spec.identity`), which Helm reproduces with `toPrettyJson` and
 `sha256sum`. Relaunching the same spec therefore yields the same names (idempotent), and any
-change yields new Jobs.
+change yields new Jobs. The label `pyboy-trainer/run-id` (`trainer.spec.run_id`) hashes only
+the training settings: Jobs that continue one MLflow run and checkpoint folder share it.
 
 Imports `trainer.spec` and `trainer.sweep` only: no client, no torch, no PyBoy.
 """
@@ -25,14 +27,23 @@ import yaml
 
 from trainer import __version__
 from trainer.errors import ExitCode
+from trainer.kube import game
 from trainer.spec import (
     ENV_JOB_NAME,
     ENV_SWEEP_ID,
     JobSpec,
     parse_quantity,
+    run_id,
     spec_document,
 )
-from trainer.spec.kube_rules import SHM_DIR, SPEC_DIR, TMP_DIR
+from trainer.spec.kube_rules import (
+    CHECKPOINT_DIR,
+    DEFAULT_NAMESPACE,
+    GAME_DIR,
+    SHM_DIR,
+    SPEC_DIR,
+    TMP_DIR,
+)
 from trainer.sweep import SweepPoint, plan
 
 # ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
@@ -49,6 +60,10 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SWEEP = "pyboy-trainer/sweep-id"
 LABEL_NUM_ENVS = "pyboy-trainer/num-envs"
+LABEL_RUN_ID = "pyboy-trainer/run-id"
+#: Kueue's queue label: a Job carrying it is admitted (unsuspended) by Kueue.
+#: https://kueue.sigs.k8s.io/docs/tasks/run/jobs/
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 #: Set by the Job controller on every pod of a Job (Kubernetes ≥ 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
@@ -60,19 +75,24 @@ DEFAULT_TRACKING_URI = "http://mlflow.pyboy-trainer.svc:5000"
 CONTAINER_NAME = "trainer"
 SPEC_KEY = "spec.yaml"
 SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
-CHECKPOINT_DIR = "/var/lib/trainer/checkpoints"
 #: The image's numeric non-root user and group (Dockerfile `USER 10001:10001`).
 RUN_AS_USER = 10001
 
 
 def pod_spec(spec: JobSpec, num_envs: int, image: str | None = None) -> JobSpec:
     """The spec one pod runs: fixed `num_envs`, no sweep, the image resolved, `checkpoint.dir`
-    absolute (relative dirs move to `CHECKPOINT_DIR`, where the checkpoint volume is mounted)."""
+    absolute (relative dirs move to `CHECKPOINT_DIR`, where the checkpoint volume is mounted),
+    and a ROM or save state on this machine replaced by its shipped copy (`trainer.kube.game`).
+    An unset namespace is `DEFAULT_NAMESPACE` here; the CLI fills in the kubeconfig context's
+    first (`trainer.cli.kubernetes`)."""
     changes: dict[str, Any] = {
         "env.num_envs": num_envs,
         "sweep.num_envs": [],
         "kubernetes.image": image or spec.kubernetes.image or DEFAULT_IMAGE,
+        "kubernetes.namespace": spec.kubernetes.namespace or DEFAULT_NAMESPACE,
     }
+    for shipped in game.local_game_files(spec):
+        changes[shipped.field] = shipped.mounted
     if not PurePosixPath(spec.checkpoint.dir).is_absolute():
         changes["checkpoint.dir"] = CHECKPOINT_DIR
     return spec.updated(changes, origin=f"{spec.name} with num_envs={num_envs}")
@@ -153,6 +173,7 @@ def labels(point: JobSpec, sweep: str) -> dict[str, str]:
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_SWEEP: sweep,
         LABEL_NUM_ENVS: str(point.env.num_envs),
+        LABEL_RUN_ID: run_id(point),
     }
 
 
@@ -169,6 +190,20 @@ def configmap_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     }
 
 
+def game_configmap(point: JobSpec, name: str, sweep: str, shipped: game.GameFile) -> dict[str, Any]:
+    """The ConfigMap `<job>-rom` (or `-state`) holding one shipped file as binaryData."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": game.configmap_name(name, shipped.field),
+            "namespace": point.kubernetes.namespace,
+            "labels": labels(point, sweep),
+        },
+        "binaryData": shipped.binary_data(),
+    }
+
+
 def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     """The trainer container: `trainer run` on the mounted spec, the run's env, resources,
     a locked-down security context and the mounts of `pod_manifest`'s volumes."""
@@ -180,7 +215,8 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         "image": kube.image,
         "imagePullPolicy": kube.image_pull_policy,
         "args": ["run", SPEC_PATH],
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "env": [{"name": k, "value": v} for k, v in env.items()]
+        + [e.model_dump(mode="json", exclude_none=True) for e in kube.env],
     }
     if kube.mlflow_secret:
         container["envFrom"] = [{"secretRef": {"name": kube.mlflow_secret}}]
@@ -196,6 +232,11 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         {"name": "checkpoints", "mountPath": point.checkpoint.dir},
         {"name": "dshm", "mountPath": SHM_DIR},
         {"name": "tmp", "mountPath": TMP_DIR},
+    ]
+    if game.shipped_fields(point):
+        container["volumeMounts"].append({"name": "game", "mountPath": GAME_DIR, "readOnly": True})
+    container["volumeMounts"] += [
+        m.model_dump(mode="json", exclude_none=True) for m in kube.volume_mounts
     ]
     return container
 
@@ -221,6 +262,10 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     }
     if kube.service_account:
         pod["serviceAccountName"] = kube.service_account
+    if kube.priority_class:
+        pod["priorityClassName"] = kube.priority_class
+    if kube.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in kube.image_pull_secrets]
     pod["securityContext"] = {
         "runAsNonRoot": True,
         "runAsUser": RUN_AS_USER,
@@ -234,6 +279,8 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         pod["tolerations"] = [
             t.model_dump(mode="json", exclude_none=True) for t in kube.tolerations
         ]
+    if kube.affinity is not None:
+        pod["affinity"] = kube.affinity.model_dump(mode="json", exclude_none=True)
     pod["containers"] = [container_manifest(point, name, sweep)]
     pod["volumes"] = [
         {"name": "spec", "configMap": {"name": name}},
@@ -241,6 +288,11 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": kube.shm_size}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    shipped = game.shipped_fields(point)
+    if shipped:
+        sources = [{"configMap": {"name": game.configmap_name(name, f)}} for f in shipped]
+        pod["volumes"].append({"name": "game", "projected": {"sources": sources}})
+    pod["volumes"] += [v.model_dump(mode="json", exclude_none=True) for v in kube.volumes]
     return pod
 
 
@@ -248,10 +300,13 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     """The Job of one sweep point; `point` comes from `pod_spec` (image and paths resolved).
 
     Retries (`backoffLimit`) resume from the checkpoint; invalid input (exit 2) fails the Job at
-    once, and a pod lost to a disruption (eviction, preemption) does not count as a failure."""
+    once, and a pod lost to a disruption (eviction, preemption) does not count as a failure.
+    With `kubernetes.queue`, the Job carries Kueue's queue label and is created suspended."""
     kube = point.kubernetes
     meta_labels = {**kube.labels, **labels(point, sweep)}
     job_spec: dict[str, Any] = {"backoffLimit": kube.backoff_limit}
+    if kube.queue:
+        job_spec["suspend"] = True  # Kueue unsuspends it on admission
     if kube.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = kube.active_deadline_seconds
     if kube.ttl_seconds_after_finished is not None:
@@ -277,16 +332,25 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {"labels": meta_labels}
     if kube.annotations:
         metadata["annotations"] = dict(kube.annotations)
-    job_spec["template"] = {
-        "metadata": copy.deepcopy(metadata),
-        "spec": pod_manifest(point, name, sweep),
-    }
+    template = copy.deepcopy(metadata)
+    if kube.pod_annotations:
+        template["annotations"] = {**kube.annotations, **kube.pod_annotations}
+    job_spec["template"] = {"metadata": template, "spec": pod_manifest(point, name, sweep)}
+    job_metadata = copy.deepcopy(metadata)
+    if kube.queue:
+        job_metadata["labels"][LABEL_QUEUE] = kube.queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": kube.namespace, **metadata},
+        "metadata": {"name": name, "namespace": kube.namespace, **job_metadata},
         "spec": job_spec,
     }
+
+
+def configmap_names(point: SweepPoint) -> list[str]:
+    """The ConfigMaps a point's Job mounts: its spec's, and those of shipped game files."""
+    shipped = game.shipped_fields(point.spec)
+    return [point.job_name] + [game.configmap_name(point.job_name, f) for f in shipped]
 
 
 def render(
@@ -295,10 +359,14 @@ def render(
     image: str | None = None,
     sweep: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One ConfigMap and one Job per env count, in that order (the ConfigMap first)."""
+    """Per env count: the shipped game's ConfigMaps (if any), the spec's ConfigMap, the Job,
+    in that order (what a Job mounts exists before it)."""
     sweep, points = plan_pods(spec, num_envs_list, image, sweep)
+    shipped = game.local_game_files(spec)
     manifests: list[dict[str, Any]] = []
     for point in points:
+        for file in shipped:
+            manifests.append(game_configmap(point.spec, point.job_name, sweep, file))
         manifests.append(configmap_manifest(point.spec, point.job_name, sweep))
         manifests.append(job_manifest(point.spec, point.job_name, sweep))
     return manifests

@@ -22,7 +22,7 @@ from trainer.rl.loop import Counters, Trainer, TrainSummary
 from trainer.rl.seeding import seed_everything
 from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
 from trainer.rl.stopping import StopFlag, stop_on_signals
-from trainer.spec import JobSpec, job_identity, training_hash
+from trainer.spec import JobSpec, run_identity, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
 from trainer.tracking.tracker import UNSENT_METRICS, NullTracker, RunStatus, Tracker
 
@@ -41,7 +41,7 @@ def train(
         if spec.env.num_envs == "auto":
             spec = spec.with_num_envs(spec.resolved_num_envs())
         set_torch_threads(spec)
-        identity = job_identity(spec)
+        identity = run_identity(spec)
         store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
         rom = check_game(spec)  # a bad game.* value: exit 2 before anything starts
         tracker = make_tracker(spec, identity, rom, console)
@@ -160,7 +160,7 @@ def already_trained(
     tracker.restore_unsent(checkpoint.get(UNSENT_METRICS))
     counters = Counters.from_state(checkpoint)
     console.print(
-        f"✔️  Job {identity} already trained to {counters.global_step:,} of "
+        f"✔️  Run {identity} already trained to {counters.global_step:,} of "
         f"{spec.ppo.total_steps:,} steps: nothing to do (--fresh starts over)"
     )
     return TrainSummary(

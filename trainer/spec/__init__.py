@@ -3,7 +3,7 @@
 - `models`: the Pydantic models (every field described, unknown keys rejected);
 - `loading`: YAML → `JobSpec` with overrides and errors that name file, line and key;
 - `identity`: Job names, the canonical document and its digest (shared with the Helm chart),
-  the training hash, the sweep id and the run identity;
+  the training hash, the sweep id and the run id (the training settings' identity);
 - `cpus`: how many CPUs this process may use;
 - `reference`: the JSON Schema and the README's reference tables;
 - `kube_rules`: the Kubernetes API server's rules for names, labels, tolerations, quantities
@@ -15,9 +15,11 @@ This package imports nothing of ours but `trainer.errors` (a leaf). Import from 
 from trainer.spec.cpus import available_cpus
 from trainer.spec.identity import (
     ENV_JOB_NAME,
+    ENV_RUN_ID,
     ENV_SWEEP_ID,
-    job_identity,
     job_name,
+    run_id,
+    run_identity,
     spec_document,
     spec_hash,
     sweep_id,
@@ -30,16 +32,18 @@ from trainer.spec.models import BUTTONS, JobSpec, SpecError, check_env_counts
 __all__ = [
     "BUTTONS",
     "ENV_JOB_NAME",
+    "ENV_RUN_ID",
     "ENV_OVERRIDES",
     "ENV_SWEEP_ID",
     "JobSpec",
     "SpecError",
     "available_cpus",
     "check_env_counts",
-    "job_identity",
     "job_name",
     "load_spec",
     "parse_quantity",
+    "run_id",
+    "run_identity",
     "spec_document",
     "spec_hash",
     "sweep_id",

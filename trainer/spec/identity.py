@@ -1,5 +1,11 @@
 """Names and hashes derived from a spec: the Job name, the spec's canonical document and digest,
-the training hash checkpoints are checked against, the sweep id, and the run identity a pod gets.
+the training hash checkpoints are checked against, the sweep id, and the run id.
+
+Two identities. The Job name hashes the whole spec (Jobs are immutable: any change is a new Job).
+The run id hashes only the training settings (`training_settings`: no step budget, no
+Kubernetes, tracking, resources or checkpoint-cadence fields): it names the MLflow run and the
+checkpoint folder, so a new Job with a larger `ppo.total_steps`, another image or TTL continues
+the same run from its checkpoints.
 
 The spec's identity (its hash, the Job name) is computed from a canonical text because the Helm
 chart must derive the very same names from user-edited values: Helm's `toPrettyJson` is Go's
@@ -21,6 +27,8 @@ from trainer.spec.models import JobSpec, SpecError
 #: Environment variables a run gets from the Kubernetes renderer or the local launcher.
 ENV_JOB_NAME = "TRAINER_JOB_NAME"
 ENV_SWEEP_ID = "TRAINER_SWEEP_ID"
+#: Optional override of the run id (checkpoint folder, MLflow run); unset in pods.
+ENV_RUN_ID = "TRAINER_RUN_ID"
 
 #: Kubernetes object names are DNS-1123 labels of at most 63 characters.
 NAME_MAX = 63
@@ -33,11 +41,11 @@ def spec_hash(spec: JobSpec, length: int = DIGEST_LENGTH) -> str:
 
 
 def job_name(spec: JobSpec) -> str:
-    """The job's name and identity: `<name>-e<num_envs>-<spec hash>`, a DNS-1123 label ≤ 63.
+    """The Job's name: `<name>-e<num_envs>-<spec hash>`, a DNS-1123 label ≤ 63.
 
     The Kubernetes renderer and the Helm chart name Jobs with it (and pass it to the pod as
-    TRAINER_JOB_NAME); a local run computes the same value, so its checkpoints and MLflow run
-    are found again. `spec` is one sweep point (a fixed `env.num_envs`).
+    TRAINER_JOB_NAME, an MLflow tag); any change to the spec makes a new name, because Jobs are
+    immutable. The run a Job trains is `run_id`. `spec` is one sweep point (a fixed `env.num_envs`).
     """
     name = f"{spec.name}-e{spec.env.num_envs}-{spec_hash(spec)}"
     if len(name) > NAME_MAX:
@@ -49,10 +57,20 @@ def job_name(spec: JobSpec) -> str:
     return name
 
 
-def job_identity(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:
-    """The run's identity: `$TRAINER_JOB_NAME` in a pod, else the Job name the renderer would use."""
-    name = environ.get(ENV_JOB_NAME, "").strip()
-    return name or job_name(spec)
+def run_id(spec: JobSpec) -> str:
+    """The training run's name: `<name>-e<num_envs>-r<run digest>`, a DNS-1123 label ≤ 63.
+
+    Names the checkpoint folder and the MLflow run (tag `trainer.job_id`), and labels the Job
+    (`pyboy-trainer/run-id`, the Helm chart computes the same): Jobs of one run differ only in
+    settings that do not change what is learned. `spec` is one sweep point.
+    """
+    return f"{spec.name}-e{spec.env.num_envs}-r{run_digest(spec)}"
+
+
+def run_identity(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:
+    """The run's identity: `$TRAINER_RUN_ID` when set (to force a folder), else `run_id(spec)`."""
+    name = environ.get(ENV_RUN_ID, "").strip()
+    return name or run_id(spec)
 
 
 def sweep_id(spec_name: str, job_names: Iterable[str]) -> str:
@@ -71,23 +89,24 @@ _ENV_NOT_TRAINED = (
 )
 
 
-def training_hash(spec: JobSpec, length: int = 12) -> str:
-    """Hash of what a checkpoint depends on: game, env, network and algorithm.
+def training_settings(spec: JobSpec) -> dict[str, Any]:
+    """What a checkpoint depends on: seed, game, env and network/algorithm settings.
 
-    Excludes the step budget, tracking, resources and Kubernetes settings, so a run can be
-    resumed with a larger `ppo.total_steps` or on another node, but not with another game,
-    observation or network.
+    Excludes the step budget, tracking, resources, checkpoint cadence and Kubernetes settings,
+    so a run can be resumed with a larger `ppo.total_steps` or on another node, but not with
+    another game, observation or network.
     """
     data = spec.model_dump(mode="json")
     ppo = {
         k: v for k, v in data["ppo"].items() if k not in ("total_steps", "device", "async_rollout")
     }
     env = {k: v for k, v in data["env"].items() if k not in _ENV_NOT_TRAINED}
-    blob = json.dumps(
-        {"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
+    return {"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo}
+
+
+def training_hash(spec: JobSpec, length: int = 12) -> str:
+    """Hash of `training_settings`, stored in every checkpoint and checked on resume."""
+    blob = json.dumps(training_settings(spec), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
@@ -180,6 +199,13 @@ def spec_document(spec: JobSpec) -> str:
     """The spec as Helm's `toPrettyJson` writes it (nulls dropped): the ConfigMap's `spec.yaml`
     (JSON is YAML) and the text every spec hash is taken of."""
     return go_json(_drop_none(spec.model_dump(mode="json")))
+
+
+def run_digest(spec: JobSpec, length: int = DIGEST_LENGTH) -> str:
+    """SHA-256 of `training_settings` written like `spec_document` (nulls dropped, Go's JSON),
+    so the Helm chart's `toPrettyJson | sha256sum` of the same subset gives the same digits."""
+    document = go_json(_drop_none(training_settings(spec)))
+    return hashlib.sha256(document.encode()).hexdigest()[:length]
 
 
 def spec_digest(spec: JobSpec) -> str:

@@ -102,6 +102,19 @@ def annotations_problem(annotations: Mapping[str, str]) -> str | None:
     return None
 
 
+#: `IsEnvVarName` before Kubernetes 1.34 relaxed it (so valid on every version we support).
+ENV_VAR_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+def env_var_name_problem(name: str) -> str | None:
+    if not ENV_VAR_NAME.match(name):
+        return (
+            "must be an environment variable name: letters, digits, '_', '-' and '.', not "
+            "starting with a digit (e.g. 'MY_VAR')"
+        )
+    return None
+
+
 # ---- resource quantities (apimachinery resource.Quantity) ------------------------------------
 #: A non-negative Kubernetes quantity without exponent, e.g. 256Mi, 1Gi, 500M, 0.5, 250m (a
 #: subset of resource.ParseQuantity's grammar, which also takes signs and exponents).
@@ -146,13 +159,23 @@ def toleration_problem(
 SPEC_DIR = "/etc/trainer"
 TMP_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
+#: Where `trainer launch`/`render` mount a ROM and save state shipped from this machine.
+GAME_DIR = "/var/lib/trainer/game"
 POD_MOUNTS = {
     SPEC_DIR: "the spec's ConfigMap (read-only)",
     TMP_DIR: "the pod's writable /tmp",
     SHM_DIR: "the in-memory /dev/shm",
+    GAME_DIR: "the shipped ROM and save state (read-only)",
 }
 #: Read-only or owned by the container runtime: nothing can be mounted at or under them.
-_NOTHING_UNDER = (SPEC_DIR, "/proc", "/sys", "/dev")
+_NOTHING_UNDER = (SPEC_DIR, GAME_DIR, "/proc", "/sys", "/dev")
+#: The namespace `k8s/` installs into, and the default wherever no context names one.
+DEFAULT_NAMESPACE = "pyboy-trainer"
+#: Where a pod mounts the checkpoint volume when `checkpoint.dir` is relative.
+CHECKPOINT_DIR = "/var/lib/trainer/checkpoints"
+#: The pod's own volume names, and the variables the trainer sets in its container.
+POD_VOLUMES = ("spec", "checkpoints", "dshm", "tmp", "game")
+POD_ENV = ("OMP_NUM_THREADS", "MLFLOW_TRACKING_URI", "HOME", "MPLCONFIGDIR")
 
 
 def _holders() -> list[str]:

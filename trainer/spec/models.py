@@ -23,6 +23,7 @@ from trainer.spec.adapters import check_game_settings
 from trainer.spec.cpus import available_cpus
 from trainer.spec.game_ram import RamSpec
 from trainer.spec.kube_rules import QUANTITY, parse_quantity
+from trainer.spec.pod import Affinity, EnvVar, Volume, VolumeMount, mounts_problem, nested_path
 
 BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
 Button = Literal["noop", "up", "down", "left", "right", "a", "b", "start", "select"]
@@ -55,7 +56,9 @@ class GameSpec(_Model):
     rom: str = Field(
         "builtin:dungeon",
         description="ROM to run: `builtin:<name>` for a game shipped with the trainer, or a path to "
-        "your own .gb/.gbc file (mounted into the pod or baked into a derived image).",
+        "your own .gb/.gbc file: a file here is shipped to the pod by `trainer launch`/`render` "
+        "(≤ 1 MiB); an absolute path that is no file here must exist in the pod (a volume or a "
+        "derived image).",
     )
     adapter: str = Field(
         "dungeon",
@@ -64,8 +67,9 @@ class GameSpec(_Model):
     )
     state: str | None = Field(
         None,
-        description="Optional PyBoy save state to start every episode from; by default the "
-        "adapter plays from power-on to its start position and saves a state itself.",
+        description="Optional PyBoy save state to start every episode from (a file here is "
+        "shipped to the pod like `game.rom`); by default the adapter plays from power-on to its "
+        "start position and saves a state itself.",
     )
     reward: dict[str, float] = Field(
         default_factory=dict,
@@ -266,7 +270,9 @@ class MlflowSpec(_Model):
         description="Tracking URI; default: $MLFLOW_TRACKING_URI, else MLflow's local default.",
     )
     experiment: str = Field("pyboy-ppo", min_length=1, description="Experiment name.")
-    run_name: str | None = Field(None, description="Run name; default: the job name.")
+    run_name: str | None = Field(
+        None, description="Run name; default: the run id (`<name>-e<num_envs>-r<training hash>`)."
+    )
     tags: dict[str, str] = Field(default_factory=dict, description="Extra run tags.")
     log_model: bool = Field(True, description="Log the final policy as an MLflow PyTorch model.")
     required: bool = Field(
@@ -364,9 +370,11 @@ class TolerationSpec(_Model):
 
 
 class KubernetesSpec(_Model):
-    namespace: str = Field(
-        "default",
-        description="Namespace for the Job and its ConfigMap (a DNS-1123 label).",
+    namespace: str | None = Field(
+        None,
+        description="Namespace for the Job and its ConfigMaps (a DNS-1123 label); unset: the "
+        "kubeconfig context's namespace (a pod's own when launched from a pod), else "
+        f"`{k8s.DEFAULT_NAMESPACE}`, where `k8s/` installs; the chart uses the release namespace.",
         json_schema_extra=k8s.schema_dns1123_label(),
     )
     image: str | None = Field(
@@ -425,19 +433,87 @@ class KubernetesSpec(_Model):
         '`cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`.',
         json_schema_extra=k8s.schema_annotations(),
     )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations on the pod only (over `annotations` for the same key), e.g. "
+        "for a service mesh or a log collector.",
+        json_schema_extra=k8s.schema_annotations(),
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        description="Extra pod volumes, as in core/v1 (configMap, secret, persistentVolumeClaim, "
+        "emptyDir, csi, projected, downwardAPI, ephemeral: the kinds Pod Security 'restricted' "
+        "admits), e.g. a PVC holding your ROMs.",
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list,
+        description="Mounts of `kubernetes.volumes` into the trainer container, as in core/v1 "
+        "(`name`, `mountPath`, `readOnly`, `subPath`).",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Extra environment variables of the trainer container, as in core/v1 "
+        "(`value`, or `valueFrom` a secretKeyRef, configMapKeyRef or fieldRef); not the ones the "
+        "trainer sets itself.",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets (docker-registry) to pull a private image with, by name.",
+        json_schema_extra={"items": k8s.schema_dns1123_subdomain()},
+    )
+    affinity: Affinity | None = Field(
+        None,
+        description="Pod affinity (nodeAffinity, podAffinity, podAntiAffinity), as in core/v1.",
+    )
+    queue: str | None = Field(
+        None,
+        description="Kueue LocalQueue to submit to (label `kueue.x-k8s.io/queue-name`, a DNS-1123 "
+        "label): the Job is created suspended and Kueue starts it when the queue admits it.",
+        json_schema_extra=k8s.schema_dns1123_label(),
+    )
+    priority_class: str | None = Field(
+        None,
+        description="PriorityClass of the pod (`priorityClassName`, a DNS-1123 subdomain): who "
+        "is preempted first on a full cluster.",
+        json_schema_extra=k8s.schema_dns1123_subdomain(),
+    )
 
     @field_validator("namespace")
     @classmethod
-    def _namespace_dns(cls, value: str) -> str:
-        _raise(k8s.dns1123_label_problem(value))
+    def _namespace_dns(cls, value: str | None) -> str | None:
+        if value is not None:
+            _raise(k8s.dns1123_label_problem(value))
         return value
 
-    @field_validator("service_account", "checkpoint_pvc", "mlflow_secret")
+    @field_validator("queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _raise(k8s.dns1123_label_problem(value))
+        return value
+
+    @field_validator("service_account", "checkpoint_pvc", "mlflow_secret", "priority_class")
     @classmethod
     def _object_name(cls, value: str | None) -> str | None:
         if value is not None:
             _raise(k8s.dns1123_subdomain_problem(value))
         return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _raise(k8s.dns1123_subdomain_problem(name))
+        return value
+
+    @model_validator(mode="after")
+    def _volumes_and_env(self) -> KubernetesSpec:
+        _raise(mounts_problem(self.volumes, self.volume_mounts))
+        names = [e.name for e in self.env]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"kubernetes.env: duplicate names: {', '.join(dupes)}")
+        return self
 
     @field_validator("labels", "node_selector")
     @classmethod
@@ -445,7 +521,7 @@ class KubernetesSpec(_Model):
         _raise(k8s.labels_problem(value))
         return value
 
-    @field_validator("annotations")
+    @field_validator("annotations", "pod_annotations")
     @classmethod
     def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
         _raise(k8s.annotations_problem(value))
@@ -511,6 +587,18 @@ class JobSpec(_Model):
         problem = k8s.dns1123_label_problem(value, max_length=40)
         _raise(problem and f"{problem} (e.g. 'zelda-ppo')")
         return value
+
+    @model_validator(mode="after")
+    def _mounts_clear_of_checkpoints(self) -> JobSpec:
+        # A relative checkpoint.dir is mounted at CHECKPOINT_DIR in a pod (kube.pod_spec).
+        pod_dir = self.checkpoint.dir if self.checkpoint.dir.startswith("/") else k8s.CHECKPOINT_DIR
+        for mount in self.kubernetes.volume_mounts:
+            if nested_path(mount.mountPath, pod_dir):
+                raise ValueError(
+                    f"kubernetes.volume_mounts: {mount.mountPath} overlaps the checkpoint mount "
+                    f"{pod_dir} (checkpoint.dir); mount it elsewhere"
+                )
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_rollout(self) -> JobSpec:

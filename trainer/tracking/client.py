@@ -21,8 +21,10 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_TAG_VALUE_LENGTH = 8000
 
-#: Run tags our runs carry. `trainer.job_id` identifies a job's run (the idempotent lookup key).
+#: Run tags our runs carry. `trainer.job_id` identifies a run (the idempotent lookup key: the
+#: run id of the training settings, `trainer.spec.run_id`); `trainer.k8s_job` is the latest Job.
 TAG_JOB_ID = "trainer.job_id"
+TAG_K8S_JOB = "trainer.k8s_job"
 TAG_SWEEP_ID = "sweep_id"
 TAG_NUM_ENVS = "num_envs"
 

@@ -2,9 +2,10 @@
 start-up, everything it sends goes through one background queue (`queue.SendQueue`): the
 training thread never waits on the network.
 
-Idempotence, because a Job's pod can start twice: the job's identity (`spec.job_identity`) is
-the Kubernetes Job name, or the same formula locally, and `start()` finds the run tagged
-`trainer.job_id == identity` and resumes it. Checkpoints go to the run's artifacts too, for pods
+Idempotence, because a Job's pod can start twice and a new Job (a larger step budget, another
+image) continues a run: the run's identity (`spec.run_identity`, a hash of the training settings
+only) is the same in every such pod and locally, and `start()` finds the run tagged
+`trainer.job_id == identity` and resumes it; `trainer.k8s_job` names the latest Job. Checkpoints go to the run's artifacts too, for pods
 without a PVC.
 
 Start-up (`start()`, before any emulator starts): find or create the run, with a few quick
@@ -34,12 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrainerError
-from trainer.spec import ENV_SWEEP_ID, JobSpec, spec_hash, training_hash
+from trainer.spec import ENV_JOB_NAME, ENV_SWEEP_ID, JobSpec, spec_hash, training_hash
 from trainer.tracking.checkpoints import LATEST, CheckpointStore
 from trainer.tracking.client import (
     FAIL_FAST_HTTP,
     MAX_TAG_VALUE_LENGTH,
     TAG_JOB_ID,
+    TAG_K8S_JOB,
     TAG_NUM_ENVS,
     TAG_SWEEP_ID,
     describe_failure,
@@ -284,6 +286,8 @@ class MlflowTracker(Tracker):
         )
         if self.environ.get(ENV_SWEEP_ID):
             tags[TAG_SWEEP_ID] = self.environ[ENV_SWEEP_ID]
+        if self.environ.get(ENV_JOB_NAME):
+            tags[TAG_K8S_JOB] = self.environ[ENV_JOB_NAME]
         tags.update(self.extra_tags)
         tags[TAG_JOB_ID] = self.identity
         return {k: self.redact(str(v))[:MAX_TAG_VALUE_LENGTH] for k, v in tags.items()}

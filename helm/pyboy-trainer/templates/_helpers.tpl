@@ -52,6 +52,9 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- $root := index . 0 -}}
 {{- $count := int (index . 1) -}}
 {{- $spec := deepCopy $root.Values.spec -}}
+{{- range $path := include "pyboy-trainer.numberPaths" $root | fromJsonArray -}}
+{{- $_ := include "pyboy-trainer.toNumber" (list $spec $path) -}}
+{{- end -}}
 {{- if gt (int $spec.ppo.batch_size) (mul $count (int $spec.ppo.rollout_steps)) -}}
 {{- fail (printf "ppo.batch_size must not exceed num_envs × ppo.rollout_steps (%d × %d = %d; got %d)" $count (int $spec.ppo.rollout_steps) (mul $count (int $spec.ppo.rollout_steps)) (int $spec.ppo.batch_size)) -}}
 {{- end -}}
@@ -73,6 +76,32 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- include "pyboy-trainer.dropNulls" $spec | fromJson | toPrettyJson -}}
 {{- end -}}
 
+{{/* Turn the numeric strings at a path of the spec into numbers, in place (--set keeps floats
+as strings: trainer.kube.chart). Path segments: keys, "*" (every key), "[]" (every item).
+Argument: (list node path). */}}
+{{- define "pyboy-trainer.toNumber" -}}
+{{- $node := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- if and (kindIs "map" $node) $path -}}
+{{- $key := first $path -}}
+{{- $rest := rest $path -}}
+{{- $keys := list -}}
+{{- if eq $key "*" -}}{{- $keys = keys $node -}}{{- else if hasKey $node $key -}}{{- $keys = list $key -}}{{- end -}}
+{{- range $k := $keys -}}
+{{- $value := get $node $k -}}
+{{- if and $rest (eq (first $rest) "[]") -}}
+{{- if kindIs "slice" $value -}}
+{{- range $item := $value -}}{{- $_ := include "pyboy-trainer.toNumber" (list $item (rest $rest)) -}}{{- end -}}
+{{- end -}}
+{{- else if $rest -}}
+{{- $_ := include "pyboy-trainer.toNumber" (list $value $rest) -}}
+{{- else if kindIs "string" $value -}}
+{{- $_ := set $node $k (float64 $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* <name>-e<count>-<sha256(spec document)[:8]> (kube.job_name). Argument: (list $ count). */}}
 {{- define "pyboy-trainer.jobName" -}}
 {{- $root := index . 0 -}}
@@ -82,6 +111,19 @@ as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (
 {{- fail (printf "name: Job name %q is longer than 63 characters; shorten spec.name" $name) -}}
 {{- end -}}
 {{- $name -}}
+{{- end -}}
+
+{{/* <name>-e<count>-r<sha256 of the training settings[:8]> (spec.run_id): the spec document
+without the step budget and the Kubernetes, tracking, resources and checkpoint fields
+(spec.identity.training_settings). Argument: (list $ count). */}}
+{{- define "pyboy-trainer.runId" -}}
+{{- $root := index . 0 -}}
+{{- $count := int (index . 1) -}}
+{{- $doc := include "pyboy-trainer.specDocument" . | fromJson -}}
+{{- $env := omit $doc.env "backend" "envs_per_worker" "worker_timeout_s" "max_worker_restarts" "restart_window_s" -}}
+{{- $ppo := omit $doc.ppo "total_steps" "device" "async_rollout" -}}
+{{- $settings := dict "seed" $doc.seed "game" $doc.game "env" $env "ppo" $ppo -}}
+{{- printf "%s-e%d-r%s" $root.Values.spec.name $count ($settings | toPrettyJson | sha256sum | trunc 8) -}}
 {{- end -}}
 
 {{/* <name>-<sha256 of the sorted Job names joined by ","[:8]> (kube.sweep_id). */}}
@@ -103,6 +145,7 @@ app.kubernetes.io/component: trainer
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 pyboy-trainer/sweep-id: {{ index . 2 }}
 pyboy-trainer/num-envs: {{ index . 1 | int | toString | quote }}
+pyboy-trainer/run-id: {{ include "pyboy-trainer.runId" (list $root (index . 1)) }}
 {{- end -}}
 
 {{/* Labels of the chart's MLflow server. */}}
