@@ -81,10 +81,10 @@ def test_checkpoint_from_other_spec_is_refused(tmp_path):
     other = validate_spec(
         {**small_spec(tmp_path), "ppo": {**small_spec(tmp_path)["ppo"], "learning_rate": 0.1}}
     )
-    # Put the first run's checkpoints where the other spec's job looks for them.
-    from trainer.spec import job_name
+    # Put the first run's checkpoints where the other spec's run looks for them.
+    from trainer.spec.identity import run_id
 
-    target = tmp_path / "runs" / job_name(other)
+    target = tmp_path / "runs" / run_id(other)
     ckpt_dir.rename(target)
     with pytest.raises(CheckpointMismatch, match="different spec"):
         train(other, console=Console(io.StringIO()))
