@@ -214,10 +214,10 @@ class PPOSpec(_Model):
         description="Torch device for the learner: auto (CUDA when present), cpu, cuda, cuda:N.",
     )
     async_rollout: bool = Field(
-        True,
+        False,
         description="Collect the next rollout with the previous policy while the learner updates "
-        "(overlaps collection and learning; one update of policy lag, corrected by the "
-        "decoupled PPO objective). false: collect and learn in turn.",
+        "(overlaps collection and learning: faster per step, one update of policy lag corrected "
+        "by the decoupled PPO objective, but it learned less per step than collect-then-learn).",
     )
 
     @field_validator("device")
