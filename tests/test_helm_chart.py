@@ -136,7 +136,14 @@ def test_chart_renders_the_same_objects_as_trainer_render(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "args"),
-    [("defaults", []), ("with MLflow server", ["--set", "mlflow.server.enabled=true"])],
+    [
+        ("defaults", []),
+        ("with MLflow server", ["--set", "mlflow.server.enabled=true"]),
+        (
+            "with MLflow on PostgreSQL",
+            ["--set", "mlflow.server.enabled=true", "--set", "mlflow.server.postgres.enabled=true"],
+        ),
+    ],
 )
 def test_helm_lint_strict(name: str, args: list[str]) -> None:
     helm = require_tool("helm")
@@ -285,6 +292,10 @@ def test_chart_output_passes_checkov(tmp_path: Path) -> None:
     for name, args in [
         ("defaults", []),
         ("server", ["--set", "mlflow.server.enabled=true", "--set", "envs={1,2}"]),
+        (
+            "postgres",
+            ["--set", "mlflow.server.enabled=true", "--set", "mlflow.server.postgres.enabled=true"],
+        ),
     ]:
         helm = require_tool("helm")
         result = run_tool(
@@ -308,3 +319,62 @@ def test_chart_mlflow_server_is_the_jobs_tracking_uri(tmp_path: Path) -> None:
     assert "--serve-artifacts" in args and any(
         a.startswith("--allowed-hosts=") and "release-mlflow.ml.svc:*" in a for a in args
     )
+    claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.slow
+def test_install_notes_name_the_sweep_with_commands_the_cli_accepts() -> None:
+    """The NOTES after `helm install` are the user's next steps: each `trainer` line must parse
+    with the real CLI, and name the sweep id the Jobs carry."""
+    import shlex
+
+    import click
+
+    from trainer.cli import main
+
+    helm = require_tool("helm")
+    args = [helm, "install", "sweep", str(CHART), "-n", "pyboy-trainer", "--dry-run=client"]
+    result = run_tool([*args, "--set", "mlflow.server.enabled=true", "--set", "envs={1,2}"])
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    rendered = [d for d in yaml.safe_load_all(result.stdout.split("NOTES:", 1)[0]) if d]
+    sweep_ids = {
+        d["metadata"]["labels"]["pyboy-trainer/sweep-id"]
+        for d in rendered
+        if isinstance(d, dict) and d.get("kind") == "Job"
+    }
+    (sweep_id,) = sweep_ids
+    commands = [shlex.split(line.strip()) for line in notes.splitlines()
+                if line.strip().startswith("trainer ")]  # fmt: skip
+    assert {c[1] for c in commands} >= {"status", "logs", "compare"}
+    for argv in commands:
+        assert sweep_id in argv, argv
+        command = main.get_command(click.Context(main), argv[1])
+        assert command is not None, argv
+        command.make_context(argv[1], argv[2:])  # raises on an unknown option or argument
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("secret", "expected"), [(None, "release-mlflow-postgres"), ("pw", "pw")])
+def test_chart_mlflow_on_postgresql_like_k8s(tmp_path: Path, secret: str | None, expected: str):
+    """`mlflow.server.postgres.enabled`: a PostgreSQL StatefulSet and Service of the release; the
+    server's store URI is built from the password Secret's mounted file, never a literal."""
+    extra = ["--set", "mlflow.server.enabled=true", "--set", "mlflow.server.postgres.enabled=true"]
+    if secret:
+        extra += ["--set", f"mlflow.server.postgres.existingSecret={secret}"]
+    docs = helm_template(tmp_path, None, "ml", *extra)
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    database = by_kind[("StatefulSet", "release-mlflow-postgres")]
+    assert ("Service", "release-mlflow-postgres") in by_kind
+    pod = database["spec"]["template"]["spec"]
+    secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+    assert secrets == [expected]
+    server = by_kind[("Deployment", "release-mlflow")]["spec"]["template"]["spec"]
+    (script,) = server["containers"][0]["args"]
+    assert (
+        "postgresql://mlflow:$(cat /etc/mlflow-postgres/password)@release-mlflow-postgres:5432"
+        in script
+    )
+    assert "sqlite" not in script and "--serve-artifacts" in script
+    assert [v["secret"]["secretName"] for v in server["volumes"] if "secret" in v] == [expected]

@@ -40,6 +40,14 @@ FULL_VALUES = {
                 "requests": {"cpu": "500m", "memory": "1Gi"},
                 "limits": {"memory": "2Gi"},
             },
+            "postgres": {
+                "enabled": True,
+                "existingSecret": "mlflow-db",
+                "image": "postgres:17.6-bookworm",
+                "storage": "50Gi",
+                "storageClassName": "fast-ssd",
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+            },
         },
     },
 }
@@ -78,7 +86,14 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     paths.append(helm_output(tmp_path, "defaults", None))
     paths.append(helm_output(tmp_path, "full", FULL_VALUES))
     kinds = {d["kind"] for d in yaml.safe_load_all(paths[-1].read_text()) if d}
-    assert kinds == {"ConfigMap", "Job", "PersistentVolumeClaim", "Service", "Deployment"}
+    assert kinds == {
+        "ConfigMap",
+        "Job",
+        "PersistentVolumeClaim",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+    }
     return paths + K8S_FILES
 
 

@@ -133,6 +133,31 @@ def chart_values_schema() -> dict[str, Any]:
                 "description": "Extra Host headers the server accepts (--allowed-hosts).",
             },
             "resources": {"type": "object", "description": "Container resources of the server."},
+            "postgres": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Store runs in PostgreSQL (a StatefulSet of the release) instead "
+                "of SQLite on the server's PVC.",
+                "properties": {
+                    "enabled": {"type": "boolean", "description": "Deploy PostgreSQL and use it."},
+                    "existingSecret": {
+                        **nullable_string,
+                        "description": "Secret with key `password` (URL-safe), created "
+                        "beforehand; empty: `<release>-mlflow-postgres`.",
+                    },
+                    "image": {"type": "string", "description": "PostgreSQL image."},
+                    "storage": {
+                        "type": "string",
+                        "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+                        "description": "Size of the database's PVC.",
+                    },
+                    "storageClassName": {
+                        **nullable_string,
+                        "description": "StorageClass of the database's PVC; empty: the default.",
+                    },
+                    "resources": {"type": "object", "description": "Container resources."},
+                },
+            },
         },
     }
     return {
@@ -208,8 +233,8 @@ mlflow:
   # deployed here: the Service of k8s/mlflow.yaml (the default of `trainer render` too).
   defaultTrackingUri: {DEFAULT_TRACKING_URI}
   server:
-    # Deploy a small MLflow tracking server with the release (SQLite and artifacts on one PVC;
-    # use k8s/mlflow.yaml for PostgreSQL). The Jobs then report to it.
+    # Deploy a small MLflow tracking server with the release (artifacts on a PVC; runs in SQLite
+    # on the same PVC, or in PostgreSQL below). The Jobs then report to it.
     enabled: false
     # Empty: the trainer image (it has MLflow installed).
     image: null
@@ -222,6 +247,19 @@ mlflow:
     resources:
       requests: {{cpu: 250m, memory: 512Mi}}
       limits: {{cpu: "1", memory: 1Gi}}
+    # Runs in PostgreSQL instead of SQLite, as k8s/mlflow.yaml deploys it. Create the password
+    # Secret first (URL-safe: it goes into a URI), e.g. for release `pyboy`:
+    #   kubectl create secret generic pyboy-mlflow-postgres --from-literal=password="$(openssl rand -hex 24)"
+    postgres:
+      enabled: false
+      # Empty: <release>-mlflow-postgres.
+      existingSecret: null
+      image: postgres:17.6-bookworm
+      storage: 10Gi
+      storageClassName: null
+      resources:
+        requests: {{cpu: 250m, memory: 512Mi}}
+        limits: {{cpu: "1", memory: 1Gi}}
 """
 
 

@@ -157,6 +157,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{- define "pyboy-trainer.postgresLabels" -}}
+app.kubernetes.io/name: pyboy-trainer
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: mlflow-postgres
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
 {{- define "pyboy-trainer.mlflowName" -}}
 {{- printf "%s-mlflow" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
