@@ -92,6 +92,66 @@ def numbers_template() -> str:
     )
 
 
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
+def _storage(description: str) -> dict[str, Any]:
+    return {
+        "storage": {"type": "string", "pattern": _QUANTITY, "description": description},
+        "storageClassName": {
+            **_NULLABLE_STRING,
+            "description": "StorageClass of the PVC; empty: the cluster default.",
+        },
+        "resources": {"type": "object", "description": "Container resources."},
+    }
+
+
+def _server_schema() -> dict[str, Any]:
+    """`mlflow.server`: the chart's own tracking server, optionally on PostgreSQL."""
+    postgres = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Store runs in PostgreSQL (a StatefulSet of the release) instead "
+        "of SQLite on the server's PVC.",
+        "properties": {
+            "enabled": {"type": "boolean", "description": "Deploy PostgreSQL and use it."},
+            "existingSecret": {
+                **_NULLABLE_STRING,
+                "description": "Secret with key `password` (URL-safe), created "
+                "beforehand; empty: `<release>-mlflow-postgres`.",
+            },
+            "image": {"type": "string", "description": "PostgreSQL image."},
+            **_storage("Size of the database's PVC."),
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "A small MLflow tracking server deployed with the release.",
+        "properties": {
+            "enabled": {
+                "type": "boolean",
+                "description": "Deploy the server; the Jobs then report to it.",
+            },
+            "image": {**_NULLABLE_STRING, "description": "Server image; empty: the trainer image."},
+            "port": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "description": "Service port.",
+            },
+            **_storage("Size of the PVC holding the artifacts (and the SQLite store)."),
+            "allowedHosts": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Extra Host headers the server accepts (--allowed-hosts).",
+            },
+            "postgres": postgres,
+        },
+    }
+
+
 def chart_values_schema() -> dict[str, Any]:
     """`helm/pyboy-trainer/values.schema.json`: the job spec's JSON Schema under `spec`, the env
     counts and the chart's MLflow server, all closed (`additionalProperties: false`).
@@ -101,65 +161,6 @@ def chart_values_schema() -> dict[str, Any]:
     job = _numbers_as_strings_too(JobSpec.model_json_schema())
     defs = job.pop("$defs", {})
     defs["JobSpec"] = job
-    nullable_string = {"type": ["string", "null"]}
-    server = {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "A small MLflow tracking server deployed with the release.",
-        "properties": {
-            "enabled": {
-                "type": "boolean",
-                "description": "Deploy the server; the Jobs then report to it.",
-            },
-            "image": {**nullable_string, "description": "Server image; empty: the trainer image."},
-            "port": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 65535,
-                "description": "Service port.",
-            },
-            "storage": {
-                "type": "string",
-                "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
-                "description": "Size of the PVC holding the SQLite store and the artifacts.",
-            },
-            "storageClassName": {
-                **nullable_string,
-                "description": "StorageClass of the PVC; empty: the cluster default.",
-            },
-            "allowedHosts": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Extra Host headers the server accepts (--allowed-hosts).",
-            },
-            "resources": {"type": "object", "description": "Container resources of the server."},
-            "postgres": {
-                "type": "object",
-                "additionalProperties": False,
-                "description": "Store runs in PostgreSQL (a StatefulSet of the release) instead "
-                "of SQLite on the server's PVC.",
-                "properties": {
-                    "enabled": {"type": "boolean", "description": "Deploy PostgreSQL and use it."},
-                    "existingSecret": {
-                        **nullable_string,
-                        "description": "Secret with key `password` (URL-safe), created "
-                        "beforehand; empty: `<release>-mlflow-postgres`.",
-                    },
-                    "image": {"type": "string", "description": "PostgreSQL image."},
-                    "storage": {
-                        "type": "string",
-                        "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
-                        "description": "Size of the database's PVC.",
-                    },
-                    "storageClassName": {
-                        **nullable_string,
-                        "description": "StorageClass of the database's PVC; empty: the default.",
-                    },
-                    "resources": {"type": "object", "description": "Container resources."},
-                },
-            },
-        },
-    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "pyboy-trainer chart values",
@@ -187,9 +188,9 @@ def chart_values_schema() -> dict[str, Any]:
                 "properties": {
                     "defaultTrackingUri": {
                         "type": "string",
-                        "description": "MLFLOW_TRACKING_URI of the Jobs when the spec has none and no server is deployed.",
+                        "description": "MLflow tracking URI of the Jobs when the spec has none and no server is deployed.",
                     },
-                    "server": server,
+                    "server": _server_schema(),
                 },
             },
         },

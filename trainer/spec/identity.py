@@ -58,13 +58,15 @@ def job_name(spec: JobSpec) -> str:
 
 
 def run_id(spec: JobSpec) -> str:
-    """The training run's name: `<name>-e<num_envs>-r<run digest>`, a DNS-1123 label ≤ 63.
+    """The training run's name: `<name>-e<num_envs>[x<replicas>]-r<run digest>`, a DNS-1123
+    label ≤ 63 (`x<replicas>` only with more than one replica).
 
     Names the checkpoint folder and the MLflow run (tag `trainer.job_id`), and labels the Job
     (`pyboy-trainer/run-id`, the Helm chart computes the same): Jobs of one run differ only in
     settings that do not change what is learned. `spec` is one sweep point.
     """
-    return f"{spec.name}-e{spec.env.num_envs}-r{run_digest(spec)}"
+    replicas = f"x{spec.distributed.replicas}" if spec.distributed.replicas > 1 else ""
+    return f"{spec.name}-e{spec.env.num_envs}{replicas}-r{run_digest(spec)}"
 
 
 def run_identity(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:
@@ -101,7 +103,12 @@ def training_settings(spec: JobSpec) -> dict[str, Any]:
         k: v for k, v in data["ppo"].items() if k not in ("total_steps", "device", "async_rollout")
     }
     env = {k: v for k, v in data["env"].items() if k not in _ENV_NOT_TRAINED}
-    return {"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo}
+    settings = {"seed": data["seed"], "game": data["game"], "env": env, "ppo": ppo}
+    # More replicas change the data each update sees; one replica leaves the key out, so runs
+    # from before `distributed` existed keep their ids and checkpoints.
+    if spec.distributed.replicas > 1:
+        settings["replicas"] = spec.distributed.replicas
+    return settings
 
 
 def training_hash(spec: JobSpec, length: int = 12) -> str:

@@ -540,6 +540,35 @@ class KubernetesSpec(_Model):
         return _check_quantity(value)
 
 
+class DistributedSpec(_Model):
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Training processes (pods on Kubernetes) of one run, each with env.num_envs "
+        "emulators and a learner; gradients are averaged over them before every optimizer step "
+        "(DD-PPO), so all hold the same weights. ppo.batch_size is the global minibatch.",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend: auto is nccl on CUDA, else gloo."
+    )
+    port: int = Field(
+        29400, ge=1024, le=65535, description="Rendezvous port (torchrun's c10d store)."
+    )
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="Group restarts after a replica fails (torchrun --max-restarts); each "
+        "restart resumes every replica from the last checkpoint.",
+    )
+    timeout_s: int = Field(
+        300,
+        ge=10,
+        description="Seconds to wait for all replicas (rendezvous, and any one collective) "
+        "before the group fails instead of waiting forever.",
+    )
+
+
 class SweepSpec(_Model):
     num_envs: list[int] = Field(
         default_factory=list,
@@ -576,6 +605,10 @@ class JobSpec(_Model):
         default_factory=ResourcesSpec, description="Pod resources per environment."
     )
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec, description="Job settings.")
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="One run over several processes or pods (data-parallel PPO).",
+    )
     sweep: SweepSpec = Field(
         default_factory=SweepSpec, description="Environment counts for the launcher."
     )
@@ -602,6 +635,13 @@ class JobSpec(_Model):
 
     @model_validator(mode="after")
     def _batch_fits_rollout(self) -> JobSpec:
+        replicas = self.distributed.replicas
+        if self.ppo.batch_size % replicas:
+            raise ValueError(
+                f"ppo.batch_size must be a multiple of distributed.replicas (got "
+                f"{self.ppo.batch_size} and {replicas}): it is the global minibatch, split evenly "
+                "over the replicas"
+            )
         if isinstance(self.env.num_envs, int):
             check_batch(self.env.num_envs, self.ppo.rollout_steps, self.ppo.batch_size)
         for count in self.sweep.num_envs:
