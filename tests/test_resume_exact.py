@@ -79,7 +79,7 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run(
     spec = spec_for(tmp_path, async_rollout, "stopped")
     real_start = train_module.start_envs
     monkeypatch.setattr(
-        train_module, "start_envs", lambda *a: SigtermAt(real_start(*a), at=stop_at)
+        train_module, "start_envs", lambda *a, **k: SigtermAt(real_start(*a, **k), at=stop_at)
     )
     first_console = Console(io.StringIO())
     with pytest.raises(Stopped) as stopped:

@@ -33,6 +33,10 @@ DROPPED_POINTS = "tracking/dropped_points"
 CPU_CORES = "perf/cpu_cores"
 
 EPISODE_PREFIX = "episode/"
+#: Per replica of a multi-replica run: `replica/<rank>/<name>` (the perf/* figures are global).
+REPLICA_PREFIX = "replica/"
+REPLICA_COLLECT_SPS = "collect_sps"  # env steps/s of its own emulators while collecting
+REPLICA_LEARNER_FRACTION = "learner_fraction"  # share of its time in the update (with all-reduce)
 
 
 def episode_stat(name: str) -> str:
@@ -42,3 +46,8 @@ def episode_stat(name: str) -> str:
 
 def loss(name: str) -> str:
     return LOSS_PREFIX + name
+
+
+def replica(rank: int, name: str) -> str:
+    """`replica/<rank>/<name>`: one replica's own figure."""
+    return f"{REPLICA_PREFIX}{rank}/{name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -56,6 +57,10 @@ def run(
     writes a checkpoint and exits with 143 so the Job's retry continues from it; so does a first
     Ctrl-C (exit 130), a second one stops at once.
 
+    With distributed.replicas > 1 it starts torchrun (all replicas on this machine, or in a
+    multi-replica Job's pods one per pod, joined at $TRAINER_RDZV_ENDPOINT), which restarts the
+    group up to distributed.max_restarts times, each time from the last checkpoint.
+
     \b
     Environment overrides (the seed's Make variables): TRAIN_STEPS, TRAIN_ENVS,
     TRAIN_EPISODE_LENGTH, TRAIN_UPDATE_EPOCHS, TRAIN_BATCH_SIZE, TRAIN_OUTPUT_DIR.
@@ -63,6 +68,11 @@ def run(
     if no_mlflow:
         overrides = (*overrides, "mlflow.enabled=false")
     spec = read_spec(spec_path, overrides)
+    from trainer.rl.distributed import launch_replicas, under_torchrun
+
+    if spec.distributed.replicas > 1 and not under_torchrun():
+        flags = [f"--set={o}" for o in overrides] + ["--fresh"] * fresh + ["--force"] * force
+        sys.exit(launch_replicas(spec, ["run", spec_path, *flags]))
     from trainer.rl.train import train
 
     train(spec, force=force, fresh=fresh)

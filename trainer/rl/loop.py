@@ -9,6 +9,12 @@ counters that go into a checkpoint (`Counters`) advance only when the learner ta
 a rollout collected but not trained on (async mode's prefetch, or one cut short by SIGTERM) is
 not in them, and a resumed run collects it again, from the collector state recorded at its start,
 so its episodes are counted once.
+
+Replicas (`distributed.replicas` > 1, `trainer.rl.distributed`): every replica runs this loop in
+lockstep on its own emulators. Steps count all replicas' env steps; after each rollout the
+replicas exchange their episodes and whether one was asked to stop (one all-gather), so
+counters, stops and checkpoints agree; the update averages gradients. Rank 0 alone logs and
+writes checkpoints, which carry every replica's RNG and collector state for an exact resume.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import torch
 from trainer import metrics
 from trainer.errors import Stopped
 from trainer.rl.console import Console
+from trainer.rl.distributed import Replicas, check_identical, weights_digest
 from trainer.rl.evaluate import record_episode, write_gif
 from trainer.rl.ppo import (
+    ALONE,
     Agent,
     Batch,
     annealed_lr,
@@ -39,6 +47,7 @@ from trainer.rl.rollout import (
     AsyncRollouts,
     Collector,
     CollectorState,
+    Episode,
     Rollout,
     Rollouts,
     SyncRollouts,
@@ -95,6 +104,7 @@ class TrainSummary:
     run_id: str | None
     run_url: str | None
     worker_restarts: int
+    replicas: int = 1  # processes of the run, each with `num_envs` environments
     returns: list[float] = field(default_factory=list)
     return_times: list[float] = field(default_factory=list)  # seconds from start to each end
 
@@ -117,16 +127,21 @@ class Trainer:
         console: Console,
         stop: StopFlag,
         device: torch.device,
+        replicas: Replicas = ALONE,
     ):
         ppo = spec.ppo
         self.spec, self.envs, self.agent, self.tracker = spec, envs, agent, tracker
         self.store, self.console, self.stop, self.device = store, console, stop, device
+        self.replicas = replicas
+        self.stopping = False  # a stop every replica agreed on (`exchange`)
         self.optimizer = make_optimizer(agent, ppo.learning_rate)
-        self.learner_rng = generator(spec.seed)  # minibatch order
+        self.learner_rng = generator(replicas.seed(spec.seed))  # minibatch order
         self.counters = Counters()
         self.resumed_from = 0
         self.log_floor = -1  # metrics at or below this step are already in the run
         self.learner_seconds = 0.0
+        self.collect_seconds = 0.0  # this replica's time collecting (async: waiting for rollouts)
+        self.peer_figures: list[tuple[float, float]] = []  # per replica: collect, learner seconds
         self.returns: list[float] = []  # this session's episodes, in order
         self.return_times: list[float] = []  # when each ended, seconds since collection began
         self.checkpointed_at: int | None = None  # step of the newest checkpoint on disk
@@ -139,10 +154,11 @@ class Trainer:
             gamma=ppo.gamma,
             rollout_steps=ppo.rollout_steps,
             total_steps=ppo.total_steps,
-            sampler=generator(spec.seed + 1, device),
+            sampler=generator(replicas.seed(spec.seed + 1), device),
             stop=stop,
             device=device,
             owns_actor=ppo.async_rollout,
+            replicas=replicas.size,
         )
         self.rollouts = self._rollouts()
 
@@ -160,20 +176,27 @@ class Trainer:
         self.console.start_progress(self.spec.ppo.total_steps, self.counters.global_step)
         self.collector.start = time.perf_counter()
         try:
-            rollout = self.rollouts.next()
-            while rollout is not None and not self.stop.requested:
-                self.record(rollout)
+            rollout = self._next_rollout()
+            while rollout is not None and not self.exchange(rollout):
                 stats = self.update(rollout)
-                rollout = self.rollouts.next()  # async: collected while we updated
+                rollout = self._next_rollout()  # async: collected while we updated
                 self.log(stats)
-                if self.stop.requested or self.checkpoint_due():
+                if self.checkpoint_due():
                     self.checkpoint(rollout)
         finally:
             self.rollouts.close()
             self.console.stop_progress()
-        if self.stop.requested:
+        if rollout is None:  # the budget is spent; a stop asked for in the last update still counts
+            self.stopping = any(self.replicas.gather(self.stop.requested))
+        if self.stopping:
             self._stop_now(rollout)
         return self.summary()
+
+    def _next_rollout(self) -> Rollout | None:
+        began = time.perf_counter()
+        rollout = self.rollouts.next()
+        self.collect_seconds += time.perf_counter() - began
+        return rollout
 
     # ---- phases -----------------------------------------------------------------------------
     def resume(self, checkpoint: dict[str, Any]) -> None:
@@ -192,15 +215,46 @@ class Trainer:
         # Metrics logged after the checkpoint, before a kill, are not logged twice; those the
         # server had not confirmed when it was written are logged again.
         self.log_floor = self.tracker.restore_unsent(checkpoint.get(UNSENT_METRICS))
+        self._resume_replica(checkpoint)
         c = self.counters
         self.console.print(
             f"↩️  Resuming from step {c.global_step:,} (update {c.update}, {c.episodes} episodes)"
         )
 
-    def record(self, rollout: Rollout) -> None:
+    def _resume_replica(self, checkpoint: dict[str, Any]) -> None:
+        """Replica r > 0 takes its own RNG and collector state from the checkpoint's parts (the
+        top-level ones are rank 0's); none there (it was written by fewer replicas): a fresh
+        draw from its own seeds, only the weights and counters are shared."""
+        parts = checkpoint.get("replicas") or []
+        if self.replicas.rank == 0:
+            return
+        if self.replicas.rank >= len(parts):
+            self.learner_rng = generator(self.replicas.seed(self.spec.seed))
+            self.collector.sampler = generator(self.replicas.seed(self.spec.seed + 1), self.device)
+            return
+        part = parts[self.replicas.rank]
+        set_rng_state(part["rng"])
+        restore_generator(self.learner_rng, part["learner_rng"])
+        self.collector.restore(CollectorState(**part["collector"]))
+
+    def exchange(self, rollout: Rollout) -> bool:
+        """Share the rollout's episodes and stop requests with every replica; record them all.
+        True when any replica was asked to stop (then nobody learns from this rollout)."""
+        shared = self.replicas.gather(
+            (rollout.episodes, self.stop.requested, self.collect_seconds, self.learner_seconds)
+        )
+        self.stopping = any(stop for _, stop, _, _ in shared)
+        if self.stopping:
+            return True
+        self.peer_figures = [(collect, learner) for _, _, collect, learner in shared]
+        episodes = [e for part, _, _, _ in shared for e in part]
+        self.record(sorted(episodes, key=lambda e: e.step) if len(shared) > 1 else episodes)
+        return False
+
+    def record(self, episodes: list[Episode]) -> None:
         """Count the episodes of the rollout the learner is about to take; print and log them."""
         c = self.counters
-        for episode in rollout.episodes:
+        for episode in episodes:
             c.episodes += 1
             c.recent_returns.append(episode.ret)
             self.returns.append(episode.ret)
@@ -260,11 +314,12 @@ class Trainer:
             self.optimizer,
             batch,
             update_epochs=ppo.update_epochs,
-            minibatch_size=ppo.batch_size,
+            minibatch_size=ppo.batch_size // self.replicas.size,  # its share of the global one
             max_grad_norm=ppo.max_grad_norm,
             target_kl=ppo.target_kl,
             cfg=loss_config(self.spec),
             generator=self.learner_rng,
+            replicas=self.replicas,
         )
 
     def log(self, stats: dict[str, float]) -> None:
@@ -286,10 +341,23 @@ class Trainer:
                 metrics.LEARNER_SECONDS: self.learner_seconds,
                 metrics.WORKER_RESTARTS: float(self.envs.worker_restarts),
                 metrics.CPU_CORES: self.cpu.cores(),
+                **self._replica_figures(elapsed),
             },
             c.global_step,
         )
         self.console.progress(c.global_step)
+
+    def _replica_figures(self, elapsed: float) -> dict[str, float]:
+        """Each replica's own collection speed and learner share (as of the last exchange),
+        beside the global figures: a slow replica holds every other one back."""
+        if self.replicas.size == 1:
+            return {}
+        steps = (self.counters.global_step - self.resumed_from) / self.replicas.size
+        figures = {}
+        for rank, (collect, learner) in enumerate(self.peer_figures):
+            figures[metrics.replica(rank, metrics.REPLICA_COLLECT_SPS)] = steps / max(collect, 1e-9)
+            figures[metrics.replica(rank, metrics.REPLICA_LEARNER_FRACTION)] = learner / elapsed
+        return figures
 
     def checkpoint_due(self) -> bool:
         c = self.counters
@@ -297,26 +365,33 @@ class Trainer:
             c.global_step >= self.spec.ppo.total_steps
         )
 
-    def checkpoint(self, next_rollout: Rollout | None) -> Path:
+    def checkpoint(self, next_rollout: Rollout | None) -> Path | None:
         """Write the checkpoint as of the last update; `next_rollout` (collected or being
-        collected, not trained on) is where a resumed run starts collecting again."""
+        collected, not trained on) is where a resumed run starts collecting again.
+
+        With replicas, every replica calls it: their RNG and collector states are gathered into
+        rank 0's checkpoint (and their weights compared); only rank 0 writes (None elsewhere)."""
         began = time.perf_counter()
-        start = next_rollout.start_state if next_rollout is not None else None
-        collector = start or self.collector.state()
+        part = self._replica_part(next_rollout)
+        digest = weights_digest(self.agent) if self.replicas.size > 1 else ""
+        gathered = self.replicas.gather((part, digest))
+        check_identical([d for _, d in gathered])
+        parts = [p for p, _ in gathered]
+        self.checkpointed_at = self.counters.global_step
+        if not self.replicas.main:
+            return None
         state = {
             "model": self.agent.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             **self.counters.state(),
-            "rng": rng_state(),
-            "learner_rng": self.learner_rng.get_state(),
-            "collector": {"sampler": collector.sampler, "actor": collector.actor},
+            **part,
+            "replicas": parts if self.replicas.size > 1 else [],
             "training_hash": training_hash(self.spec),
             "spec_yaml": self.spec.to_yaml(),
             # A SIGKILL loses no metric step: a resume logs these again (`Trainer.resume`).
             UNSENT_METRICS: self.tracker.unsent_metrics(),
         }
         path = self.store.save(state, self.counters.global_step)
-        self.checkpointed_at = self.counters.global_step
         # Queued behind this checkpoint's metrics: they reach MLflow before it does.
         self.tracker.log_checkpoint(path, self.counters.global_step)
         # What a stop costs within the pod's grace period before the queue drains (saved, staged).
@@ -324,6 +399,17 @@ class Trainer:
         if self._video_due():
             self.record_video()
         return path
+
+    def _replica_part(self, next_rollout: Rollout | None) -> dict[str, Any]:
+        """This replica's share of a checkpoint: what it needs to collect and shuffle again
+        exactly as it would have."""
+        start = next_rollout.start_state if next_rollout is not None else None
+        collector = start or self.collector.state()
+        return {
+            "rng": rng_state(),
+            "learner_rng": self.learner_rng.get_state(),
+            "collector": {"sampler": collector.sampler, "actor": collector.actor},
+        }
 
     def record_video(self) -> Path:
         """One evaluation episode of the current policy as a GIF, kept beside the checkpoints
@@ -340,7 +426,7 @@ class Trainer:
 
     def _video_due(self) -> bool:
         ck, c = self.spec.checkpoint, self.counters
-        if not (ck.video and ck.video_every) or self.stop.requested:
+        if not (ck.video and ck.video_every) or self.stop.requested or not self.replicas.main:
             return False  # on SIGTERM the grace period is for the checkpoint, not a video
         return (c.update // ck.every_updates) % ck.video_every == 0
 
@@ -362,6 +448,7 @@ class Trainer:
             run_id=self.tracker.run_id,
             run_url=self.tracker.run_url,
             worker_restarts=self.envs.worker_restarts,
+            replicas=self.replicas.size,
             returns=list(self.returns),
             return_times=list(self.return_times),
         )
@@ -377,11 +464,13 @@ class Trainer:
         if c.update and self.checkpointed_at != c.global_step:
             self.checkpoint(next_rollout)
         took = self.checkpoint_seconds
+        # A replica not signalled itself stops because a peer was (its pod is going away).
+        cause = self.stop.signum.name if self.stop.requested else "a peer replica's stop"
         self.console.print(
-            f"🛑 {self.stop.signum.name}: checkpoint written at step {c.global_step:,}"
+            f"🛑 {cause}: checkpoint written at step {c.global_step:,}"
             + (f" (saved in {took:.2f} s; its upload is queued)" if took else "")
             + "; exiting"
             if c.update
-            else f"🛑 {self.stop.signum.name} before the first update: nothing to save; exiting"
+            else f"🛑 {cause} before the first update: nothing to save; exiting"
         )
         raise Stopped(self.stop.signum)

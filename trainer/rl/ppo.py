@@ -17,6 +17,11 @@ import torch
 from torch import nn
 from torch.distributions.categorical import Categorical
 
+from trainer.rl.distributed import Replicas
+
+#: The single process: its collectives are the plain computations.
+ALONE = Replicas()
+
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
     """Orthogonal weights, constant bias (detail 2)."""
@@ -223,6 +228,7 @@ def ppo_losses(
     mb_values: torch.Tensor,
     cfg: LossConfig,
     mb_prox_logprobs: torch.Tensor | None = None,
+    replicas: Replicas = ALONE,
 ) -> dict[str, torch.Tensor]:
     """The clipped surrogate objective, (clipped) value loss and entropy bonus of one minibatch.
 
@@ -230,7 +236,8 @@ def ppo_losses(
     al. 2021 ("Batch size-invariance for policy optimization", eq. 3): the ratio is clipped
     around the policy the update starts from, not the stale one that acted, and the behaviour
     policy enters only as an importance weight π_prox/π_behav, truncated at 1 as V-trace's ρ̄
-    (Espeholt et al. 2018)."""
+    (Espeholt et al. 2018). With several `replicas`, advantages are normalised over the global
+    minibatch (every replica's share of it)."""
     weight: torch.Tensor | float = 1.0
     if mb_prox_logprobs is not None:
         weight = (mb_prox_logprobs - mb_logprobs).exp().clamp(max=1.0)
@@ -242,7 +249,7 @@ def ppo_losses(
         approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
     if cfg.norm_adv and mb_advantages.numel() > 1:  # detail 7: per minibatch
-        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+        mb_advantages = replicas.normalize(mb_advantages)
     pg_loss1 = -mb_advantages * ratio
     pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
     pg_loss = (torch.max(pg_loss1, pg_loss2) * weight).mean()
@@ -276,14 +283,18 @@ def ppo_update(
     target_kl: float | None,
     cfg: LossConfig,
     generator: torch.Generator | None = None,
+    replicas: Replicas = ALONE,
 ) -> dict[str, float]:
     """`update_epochs` passes of shuffled minibatches (detail 6); returns the last-epoch stats
-    (CleanRL logs the last minibatch's; we average the last epoch's, which is less noisy)."""
+    (CleanRL logs the last minibatch's; we average the last epoch's, which is less noisy).
+
+    With several `replicas` (DD-PPO), `minibatch_size` is this replica's share of the global
+    minibatch; gradients are averaged over the replicas before clipping and stepping, and the
+    early stop uses the mean KL, so every replica takes the same steps."""
     size = len(batch)
     minibatch_size = min(minibatch_size, size)
     totals: dict[str, float] = {}
-    count = 0
-    epochs_run = 0
+    count = epochs_run = 0
     for _ in range(update_epochs):
         epochs_run += 1
         totals, count = {}, 0
@@ -304,25 +315,30 @@ def ppo_update(
                 batch.values[mb],
                 cfg,
                 None if batch.prox_logprobs is None else batch.prox_logprobs[mb],
+                replicas,
             )
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
+            replicas.average_gradients(agent.parameters())
             nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)  # detail 11
             optimizer.step()
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach())
             count += 1
             approx_kl = float(losses["approx_kl"])
-        if target_kl is not None and approx_kl > target_kl:  # detail 12: early stop
+        if target_kl is not None and replicas.mean(approx_kl) > target_kl:  # detail 12
             break
     stats = {key: value / max(count, 1) for key, value in totals.items()}
-    y_pred, y_true = batch.values.cpu().numpy(), batch.returns.cpu().numpy()
-    var_y = np.var(y_true)
-    stats["explained_variance"] = (
-        float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
-    )
+    stats["explained_variance"] = explained_variance(batch.values, batch.returns)
     stats["epochs"] = float(epochs_run)  # logged as charts/update_epochs: not a loss
     return stats
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 − Var(returns − values) / Var(returns): how much of the return the critic predicts."""
+    y_pred, y_true = values.cpu().numpy(), returns.cpu().numpy()
+    var_y = np.var(y_true)
+    return float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
 def make_optimizer(agent: Agent, learning_rate: float) -> torch.optim.Adam:

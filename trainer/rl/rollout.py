@@ -104,7 +104,8 @@ class Rollout:
 class Collector:
     """Steps the pool with `actor` and fills rollouts (CleanRL's rollout loop).
 
-    `global_step` counts the env steps collected so far (over all envs); collection stops at
+    `global_step` counts the env steps collected so far (over all envs, and over all `replicas`,
+    which step in lockstep: each vector step here is one of every replica); collection stops at
     `total_steps` (rounded up to whole vector steps) or when `stop` is set. Actions are drawn
     from `sampler`, the collector's own generator.
     """
@@ -121,12 +122,14 @@ class Collector:
         stop: StopFlag,
         device: torch.device,
         owns_actor: bool = False,
+        replicas: int = 1,
     ):
         self.envs, self.actor, self.sampler, self.stop = envs, actor, sampler, stop
         self.gamma, self.rollout_steps, self.total_steps = gamma, rollout_steps, total_steps
         self.device = device
         self.owns_actor = owns_actor  # the actor is a copy whose weights a checkpoint must keep
         self.num_envs = envs.num_envs
+        self.step_size = envs.num_envs * replicas  # env steps of one vector step, all replicas
         self.global_step = 0
         self.cancelled = False  # set by `cancel()`: stop collecting, without asking for a stop
         self.next_obs = obs_to_tensor(envs.reset()).to(device)
@@ -135,7 +138,7 @@ class Collector:
     def steps_left(self) -> int:
         """Vector steps still to collect so training stops at total_steps (rounded up to N)."""
         left = self.total_steps - self.global_step
-        return max(0, min(self.rollout_steps, -(-left // self.num_envs)))
+        return max(0, min(self.rollout_steps, -(-left // self.step_size)))
 
     def cancel(self) -> None:
         """End a collection in flight after its current vector step (another thread failed)."""
@@ -159,7 +162,7 @@ class Collector:
             action, logprob, value = self.actor.act(self.next_obs, generator=self.sampler)
             buf.actions[step], buf.logprobs[step], buf.values[step] = action, logprob, value
             result = self.envs.step(action.cpu().numpy())
-            self.global_step += self.num_envs
+            self.global_step += self.step_size
             buf.rewards[step] = self._rewards(result)
             buf.ends[step] = torch.from_numpy(result.dones).to(self.device, torch.float32)
             self.next_obs = obs_to_tensor(result.obs).to(self.device)

@@ -2,13 +2,18 @@
 
 The job resumes from its latest checkpoint (local directory, or the MLflow run found by the
 job's identity tag); SIGTERM makes it checkpoint and exit 143 (`trainer.errors.Stopped`).
+
+Under torchrun (`distributed.replicas` > 1) every replica runs this: rank 0 alone tracks in
+MLflow and loads the checkpoint, which it broadcasts, so replicas need no shared volume.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+import io
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from trainer.envs.vector import VecEnv, WorkerError, make_vec_env, resolve_backe
 from trainer.errors import InvalidInput, Stopped
 from trainer.games.base import rom_sha1
 from trainer.rl.console import Console
+from trainer.rl.distributed import Replicas, is_restart, start_replicas, weights_digest
 from trainer.rl.loop import Counters, Trainer, TrainSummary
 from trainer.rl.seeding import seed_everything
 from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
@@ -44,18 +50,27 @@ def train(
         identity = run_identity(spec)
         store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
         rom = check_game(spec)  # a bad game.* value: exit 2 before anything starts
-        tracker = make_tracker(spec, identity, rom, console)
+        replicas = start_replicas(spec, resolve_device(spec.ppo.device))
+        if not replicas.main:  # rank 0 speaks for the group; the others print their digest only
+            console = Console(io.StringIO(), progress_bar=False)
+        tracker = make_tracker(spec, identity, rom, console) if replicas.main else NullTracker()
         tracker.start()
-        with tracked(tracker, console) as session:
-            checkpoint = load_checkpoint(spec, store, tracker, console, fresh=fresh, force=force)
-            if checkpoint is not None:
-                step = int(checkpoint["global_step"])
-                session.log_name = f"console-from-step-{step}.log"  # the first start's log stays
-                if step >= spec.ppo.total_steps:
-                    return already_trained(spec, checkpoint, identity, tracker, console)
-            if stop.requested:
-                raise Stopped(stop.signum)
-            return run_trainer(spec, checkpoint, tracker, store, console, stop)
+        fresh = fresh and not is_restart()  # torchrun's restart of the group resumes
+        try:
+            with tracked(tracker, console) as session:
+                checkpoint = shared_checkpoint(
+                    replicas, lambda: load_checkpoint(spec, store, tracker, console, fresh, force)
+                )
+                if checkpoint is not None:
+                    step = int(checkpoint["global_step"])
+                    session.log_name = f"console-from-step-{step}.log"  # the first one's stays
+                    if step >= spec.ppo.total_steps:
+                        return already_trained(spec, checkpoint, identity, tracker, console)
+                if stop.requested:
+                    raise Stopped(stop.signum)
+                return run_trainer(spec, checkpoint, tracker, store, console, stop, replicas)
+        finally:
+            replicas.close()
 
 
 def make_tracker(spec: JobSpec, identity: str, rom: Path, console: Console) -> Tracker:
@@ -67,12 +82,30 @@ def make_tracker(spec: JobSpec, identity: str, rom: Path, console: Console) -> T
     return MlflowTracker(spec, identity, tags, notify=console.print)
 
 
+def shared_checkpoint(
+    replicas: Replicas, load: Callable[[], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """Rank 0's `load()`, broadcast to every replica; its refusal (e.g. a checkpoint of another
+    spec) is raised on every replica, so none waits for a checkpoint that will not come."""
+    if replicas.size == 1:
+        return load()
+    outcome: tuple[dict[str, Any] | None, list[str] | None] = (None, None)
+    if replicas.main:
+        try:
+            outcome = (load(), None)
+        except InvalidInput as exc:
+            outcome = (None, exc.problems)
+    checkpoint, problems = replicas.broadcast(outcome)
+    if problems is not None:
+        raise CheckpointMismatch(problems)
+    return checkpoint
+
+
 def load_checkpoint(
     spec: JobSpec,
     store: CheckpointStore,
     tracker: Tracker,
     console: Console,
-    *,
     fresh: bool,
     force: bool,
 ) -> dict[str, Any] | None:
@@ -101,16 +134,18 @@ def run_trainer(
     store: CheckpointStore,
     console: Console,
     stop: StopFlag,
+    replicas: Replicas,
 ) -> TrainSummary:
     """Start the emulators, train, print the summary, log the policy; always close the pool."""
     seed_everything(spec.seed)
     device = resolve_device(spec.ppo.device)
-    envs = start_envs(spec, console)
+    envs = start_envs(spec, console, first_index=replicas.rank * int(spec.env.num_envs))
     try:
         agent = build_agent(spec, envs.observation_shape, envs.num_actions, device)
+        replicas.broadcast_module(agent)  # one start for all (a checkpoint overrides it)
         trainer = Trainer(
             spec, envs, agent, tracker=tracker, store=store, console=console, stop=stop,
-            device=device,
+            device=device, replicas=replicas,
         )  # fmt: skip
         if checkpoint is not None:
             trainer.resume(checkpoint)
@@ -121,9 +156,18 @@ def run_trainer(
                 f"{exc}\n(game.rom {spec.game.rom}, adapter {spec.game.adapter})"
             ) from exc
         print_summary(console, summary, spec.env.frame_skip)
-        if spec.checkpoint.video and summary.final_step > summary.resumed_from_step:
+        if replicas.size > 1:
+            print(
+                f"replica {replicas.rank}/{replicas.size}: policy sha256 {weights_digest(agent)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        trained = summary.final_step > summary.resumed_from_step
+        if not (replicas.main and trained):
+            return summary
+        if spec.checkpoint.video:
             trainer.record_video()
-        if spec.mlflow.log_model and summary.final_step > summary.resumed_from_step:
+        if spec.mlflow.log_model:
             tracker.log_model(agent.cpu(), obs_example=trainer.collector.next_obs[:1].cpu())
         return summary
     finally:
@@ -131,8 +175,9 @@ def run_trainer(
         envs.close()
 
 
-def start_envs(spec: JobSpec, console: Console) -> VecEnv:
-    """The pool, with the seed's lines printed as each environment really starts and closes."""
+def start_envs(spec: JobSpec, console: Console, first_index: int = 0) -> VecEnv:
+    """The pool, with the seed's lines printed as each environment really starts and closes.
+    Its environments are `first_index`… of the run (each replica has its own, seeded apart)."""
     env, count = spec.env, int(spec.env.num_envs)
     console.print(f"🔧 Initializing {count} parallel environments...")
     restarts = {}
@@ -143,7 +188,7 @@ def start_envs(spec: JobSpec, console: Console) -> VecEnv:
             "restart_window": env.restart_window_s,
         }
     return make_vec_env(
-        [functools.partial(make_env, spec, i) for i in range(count)],
+        [functools.partial(make_env, spec, first_index + i) for i in range(count)],
         backend=env.backend,
         envs_per_worker=env.envs_per_worker,
         on_env_ready=lambda i: console.print(f"✅ Environment {i + 1}/{count} initialized"),
@@ -169,6 +214,7 @@ def already_trained(
         training_seconds=0.0,
         avg_reward_last10=counters.average_return(),
         num_envs=int(spec.env.num_envs),
+        replicas=spec.distributed.replicas,
         steps_per_second=0.0,
         episodes_per_second=0.0,
         frames_per_second=0.0,
@@ -213,7 +259,11 @@ def print_summary(console: Console, s: TrainSummary, frame_skip: int) -> None:
     console.print(f"Total episodes: {s.total_episodes}")
     console.print(f"Training time: {s.training_seconds:.1f} seconds")
     console.print(f"Average reward (last 10): {s.avg_reward_last10:.3f}")
-    console.print(f"Environments used: {s.num_envs}")
+    if s.replicas > 1:
+        total = s.num_envs * s.replicas
+        console.print(f"Environments used: {total} ({s.replicas} replicas × {s.num_envs})")
+    else:
+        console.print(f"Environments used: {s.num_envs}")
     console.print(f"Steps per second: {s.steps_per_second:.1f}")
     console.print(f"Episodes per second: {s.episodes_per_second:.2f}")
     console.print(f"Frames per second: {s.frames_per_second:.1f} (frame skip {frame_skip})")
