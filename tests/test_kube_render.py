@@ -122,10 +122,19 @@ FULL = {
     "sweep": {"num_envs": [1, 3]},
 }
 
+#: Several replicas with every Kubernetes option: an Indexed Job and its headless Service each.
+FULL_REPLICAS = {
+    **FULL,
+    "name": "fullx",
+    "distributed": {"replicas": 2, "port": 29500},
+    "sweep": {"num_envs": [1, 3], "replicas": [1, 2, 4]},
+}
+
 GOLDEN_CASES = [
     ("minimal", {"name": "golden"}, None),
     ("full", FULL, None),
     ("no-mlflow-envs", {"name": "nomlflow", "mlflow": {"enabled": False}}, [4, 1]),
+    ("replicas", FULL_REPLICAS, None),
 ]
 
 
@@ -141,7 +150,11 @@ def test_render_matches_golden(case: str, data: dict, envs: list[int] | None) ->
     )
 
 
-EXAMPLES = [("quickstart", "configs/quickstart.yaml"), ("sweep", "configs/sweep.yaml")]
+EXAMPLES = [
+    ("quickstart", "configs/quickstart.yaml"),
+    ("sweep", "configs/sweep.yaml"),
+    ("distributed", "configs/distributed.yaml"),
+]
 
 
 @pytest.mark.parametrize(("example", "config"), EXAMPLES)
@@ -250,7 +263,7 @@ def test_full_job_fields() -> None:
     }
     # The ConfigMap holds the spec the pod runs; its digest names the Job.
     point = yaml.safe_load(manifests[2]["data"]["spec.yaml"])
-    assert point["env"]["num_envs"] == 3 and point["sweep"] == {"num_envs": []}
+    assert point["env"]["num_envs"] == 3 and point["sweep"] == {"num_envs": [], "replicas": []}
     assert validate_spec(point).kubernetes.image == "registry.example/trainer:v9"
 
 

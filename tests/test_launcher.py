@@ -92,6 +92,11 @@ class FakeCluster:
     ) -> dict:
         return self._create("ConfigMap", namespace, body, dry_run)
 
+    def create_namespaced_service(
+        self, namespace: str, body: dict, dry_run: str | None = None, **kwargs: Any
+    ) -> dict:
+        return self._create("Service", namespace, body, dry_run)
+
     # -- list --
     def _list(self, kind: str, namespace: str, label_selector: str) -> dict[str, Any]:
         self.calls.append(("list", kind, {"selector": label_selector}))
@@ -116,6 +121,11 @@ class FakeCluster:
     def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
         return self._list("Pod", namespace, label_selector)
 
+    def list_namespaced_service(
+        self, namespace: str, label_selector: str = "", **kwargs: Any
+    ) -> dict:
+        return self._list("Service", namespace, label_selector)
+
     def list_namespaced_event(
         self, namespace: str, field_selector: str = "", **kwargs: Any
     ) -> dict:
@@ -137,19 +147,27 @@ class FakeCluster:
         return self.logs[name]
 
     # -- patch --
-    def patch_namespaced_config_map(
-        self, name: str, namespace: str, body: dict, **kwargs: Any
-    ) -> dict:
+    def _patch(self, kind: str, name: str, namespace: str, body: dict) -> dict:
         """A strategic merge patch of `metadata.ownerReferences` (merged by uid), the one patch
         the client sends."""
-        self.calls.append(("patch", "ConfigMap", {"name": name, **copy.deepcopy(body)}))
-        if ("ConfigMap", namespace, name) not in self.objects:
+        self.calls.append(("patch", kind, {"name": name, **copy.deepcopy(body)}))
+        if (kind, namespace, name) not in self.objects:
             raise FakeApiException(404, "Not Found")
-        meta = self.objects["ConfigMap", namespace, name]["metadata"]
+        meta = self.objects[kind, namespace, name]["metadata"]
         owners = {o["uid"]: o for o in meta.get("ownerReferences", [])}
         owners.update({o["uid"]: o for o in body["metadata"]["ownerReferences"]})
         meta["ownerReferences"] = list(owners.values())
-        return self.objects["ConfigMap", namespace, name]
+        return self.objects[kind, namespace, name]
+
+    def patch_namespaced_config_map(
+        self, name: str, namespace: str, body: dict, **kwargs: Any
+    ) -> dict:
+        return self._patch("ConfigMap", name, namespace, body)
+
+    def patch_namespaced_service(
+        self, name: str, namespace: str, body: dict, **kwargs: Any
+    ) -> dict:
+        return self._patch("Service", name, namespace, body)
 
     # -- delete --
     def _delete(self, kind: str, name: str, namespace: str, **kwargs: Any) -> None:
@@ -168,6 +186,9 @@ class FakeCluster:
 
     def delete_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> None:
         self._delete("ConfigMap", name, namespace, **kwargs)
+
+    def delete_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> None:
+        self._delete("Service", name, namespace, **kwargs)
 
     # -- helpers for tests --
     def add_pod(self, job: str, namespace: str, phase: str, created: str) -> str:

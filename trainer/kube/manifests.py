@@ -44,7 +44,6 @@ from trainer.spec import (
     run_id,
     spec_document,
 )
-from trainer.spec.models import point_changes
 from trainer.spec.kube_rules import (
     CHECKPOINT_DIR,
     DEFAULT_NAMESPACE,
@@ -53,6 +52,7 @@ from trainer.spec.kube_rules import (
     SPEC_DIR,
     TMP_DIR,
 )
+from trainer.spec.models import point_changes
 from trainer.sweep import SweepPoint, plan
 
 # ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
