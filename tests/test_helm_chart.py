@@ -301,6 +301,7 @@ def test_chart_output_passes_checkov(tmp_path: Path) -> None:
     for name, args in [
         ("defaults", []),
         ("server", ["--set", "mlflow.server.enabled=true", "--set", "envs={1,2}"]),
+        ("replicas", ["--set", "replicas={1,3}", "--set", "spec.ppo.batch_size=96"]),
         (
             "postgres",
             ["--set", "mlflow.server.enabled=true", "--set", "mlflow.server.postgres.enabled=true"],
