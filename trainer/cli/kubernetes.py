@@ -261,15 +261,27 @@ def status(
     label_selector = selector(sweep=None if show_all else sweep)
     rows = watch.status_rows(launcher.make_client(context), ns, label_selector)
     table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
-    columns = ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods", "why")
+    columns = (
+        "job",
+        "envs",
+        "replicas",
+        "state",
+        "active",
+        "succeeded",
+        "failed",
+        "age",
+        "pods",
+        "why",
+    )
     for column in columns:
-        numeric = column in ("envs", "active", "succeeded", "failed")
+        numeric = column in ("envs", "replicas", "active", "succeeded", "failed")
         wrap = column in ("pods", "why")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=not wrap)
     for row in rows:
         table.add_row(
             row.name,
             row.envs,
+            row.replicas,
             row.state,
             str(row.active),
             str(row.succeeded),
