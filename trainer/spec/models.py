@@ -647,11 +647,12 @@ class JobSpec(_Model):
     @model_validator(mode="after")
     def _batch_fits_rollout(self) -> JobSpec:
         replicas = self.distributed.replicas
-        if isinstance(self.env.num_envs, int):
-            check_batch(self.env.num_envs, self.ppo.rollout_steps, self.ppo.batch_size, replicas)
-        else:  # `auto`: its rollout is known only where it runs
-            check_batch(1, self.ppo.rollout_steps, self.ppo.batch_size, replicas, where=None)
         sweep = self.sweep
+        # The spec itself runs (`trainer run`) unless the sweep replaces its replica count.
+        if not sweep.replicas:
+            count = self.env.num_envs if isinstance(self.env.num_envs, int) else 1
+            where = "env.num_envs" if isinstance(self.env.num_envs, int) else None  # auto
+            check_batch(count, self.ppo.rollout_steps, self.ppo.batch_size, replicas, where=where)
         if not (sweep.num_envs or sweep.replicas or sweep.total_envs):
             return self
         counts = sweep.num_envs or (
