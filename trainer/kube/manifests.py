@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
-
-import yaml
 
 from trainer import __version__
 from trainer.errors import ExitCode
 from trainer.kube import game
+from trainer.kube.yaml_stream import to_yaml_stream as to_yaml_stream  # the output format
 from trainer.spec import (
     ENV_JOB_NAME,
     ENV_RDZV_ENDPOINT,
@@ -479,28 +478,3 @@ def render(
             manifests.append(service_manifest(point.spec, point.job_name, sweep))
         manifests.append(job_manifest(point.spec, point.job_name, sweep))
     return manifests
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style for multi-line strings (the ConfigMap's spec), plain YAML otherwise, and no
-    anchors/aliases for repeated objects (kubectl reads them, but people should not have to)."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_presenter)
-
-
-def to_yaml_stream(manifests: Iterable[Mapping[str, Any]]) -> str:
-    """Manifests as one YAML stream (`---` before each), ready for `kubectl apply -f -`."""
-    return "".join(
-        "---\n"
-        + yaml.dump(dict(m), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
-        for m in manifests
-    )
