@@ -1069,13 +1069,18 @@ def test_several_replicas_make_a_service_owned_by_its_indexed_job(cluster: FakeC
     _, points = kube.plan_pods(validate_spec(REPLICAS))
     single, group = points
     assert (single.replicas, group.replicas) == (1, 2) and "-e2x2-" in group.job_name
-    assert cluster.created() == [
+    sent = [
         ("ConfigMap", single.job_name),
         ("Job", single.job_name),
         ("ConfigMap", group.job_name),
         ("Service", group.job_name),
         ("Job", group.job_name),
     ]
+    assert cluster.created() == sent
+    # the server dry-runs every object, the Service too, before anything is stored
+    dry = [(kind, body["metadata"]["name"]) for op, kind, body in cluster.calls if op == "dry-run"]
+    ops = [op for op, _, _ in cluster.calls]
+    assert dry == sent and ops.index("create") > max(i for i, o in enumerate(ops) if o == "dry-run")
     job = cluster.objects["Job", "ml", group.job_name]
     service = cluster.objects["Service", "ml", group.job_name]
     owners = service["metadata"]["ownerReferences"]

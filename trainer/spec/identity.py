@@ -69,13 +69,6 @@ def job_name(spec: JobSpec) -> str:
                 + "; shorten the spec's name"
             ]
         )
-    if replicas > 1 and not name[0].isalpha():
-        raise SpecError(
-            [
-                f"name: {spec.name!r} must start with a letter for more than one replica (the "
-                "Job's headless Service takes its name, and Service names are DNS-1035 labels)"
-            ]
-        )
     return name
 
 

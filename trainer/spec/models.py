@@ -645,6 +645,19 @@ class JobSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _service_name_for_replicas(self) -> JobSpec:
+        # Several replicas get a headless Service named like the Job: a DNS-1035 label.
+        if (
+            max([self.distributed.replicas, *self.sweep.replicas]) > 1
+            and not self.name[0].isalpha()
+        ):
+            raise ValueError(
+                f"name: {self.name!r} must start with a letter for more than one replica (the "
+                "Job's headless Service takes its name, and Service names are DNS-1035 labels)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits_rollout(self) -> JobSpec:
         replicas = self.distributed.replicas
         sweep = self.sweep
