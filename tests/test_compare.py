@@ -30,13 +30,21 @@ def sweep(mlflow_server):
             )
         client.log_metric(run.info.run_id, "perf/sps", sps, step=3000)
         client.set_terminated(run.info.run_id, "FINISHED")
+    # 2 replicas × 1 env: the same total as 1 × 2 (its params are the flattened spec)
+    group = client.create_run(
+        experiment_id, run_name="sw-e1x2", tags={"sweep_id": "sw-1234", "num_envs": "1"}
+    )
+    client.log_param(group.info.run_id, "distributed.replicas", "2")
+    client.log_metric(group.info.run_id, "charts/episodic_return", 1.0, step=100)
+    client.log_metric(group.info.run_id, "perf/sps", 1250.0, step=3000)
+    client.set_terminated(group.info.run_id, "FINISHED")
     other = client.create_run(experiment_id, run_name="unrelated", tags={"sweep_id": "other"})
     client.set_terminated(other.info.run_id, "FINISHED")
     return client, experiment_id
 
 
 def compare(*args: str):
-    return CliRunner().invoke(main, ["compare", *args])
+    return CliRunner(env={"COLUMNS": "200"}).invoke(main, ["compare", *args])
 
 
 def test_compare_prints_table_writes_plots_and_logs_to_the_sweep_run(
@@ -51,7 +59,12 @@ def test_compare_prints_table_writes_plots_and_logs_to_the_sweep_run(
     assert "sw-e1" in result.output and "sw-e2" in result.output
     assert "unrelated" not in result.output
     rows = json.loads((tmp_path / "comparison.json").read_text())
-    assert [(r["num_envs"], r["sps"]) for r in rows] == [(1, 700.0), (2, 1300.0)]
+    assert [(r["num_envs"], r["replicas"], r["total_envs"], r["sps"]) for r in rows] == [
+        (1, 1, 1, 700.0),
+        (2, 1, 2, 1300.0),
+        (1, 2, 2, 1250.0),
+    ]
+    assert "sw-e1x2" in result.output
     assert rows[1]["return_last10"] == pytest.approx(sum(range(20, 30)) * 2 / 10)
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Logged to the sweep's parent run (created here: these runs predate parent runs), not to a
@@ -67,6 +80,7 @@ def test_compare_prints_table_writes_plots_and_logs_to_the_sweep_run(
         "comparison/comparison.md",
     }
     assert parents[0].data.metrics["sps_e2"] == 1300.0
+    assert parents[0].data.metrics["sps_e1x2"] == 1250.0
     # Comparing again logs to the same parent run, and the parent is never compared itself.
     again = compare("sw-1234", "--tracking-uri", mlflow_server, "--out", str(tmp_path))
     assert again.exit_code == 0, again.output
@@ -83,13 +97,19 @@ def test_compare_markdown_run_ids_and_experiment(tmp_path, mlflow_server, sweep)
                      "--format", "markdown")  # fmt: skip
     assert by_ids.exit_code == 0, by_ids.output
     table = [line for line in by_ids.output.splitlines() if line.startswith("|")]
-    assert table[0].startswith("| Envs | Run |") and len(table) == 2 + 2  # header, rule, 2 runs
-    assert "| 2 | sw-e2 |" in by_ids.output
+    assert table[0].startswith("| Envs | Replicas | Total envs | Run |")
+    assert len(table) == 2 + 3  # header, rule, 3 runs
+    assert "| 2 | 1 | 2 | sw-e2 |" in by_ids.output and "| 1 | 2 | 2 | sw-e1x2 |" in by_ids.output
     whole = compare("--experiment", "compare-tests", "--tracking-uri", mlflow_server,
                     "--out", str(tmp_path))  # fmt: skip
     assert whole.exit_code == 0, whole.output
     names = {row["run"] for row in json.loads((tmp_path / "comparison.json").read_text())}
-    assert names == {"unrelated", "sw-e1", "sw-e2"}  # every training run, no sweep parent
+    assert names == {
+        "unrelated",
+        "sw-e1",
+        "sw-e2",
+        "sw-e1x2",
+    }  # every training run, no sweep parent
 
 
 def test_unknown_sweep_and_experiment_fail_clearly(tmp_path, mlflow_server):

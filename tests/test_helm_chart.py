@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_kube_render import FULL
+from test_kube_render import FULL, FULL_REPLICAS
 from test_kube_tools import ROOT, assert_checkov_passes, require_tool, run_tool
 
 from trainer.kube import chart
@@ -77,6 +77,7 @@ TRICKY = {
     "kubernetes": {"ttl_seconds_after_finished": 1000000, "tolerations": [{"operator": "Exists"}]},
 }
 
+DISTRIBUTED = yaml.safe_load((ROOT / "configs" / "distributed.yaml").read_text())
 DUNGEON_RAM = yaml.safe_load((ROOT / "configs" / "dungeon-ram.yaml").read_text())
 ZELDA_RAM = yaml.safe_load((ROOT / "configs" / "zelda-ram.yaml").read_text())
 RAM_FORMS = {  # game.ram written every way the spec accepts: the chart must write it as we do
@@ -111,6 +112,14 @@ CASES = [
     ("full spec", FULL, None, "ml"),
     ("envs override", {"name": "envs", "mlflow": {"enabled": False}}, [4, 1, 2], "batch"),
     ("tricky values", TRICKY, None, "default"),
+    ("distributed config: replicas × envs = total_envs", DISTRIBUTED, None, "pyboy-trainer"),
+    ("several replicas with every option", FULL_REPLICAS, None, "ml"),
+    (
+        "replicas from the spec, envs override",
+        {"name": "two", "ppo": {"batch_size": 30}, "distributed": {"replicas": 3}},
+        [1, 2],
+        "batch",
+    ),
 ]
 
 
@@ -162,8 +171,8 @@ def test_helm_lint_strict(name: str, args: list[str]) -> None:
         ),
         (
             "unknown top-level value",
-            ["--set", "replicas=2"],
-            "additional properties 'replicas' not allowed",
+            ["--set", "replica=2"],
+            "additional properties 'replica' not allowed",
         ),
         ("out of range", ["--set", "spec.ppo.update_epochs=0"], "/spec/ppo/update_epochs"),
         ("not a number", ["--set", "spec.ppo.learning_rate=fast"], "/spec/ppo/learning_rate"),
@@ -292,6 +301,7 @@ def test_chart_output_passes_checkov(tmp_path: Path) -> None:
     for name, args in [
         ("defaults", []),
         ("server", ["--set", "mlflow.server.enabled=true", "--set", "envs={1,2}"]),
+        ("replicas", ["--set", "replicas={1,3}", "--set", "spec.ppo.batch_size=96"]),
         (
             "postgres",
             ["--set", "mlflow.server.enabled=true", "--set", "mlflow.server.postgres.enabled=true"],
@@ -378,3 +388,72 @@ def test_chart_mlflow_on_postgresql_like_k8s(tmp_path: Path, secret: str | None,
     )
     assert "sqlite" not in script and "--serve-artifacts" in script
     assert [v["secret"]["secretName"] for v in server["volumes"] if "secret" in v] == [expected]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sweep", "envs", "replicas"),
+    [
+        ({"num_envs": [2, 4], "total_envs": 4}, [], [2, 1]),
+        ({}, [2], [4]),
+        ({"total_envs": 2}, [4, 2, 1], [1, 2, 4]),
+    ],
+    ids=str,
+)
+def test_chart_replicas_value_is_trainer_render_replicas_option(
+    tmp_path: Path, sweep: dict, envs: list[int], replicas: list[int]
+) -> None:
+    """`replicas` in the values is `--replicas`: the same points, objects and sweep id; with
+    `sweep.total_envs` both keep the same pairs."""
+    spec = {"name": "opt", "ppo": {"batch_size": 32}, "sweep": sweep}
+    values = {"spec": spec, "envs": envs, "replicas": replicas}
+    chart_objects = comparable(helm_template(tmp_path, values, "ml"))
+    data = {**copy.deepcopy(spec), "kubernetes": {"namespace": "ml"}}
+    ours = comparable(kube.render(validate_spec(data), envs or None, replicas_list=replicas))
+    assert sorted(chart_objects) == sorted(ours)
+    assert chart_objects == ours
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {
+                "spec": {"name": "t", "sweep": {"num_envs": [2, 4], "total_envs": 7}},
+                "replicas": [1, 2],
+            },
+            "sweep.total_envs: no pair of num_envs [2,4] and replicas [1,2]",
+        ),
+        (
+            {"spec": {"name": "b", "ppo": {"batch_size": 30}}, "replicas": [4]},
+            "ppo.batch_size must be a multiple of distributed.replicas (got 30 and 4)",
+        ),
+        (
+            {"spec": {"name": "b", "ppo": {"batch_size": 256}}, "envs": [1], "replicas": [1]},
+            "ppo.batch_size must not exceed",
+        ),
+        (
+            {"spec": {"name": "9lives"}, "replicas": [2]},
+            "must start with a letter for more than one replica",
+        ),
+        (
+            {
+                "spec": {"name": "n" * 40, "ppo": {"batch_size": 100}},
+                "envs": [123456],
+                "replicas": [100],
+            },
+            "with its pod index (-99)",
+        ),
+    ],
+    ids=["empty total_envs", "batch not divisible", "batch over rollout", "digit", "hostname"],
+)
+def test_chart_refuses_what_trainer_render_refuses_for_replicas(
+    tmp_path: Path, values: dict, message: str
+) -> None:
+    helm = require_tool("helm")
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(values))
+    result = run_tool([helm, "template", "release", str(CHART), "--values", str(path)])
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr

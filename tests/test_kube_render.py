@@ -122,10 +122,19 @@ FULL = {
     "sweep": {"num_envs": [1, 3]},
 }
 
+#: Several replicas with every Kubernetes option: an Indexed Job and its headless Service each.
+FULL_REPLICAS = {
+    **FULL,
+    "name": "fullx",
+    "distributed": {"replicas": 2, "port": 29500},
+    "sweep": {"num_envs": [1, 3], "replicas": [1, 2, 4]},
+}
+
 GOLDEN_CASES = [
     ("minimal", {"name": "golden"}, None),
     ("full", FULL, None),
     ("no-mlflow-envs", {"name": "nomlflow", "mlflow": {"enabled": False}}, [4, 1]),
+    ("replicas", FULL_REPLICAS, None),
 ]
 
 
@@ -141,7 +150,11 @@ def test_render_matches_golden(case: str, data: dict, envs: list[int] | None) ->
     )
 
 
-EXAMPLES = [("quickstart", "configs/quickstart.yaml"), ("sweep", "configs/sweep.yaml")]
+EXAMPLES = [
+    ("quickstart", "configs/quickstart.yaml"),
+    ("sweep", "configs/sweep.yaml"),
+    ("distributed", "configs/distributed.yaml"),
+]
 
 
 @pytest.mark.parametrize(("example", "config"), EXAMPLES)
@@ -250,7 +263,7 @@ def test_full_job_fields() -> None:
     }
     # The ConfigMap holds the spec the pod runs; its digest names the Job.
     point = yaml.safe_load(manifests[2]["data"]["spec.yaml"])
-    assert point["env"]["num_envs"] == 3 and point["sweep"] == {"num_envs": []}
+    assert point["env"]["num_envs"] == 3 and point["sweep"] == {"num_envs": [], "replicas": []}
     assert validate_spec(point).kubernetes.image == "registry.example/trainer:v9"
 
 
@@ -382,11 +395,53 @@ def test_names_are_stable_idempotent_and_track_the_spec() -> None:
         ("bad count", {"name": "c"}, [0], "integer ≥ 1"),
         ("duplicate counts", {"name": "d"}, [2, 2], "distinct"),
         ("name too long", {"name": "n" * 40}, [123456789012345], "longer than 63"),
+        (
+            "pod hostname too long",
+            {"name": "n" * 40, "ppo": {"batch_size": 100}, "distributed": {"replicas": 100}},
+            [123456],
+            r"with its pod index \(-99\)",
+        ),
+        (
+            "a Service name must start with a letter",
+            {"name": "9lives", "ppo": {"batch_size": 64}, "distributed": {"replicas": 2}},
+            None,
+            "must start with a letter for more than one replica",
+        ),
+        (
+            "no pair reaches total_envs",
+            {"name": "t", "ppo": {"batch_size": 64}, "sweep": {"total_envs": 4, "num_envs": [4]}},
+            [3],
+            r"sweep.total_envs: .*\(with --envs\)",
+        ),
     ],
 )
 def test_render_errors(name: str, data: dict, envs: list[int] | None, match: str) -> None:
     with pytest.raises(SpecError, match=match):
         kube.render(validate_spec(data), envs)
+
+
+def test_one_replica_keeps_a_plain_job_and_its_names() -> None:
+    """`distributed.replicas: 1` (the default) and `sweep.replicas: [1]` render a plain Job and
+    no Service, named as before the replicas dimension; more than one changes the name, the run
+    id and the object set."""
+    plain = kube.render(validate_spec({"name": "one"}))
+    assert [m["kind"] for m in plain] == ["ConfigMap", "Job"]
+    assert kube.render(validate_spec({"name": "one", "sweep": {"replicas": [1]}})) == plain
+    job = plain[1]
+    assert job["metadata"]["labels"][kube.LABEL_REPLICAS] == "1"
+    assert "x" not in job["metadata"]["labels"][kube.LABEL_RUN_ID].split("-")[1]
+    group = kube.render(validate_spec({"name": "one", "distributed": {"replicas": 2}}))
+    assert [m["kind"] for m in group] == ["ConfigMap", "Service", "Job"]
+    assert group[2]["metadata"]["name"].startswith("one-e2x2-")
+    assert group[2]["metadata"]["labels"][kube.LABEL_RUN_ID].startswith("one-e2x2-r")
+    assert group[1]["spec"]["ports"] == [
+        {"name": "rendezvous", "port": 29400, "targetPort": 29400, "protocol": "TCP"}
+    ]
+    # resources are per replica: the pod of a group asks what a single pod of that many envs does
+    assert (
+        group[2]["spec"]["template"]["spec"]["containers"][0]["resources"]
+        == job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    )
 
 
 def test_render_cli_invalid_input_exits_2(tmp_path: Path) -> None:

@@ -117,6 +117,13 @@ INVALID = [
     ("memory quantity", {"resources": {"memory_per_env": "lots"}}, "resources.memory_per_env",
      "pattern", True),
     ("shm size quantity", kubernetes(shm_size="1GB"), "kubernetes.shm_size", "pattern", True),
+    # the chart's template refuses it (tests/test_helm_chart.py), not its schema
+    ("a Service name starting with a digit (several replicas)",
+     {"name": "9lives", "ppo": {"batch_size": 64}, "distributed": {"replicas": 2}}, "name",
+     "must start with a letter", False),
+    ("the same through sweep.replicas",
+     {"name": "0x", "ppo": {"batch_size": 64}, "sweep": {"replicas": [1, 2]}}, "name",
+     "must start with a letter", False),
 ]  # fmt: skip
 
 VALID = [
@@ -133,6 +140,7 @@ VALID = [
     ("checkpoint.dir of its own", {"checkpoint": {"dir": "/var/lib/trainer/checkpoints"}}),
     ("relative checkpoint.dir (pods replace it)", {"checkpoint": {"dir": "../runs"}}),
     ("63-character namespace", kubernetes(namespace="n" * 63)),
+    ("a digit first with one replica", {"name": "9lives", "sweep": {"replicas": [1]}}),
 ]  # fmt: skip
 
 

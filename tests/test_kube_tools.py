@@ -91,6 +91,7 @@ def test_rbac_grants_exactly_what_the_launcher_uses() -> None:
     assert granted == {
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
         ("", "configmaps"): sorted(["create", "patch", "get", "list", "delete"]),
+        ("", "services"): sorted(["create", "patch", "list", "delete"]),
         ("", "pods"): sorted(["get", "list"]),
         ("", "pods/log"): ["get"],
         ("", "events"): ["list"],
@@ -111,3 +112,58 @@ def test_fetched_kubectl_is_the_newest_supported_version() -> None:
     assert result.returncode == 0, result.stderr
     newest = KUBERNETES_VERSIONS[-1].split(".")[1]
     assert yaml.safe_load(result.stdout)["clientVersion"]["minor"].startswith(newest)
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) applied to a pod's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for rule in selector.get("matchExpressions") or []:
+        key, op, values = rule["key"], rule["operator"], rule.get("values", [])
+        present = key in labels
+        ok = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def test_network_policy_opens_replicas_to_each_other_only() -> None:
+    """k8s/networkpolicy.yaml against the labels `trainer render` gives pods: the pods of a
+    run of several replicas accept connections from pods of such runs (any port: gloo's are
+    ephemeral), a single-replica trainer and MLflow's server accept nothing new."""
+    from trainer.kube import manifests as kube
+    from trainer.spec import validate_spec
+
+    policies = [
+        d for d in yaml.safe_load_all((ROOT / "k8s" / "networkpolicy.yaml").read_text()) if d
+    ]
+    spec = validate_spec({"name": "np", "ppo": {"batch_size": 64}, "sweep": {"replicas": [1, 2]}})
+    pods = {
+        job["metadata"]["name"]: job["spec"]["template"]["metadata"]["labels"]
+        for job in kube.render(spec)
+        if job["kind"] == "Job"
+    }
+    (single,) = [labels for name, labels in pods.items() if "x" not in name.split("-")[1]]
+    (group,) = [labels for name, labels in pods.items() if "x2" in name]
+    mlflow = {"app.kubernetes.io/name": "pyboy-trainer", "app.kubernetes.io/component": "mlflow"}
+
+    def allowed(source: dict[str, str], target: dict[str, str]) -> list[dict]:
+        """The ingress rules that let `source` reach `target` (same namespace)."""
+        return [
+            rule
+            for policy in policies
+            if _selects(policy["spec"]["podSelector"], target)
+            for rule in policy["spec"].get("ingress", [])
+            if any(_selects(peer.get("podSelector", {}), source) for peer in rule["from"])
+        ]
+
+    (rule,) = allowed(group, group)
+    assert "ports" not in rule  # the rendezvous port and gloo's ephemeral ports
+    assert not allowed(single, group) and not allowed(group, single) and not allowed(single, single)
+    assert not allowed(mlflow, group)
+    assert allowed(group, mlflow) and allowed(single, mlflow)  # both report to MLflow

@@ -27,6 +27,7 @@ VERSIONS = kube.KUBERNETES_VERSIONS
 FULL_VALUES = {
     "spec": FULL,
     "envs": [1, 2],
+    "replicas": [1, 2],  # an Indexed Job and a headless Service per env count too
     "mlflow": {
         "defaultTrackingUri": "http://mlflow.elsewhere.svc:5000",
         "server": {

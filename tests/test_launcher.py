@@ -22,7 +22,7 @@ from trainer.cli import main
 from trainer.kube import manifests as kube
 from trainer.kube import watch
 from trainer.kube.client import KubeClient, selector
-from trainer.spec import validate_spec
+from trainer.spec import ENV_RDZV_ENDPOINT, ENV_RDZV_ID, validate_spec
 
 SWEEP = {"name": "sweep", "sweep": {"num_envs": [1, 2, 4]}, "kubernetes": {"namespace": "ml"}}
 
@@ -92,6 +92,11 @@ class FakeCluster:
     ) -> dict:
         return self._create("ConfigMap", namespace, body, dry_run)
 
+    def create_namespaced_service(
+        self, namespace: str, body: dict, dry_run: str | None = None, **kwargs: Any
+    ) -> dict:
+        return self._create("Service", namespace, body, dry_run)
+
     # -- list --
     def _list(self, kind: str, namespace: str, label_selector: str) -> dict[str, Any]:
         self.calls.append(("list", kind, {"selector": label_selector}))
@@ -116,6 +121,11 @@ class FakeCluster:
     def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> dict:
         return self._list("Pod", namespace, label_selector)
 
+    def list_namespaced_service(
+        self, namespace: str, label_selector: str = "", **kwargs: Any
+    ) -> dict:
+        return self._list("Service", namespace, label_selector)
+
     def list_namespaced_event(
         self, namespace: str, field_selector: str = "", **kwargs: Any
     ) -> dict:
@@ -137,19 +147,27 @@ class FakeCluster:
         return self.logs[name]
 
     # -- patch --
-    def patch_namespaced_config_map(
-        self, name: str, namespace: str, body: dict, **kwargs: Any
-    ) -> dict:
+    def _patch(self, kind: str, name: str, namespace: str, body: dict) -> dict:
         """A strategic merge patch of `metadata.ownerReferences` (merged by uid), the one patch
         the client sends."""
-        self.calls.append(("patch", "ConfigMap", {"name": name, **copy.deepcopy(body)}))
-        if ("ConfigMap", namespace, name) not in self.objects:
+        self.calls.append(("patch", kind, {"name": name, **copy.deepcopy(body)}))
+        if (kind, namespace, name) not in self.objects:
             raise FakeApiException(404, "Not Found")
-        meta = self.objects["ConfigMap", namespace, name]["metadata"]
+        meta = self.objects[kind, namespace, name]["metadata"]
         owners = {o["uid"]: o for o in meta.get("ownerReferences", [])}
         owners.update({o["uid"]: o for o in body["metadata"]["ownerReferences"]})
         meta["ownerReferences"] = list(owners.values())
-        return self.objects["ConfigMap", namespace, name]
+        return self.objects[kind, namespace, name]
+
+    def patch_namespaced_config_map(
+        self, name: str, namespace: str, body: dict, **kwargs: Any
+    ) -> dict:
+        return self._patch("ConfigMap", name, namespace, body)
+
+    def patch_namespaced_service(
+        self, name: str, namespace: str, body: dict, **kwargs: Any
+    ) -> dict:
+        return self._patch("Service", name, namespace, body)
 
     # -- delete --
     def _delete(self, kind: str, name: str, namespace: str, **kwargs: Any) -> None:
@@ -169,13 +187,21 @@ class FakeCluster:
     def delete_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> None:
         self._delete("ConfigMap", name, namespace, **kwargs)
 
+    def delete_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> None:
+        self._delete("Service", name, namespace, **kwargs)
+
     # -- helpers for tests --
-    def add_pod(self, job: str, namespace: str, phase: str, created: str) -> str:
+    def add_pod(
+        self, job: str, namespace: str, phase: str, created: str, index: int | None = None
+    ) -> str:
+        """A pod of `job` (with `index`: of an Indexed Job, labelled as the controller does)."""
         name = f"{job}-{len(self.objects)}"
         labels = {
             **self.objects[("Job", namespace, job)]["metadata"]["labels"],
             kube.LABEL_JOB_NAME: job,
         }
+        if index is not None:
+            labels[kube.LABEL_JOB_INDEX] = str(index)
         self.objects[("Pod", namespace, name)] = {
             "metadata": {"name": name, "labels": labels, "creationTimestamp": created},
             "status": {"phase": phase},
@@ -1025,3 +1051,150 @@ def test_local_dry_run_starts_nothing(tmp_path: Path) -> None:
     code = launcher.run_local(validate_spec(LOCAL), dry_run=True, echo=lines.append)
     assert code == 0
     assert sum("-m trainer run" in line for line in lines) == 3
+
+
+# ---- several replicas: an Indexed Job and its headless Service -------------------------------
+
+REPLICAS = {
+    "name": "group",
+    "ppo": {"batch_size": 64},
+    "kubernetes": {"namespace": "ml"},
+    "sweep": {"num_envs": [2], "replicas": [1, 2]},
+}
+
+
+def test_several_replicas_make_a_service_owned_by_its_indexed_job(cluster: FakeCluster) -> None:
+    code, lines = launch(cluster, REPLICAS)
+    assert code == 0, lines
+    _, points = kube.plan_pods(validate_spec(REPLICAS))
+    single, group = points
+    assert (single.replicas, group.replicas) == (1, 2) and "-e2x2-" in group.job_name
+    sent = [
+        ("ConfigMap", single.job_name),
+        ("Job", single.job_name),
+        ("ConfigMap", group.job_name),
+        ("Service", group.job_name),
+        ("Job", group.job_name),
+    ]
+    assert cluster.created() == sent
+    # the server dry-runs every object, the Service too, before anything is stored
+    dry = [(kind, body["metadata"]["name"]) for op, kind, body in cluster.calls if op == "dry-run"]
+    ops = [op for op, _, _ in cluster.calls]
+    assert dry == sent and ops.index("create") > max(i for i, o in enumerate(ops) if o == "dry-run")
+    job = cluster.objects["Job", "ml", group.job_name]
+    service = cluster.objects["Service", "ml", group.job_name]
+    owners = service["metadata"]["ownerReferences"]
+    assert owners == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": group.job_name,
+            "uid": job["metadata"]["uid"],
+        }
+    ]
+    assert service["spec"]["selector"] == {kube.LABEL_JOB_NAME: group.job_name}
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"]
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"], spec["backoffLimit"]) == (
+        3,
+        0,
+        6,
+    )
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == group.job_name
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env[ENV_RDZV_ENDPOINT] == f"{group.job_name}-0.{group.job_name}:29400"
+    assert env[ENV_RDZV_ID] == group.job_name
+    plain = cluster.objects["Job", "ml", single.job_name]["spec"]
+    assert "completionMode" not in plain and "subdomain" not in plain["template"]["spec"]
+    assert not {ENV_RDZV_ENDPOINT, ENV_RDZV_ID} & {
+        e["name"] for e in plain["template"]["spec"]["containers"][0]["env"]
+    }
+    assert any("replicas=2 (each:" in line for line in lines)
+
+
+def test_a_service_that_was_not_created_holds_its_job_back(cluster: FakeCluster) -> None:
+    """A Job whose pods would find no rank 0 is not created (as for a missing ConfigMap); the
+    rest of the sweep is, and launching again completes it."""
+    cluster.fail_on[4] = FakeApiException(403, "Forbidden", 'services is forbidden: "create"')
+    code, lines = launch(cluster, REPLICAS)
+    assert code == 1
+    text = "\n".join(lines)
+    assert "failed   Service" in text and "its Service was not created" in text
+    group = kube.plan_pods(validate_spec(REPLICAS))[1][1].job_name
+    assert ("Job", "ml", group) not in cluster.objects
+    code, lines = launch(cluster, REPLICAS)
+    assert code == 0, lines
+    assert ("Job", "ml", group) in cluster.objects and ("Service", "ml", group) in cluster.objects
+
+
+def test_cancel_and_retry_failed_remove_the_service_too(cli_cluster: FakeCluster, tmp_path: Path):
+    assert launch(cli_cluster, REPLICAS)[0] == 0
+    sweep, points = kube.plan_pods(validate_spec(REPLICAS))
+    group = points[1].job_name
+    cli_cluster.objects["Job", "ml", group]["status"] = {
+        "conditions": [{"type": "Failed", "status": "True"}]
+    }
+    cli_cluster.calls.clear()
+    code, lines = launch(cli_cluster, REPLICAS, retry=True)
+    assert code == 0, lines
+    deletes = [(kind, body["name"]) for op, kind, body in cli_cluster.calls if op == "delete"]
+    assert deletes == [("Job", group), ("ConfigMap", group), ("Service", group)]
+    assert (
+        f"  retry    Job       {group}  (Failed: deleted with its ConfigMaps and Services, created again)"
+        in lines
+    )
+    assert ("Service", "ml", group) in cli_cluster.objects  # created again, owned by the new Job
+
+    spec = write_spec(tmp_path, yaml.safe_dump(REPLICAS))
+    result = CliRunner().invoke(main, ["cancel", spec, "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    assert not [k for k in cli_cluster.objects if k[0] in ("Job", "ConfigMap", "Service")]
+    assert launch(cli_cluster, REPLICAS)[0] == 0
+    result = CliRunner().invoke(main, ["cancel", "--sweep", sweep, "-n", "ml"])
+    assert result.exit_code == 0 and "deleted  Service" in result.output, result.output
+    assert not [k for k in cli_cluster.objects if k[0] in ("Job", "ConfigMap", "Service")]
+
+
+def test_status_and_logs_show_each_index_of_a_group(
+    cli_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert launch(cli_cluster, REPLICAS)[0] == 0
+    sweep, points = kube.plan_pods(validate_spec(REPLICAS))
+    group = points[1].job_name
+    lost = cli_cluster.add_pod(group, "ml", "Failed", "2026-01-01T00:00:01Z", index=1)
+    rank0 = cli_cluster.add_pod(group, "ml", "Running", "2026-01-01T00:00:02Z", index=0)
+    again = cli_cluster.add_pod(group, "ml", "Pending", "2026-01-01T00:00:03Z", index=1)
+    rows = {
+        r.name: r for r in watch.status_rows(KubeClient(cli_cluster, cli_cluster), "ml", selector())
+    }
+    assert rows[group].pods == "0 Running, 1 Pending (1 failed)"
+    assert rows[group].replicas == "2" and rows[points[0].job_name].replicas == "1"
+
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(
+        main, ["status", "--sweep", sweep, "-n", "ml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "replicas" in result.output and "0 Running, 1 Pending (1 failed)" in result.output
+
+    cli_cluster.logs.update({lost: "lost\n", rank0: "rank 0 step 1\n", again: ""})
+    cli_cluster.objects["Pod", "ml", again]["status"]["phase"] = "Running"
+    result = CliRunner().invoke(main, ["logs", "--sweep", sweep, "-n", "ml"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"[{group}/1] lost", f"[{group}/0] rank 0 step 1"]
+
+
+def test_a_local_run_of_several_replicas_needs_all_their_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trainer run` starts every replica of a point: e1 needs 2 CPUs, e1x2 twice that, so on
+    4 CPUs they run one after the other (2 + 2 would have fit)."""
+    data = {**LOCAL, "ppo": {"batch_size": 64}, "sweep": {"num_envs": [1], "replicas": [1, 2]}}
+    code, lines, records = run_local(tmp_path, data, max_cpus=4, monkeypatch=monkeypatch)
+    assert code == 0, lines
+    assert any(
+        line.startswith("[local-e1x2] start local-e1x2-") and "(4 CPUs)" in line for line in lines
+    )
+    (first, second) = sorted((r["start"], r["end"]) for r in records)
+    assert first[1] <= second[0]

@@ -129,6 +129,32 @@ BAD_SPECS = [
         GOOD.replace("  batch_size: 128", "  batch_size: 128\n  gamma: 1.5"),
         ["ppo.gamma", "≤ 1", "1.5"],
     ),
+    (
+        "duplicate sweep replicas",
+        GOOD + "sweep: {replicas: [2, 2]}\n",
+        ["sweep.replicas", "distinct"],
+    ),
+    (
+        "zero replicas in a sweep",
+        GOOD + "sweep: {replicas: [0, 2]}\n",
+        ["sweep.replicas", "integer ≥ 1"],
+    ),
+    (
+        "total_envs no pair reaches",
+        GOOD + "sweep: {num_envs: [2, 4], replicas: [1, 2], total_envs: 6}\n",
+        ["sweep.total_envs", "num_envs [2, 4] and replicas [1, 2]", "= 6"],
+    ),
+    (
+        "batch not split evenly over a swept replica count",
+        GOOD + "sweep: {num_envs: [4], replicas: [1, 3]}\n",
+        ["ppo.batch_size", "multiple of distributed.replicas", "128 and 3"],
+    ),
+    (
+        "batch over the rollout of every replica",
+        GOOD.replace("batch_size: 128", "batch_size: 512")
+        + "sweep: {num_envs: [1, 2], replicas: [2]}\n",
+        ["ppo.batch_size", "2 replicas × sweep.num_envs × ppo.rollout_steps", "got 512"],
+    ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
     ("section of wrong type", GOOD + "mlflow: yes\n", ["mlflow", "valid dictionary"]),
@@ -291,3 +317,47 @@ def test_real_process_exit_code_and_stderr(tmp_path):
 def test_shipped_configs_are_valid(config):
     spec = load_spec(config, environ={})
     assert spec.name and spec.game.rom
+
+
+def test_sweep_of_replicas_plans_the_pairs_whose_product_is_total_envs(tmp_path):
+    """`num_envs: [2, 4, 8]`, `replicas: [1, 2, 4]`, `total_envs: 8` runs 1×8, 2×4 and 4×2;
+    without total_envs every pair; each point a spec of its own, named `e<n>x<R>` (R > 1)."""
+    from trainer import sweep as sweeps
+
+    text = GOOD.replace("batch_size: 128", "batch_size: 64")
+    spec = load_spec(
+        write(tmp_path, text + "sweep: {num_envs: [2, 4, 8], replicas: [1, 2, 4], total_envs: 8}\n")
+    )
+    sweep, points = sweeps.plan(spec)
+    assert [(p.replicas, p.num_envs) for p in points] == [(1, 8), (2, 4), (4, 2)]
+    for point in points:
+        assert point.spec.distributed.replicas == point.replicas
+        assert point.spec.env.num_envs == point.num_envs
+        assert point.spec.sweep.replicas == [] and point.spec.sweep.total_envs is None
+        suffix = f"e{point.num_envs}" + (f"x{point.replicas}" if point.replicas > 1 else "")
+        assert point.job_name.startswith(f"{spec.name}-{suffix}-")
+        assert point.run_id.startswith(f"{spec.name}-{suffix}-r")
+    assert len(sweeps.plan(spec.updated({"sweep.total_envs": None}))[1]) == 9
+    # --envs / --replicas replace the lists; total_envs still filters, and names them when empty
+    assert [(p.replicas, p.num_envs) for p in sweeps.plan(spec, [4], replicas_list=[2])[1]] == [
+        (2, 4)
+    ]
+    with pytest.raises(SpecError, match=r"sweep.total_envs: .* \(with --envs and --replicas\)"):
+        sweeps.plan(spec, [4], replicas_list=[1])
+    with pytest.raises(SpecError, match="--replicas: counts must be distinct"):
+        sweeps.plan(spec, replicas_list=[2, 2])
+    # one replica keeps the names and the sweep id of a spec without the sweep dimension
+    plain = load_spec(write(tmp_path, text + "sweep: {num_envs: [2, 4]}\n"))
+    same = load_spec(write(tmp_path, text + "sweep: {num_envs: [2, 4], replicas: [1]}\n"))
+    assert sweeps.plan(plain)[0] == sweeps.plan(same)[0]
+
+
+def test_cli_replicas_option_renders_a_group_or_refuses_with_exit_2(tmp_path):
+    path = write(tmp_path, GOOD.replace("batch_size: 128", "batch_size: 64"))
+    result = CliRunner().invoke(main, ["render", str(path), "--replicas", "2", "-n", "ns"])
+    assert result.exit_code == 0, result.output
+    assert "kind: Service" in result.output and "completionMode: Indexed" in result.output
+    for bad, message in [("0", "integer ≥ 1"), ("2,x", "comma-separated"), ("3", "multiple of")]:
+        result = CliRunner().invoke(main, ["render", str(path), "--replicas", bad, "-n", "ns"])
+        assert result.exit_code == 2, result.output
+        assert message in result.output, result.output

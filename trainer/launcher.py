@@ -82,9 +82,10 @@ def describe_plan(sweep: str, points: Sequence[SweepPoint], echo: Echo) -> None:
     for point in points:
         spec = point.spec
         res = manifests.pod_resources(spec)["requests"]
+        pods = f"  replicas={point.replicas} (each:" if point.replicas > 1 else ""
         echo(
-            f"  {point.job_name}  envs={point.num_envs}  cpu={res['cpu']}  memory={res['memory']}  "
-            f"namespace={spec.kubernetes.namespace}"
+            f"  {point.job_name}  envs={point.num_envs}{pods}  cpu={res['cpu']}  "
+            f"memory={res['memory']}{')' if pods else ''}  namespace={spec.kubernetes.namespace}"
         )
 
 
@@ -154,23 +155,25 @@ def retry_failed(
     patience_s: float = 60.0,
     poll_seconds: float = 1.0,
 ) -> bool:
-    """Delete the sweep's Failed Jobs and their ConfigMaps, and wait until they are gone, so
-    that the launch creates them again (a Job cannot be restarted; the new one resumes the run
-    from its checkpoint). False when they are still there after `patience_s`."""
+    """Delete the sweep's Failed Jobs and their ConfigMaps (and Services), and wait until they
+    are gone, so that the launch creates them again (a Job cannot be restarted; the new one
+    resumes the run from its checkpoint). False when they are still there after `patience_s`."""
     by_name = {p.job_name: p for p in points}
     failed = [
         j["metadata"]["name"]
         for j in client.list_jobs(namespace, selector())
         if j["metadata"]["name"] in by_name and job_state(j) == "Failed"
     ]
-    doomed: dict[str, set[str]] = {"Job": set(), "ConfigMap": set()}
+    doomed: dict[str, set[str]] = {"Job": set()}
     for name in failed:
-        echo(f"  retry    Job       {name}  (Failed: deleted with its ConfigMaps, created again)")
+        dependents = manifests.dependents(by_name[name])
+        what = " and ".join(sorted({f"{kind}s" for kind, _ in dependents}))
+        echo(f"  retry    Job       {name}  (Failed: deleted with its {what}, created again)")
         client.delete("Job", namespace, name)
         doomed["Job"].add(name)
-        for configmap in manifests.configmap_names(by_name[name]):
-            client.delete("ConfigMap", namespace, configmap)
-            doomed["ConfigMap"].add(configmap)
+        for kind, dependent in dependents:
+            client.delete(kind, namespace, dependent)
+            doomed.setdefault(kind, set()).add(dependent)
     deadline = time.monotonic() + patience_s
     while failed:
         left = {
@@ -200,6 +203,7 @@ def launch_kubernetes(
     timeout: float | None = None,
     retry: bool = False,
     console: Any = None,
+    replicas_list: Sequence[int] | None = None,
 ) -> int:
     """Create the sweep's ConfigMaps and Jobs, whole or not at all: the API server dry-runs
     every object first (`KubeClient.apply`); objects that exist are left unchanged.
@@ -211,8 +215,8 @@ def launch_kubernetes(
     command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
     before anything is sent.
     """
-    sweep, points = manifests.plan_pods(spec, num_envs_list, image)
-    objects = manifests.render(spec, num_envs_list, image, sweep)
+    sweep, points = manifests.plan_pods(spec, num_envs_list, image, replicas_list=replicas_list)
+    objects = manifests.render(spec, num_envs_list, image, sweep, replicas_list)
     namespace = points[0].spec.kubernetes.namespace or manifests.DEFAULT_NAMESPACE
     describe_plan(sweep, points, echo)
     if dry_run:
@@ -276,13 +280,12 @@ def cancel(
 
 
 def sweep_objects(client: KubeClient, namespace: str, label_selector: str) -> list[tuple[str, str]]:
-    """(kind, name) of our Jobs and ConfigMaps that match a selector, Jobs first."""
-    jobs = [("Job", j["metadata"]["name"]) for j in client.list_jobs(namespace, label_selector)]
-    maps = [
-        ("ConfigMap", c["metadata"]["name"])
-        for c in client.list_configmaps(namespace, label_selector)
+    """(kind, name) of our Jobs, ConfigMaps and Services that match a selector, Jobs first."""
+    return [
+        (kind, item["metadata"]["name"])
+        for kind in ("Job", "ConfigMap", "Service")
+        for item in client.list(kind, namespace, label_selector)
     ]
-    return jobs + maps
 
 
 # ---- local processes ------------------------------------------------------------------------
@@ -309,11 +312,13 @@ def run_local(
     dry_run: bool = False,
     echo: Echo = print,
     environ: Mapping[str, str] | None = None,
+    replicas_list: Sequence[int] | None = None,
 ) -> int:
     """Run each sweep point as `trainer run <spec file>` locally, as many at once as fit the
-    usable CPUs (a point larger than the machine runs alone). Output lines are prefixed with
-    the point's name. Returns 1 when any run failed, else 0."""
-    sweep, points = plan(spec, num_envs_list)
+    usable CPUs (a point larger than the machine runs alone; one of several replicas needs
+    their CPUs together, as `trainer run` starts them all). Output lines are prefixed with the
+    point's name. Returns 1 when any run failed, else 0."""
+    sweep, points = plan(spec, num_envs_list, replicas_list=replicas_list)
     cpus = max_cpus or available_cpus()
     echo(f"sweep {sweep}: {len(points)} local run(s) on {cpus} CPU(s)")
     with tempfile.TemporaryDirectory(prefix="trainer-sweep-") as tmp:
@@ -378,12 +383,12 @@ def _schedule(
         while pending or running:
             while pending:
                 point = pending[0]
-                need = point.spec.requested_cpus()
+                need = point.spec.requested_cpus() * point.replicas
                 used = sum(n for _, n, _ in running.values())
                 if running and used + need > cpus:
                     break
                 pending.pop(0)
-                prefix = f"{point.spec.name}-e{point.num_envs}"
+                prefix = f"{point.spec.name}-{point.label}"
                 say(f"[{prefix}] start {point.job_name} ({need:g} CPUs)")
                 proc = subprocess.Popen(
                     command(paths[point.job_name]),

@@ -3,7 +3,8 @@
 Reads runs through `trainer.tracking.queries` (the only MLflow code); this module only shapes
 them into a table (rich) and figures (matplotlib, headless): learning curves against
 environment steps and against wall-clock time (which setting learns fastest per minute is what a
-sweep over env counts is for), and steps/s against env count beside ideal linear scaling.
+sweep over env counts is for), and steps/s against the total env count (replicas × num_envs), one
+line per replica count, beside ideal linear scaling.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ def per_step(record: RunRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def comparison_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    """One row per run: env count, throughput, time, CPU and the learning result."""
+    """One row per run: env count, replicas, throughput, time, CPU and the learning result."""
     rows = []
     for r in records:
         minutes = r.wall_minutes()
         rows.append(
             {
                 "num_envs": r.num_envs,
+                "replicas": r.replicas,
+                "total_envs": r.total_envs,
                 "run": r.name,
                 "run_id": r.run_id,
                 "status": r.status,
@@ -72,6 +75,8 @@ def comparison_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
 
 COLUMNS = (
     ("Envs", "num_envs", "{}"),
+    ("Replicas", "replicas", "{}"),
+    ("Total envs", "total_envs", "{}"),
     ("Run", "run", "{}"),
     ("Status", "status", "{}"),
     ("Steps", "steps", "{:,}"),
@@ -110,7 +115,7 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
 
 def plot_comparison(records: list[RunRecord], rows: list[dict[str, Any]], path: Path) -> Path:
     """Return against env steps and against wall-clock minutes (EMA, raw faint behind), and
-    steps/s against env count with the ideal linear line through the smallest count."""
+    steps/s against total env count with the ideal linear line through the smallest count."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: pods and CI have no display
@@ -123,7 +128,8 @@ def plot_comparison(records: list[RunRecord], rows: list[dict[str, Any]], path: 
         if not record.returns:
             continue
         steps, minutes, values = per_step(record)
-        label = f"{record.num_envs} envs · {record.name}"
+        group = f"{record.replicas}×" if record.replicas > 1 else ""
+        label = f"{group}{record.num_envs} envs · {record.name}"
         for axis, x in ((by_step, steps), (by_time, minutes * scale)):
             (line,) = axis.plot(x, ema(values), label=label, linewidth=1.8)
             axis.plot(x, values, color=line.get_color(), alpha=0.15, linewidth=0.8)
@@ -139,13 +145,21 @@ def plot_comparison(records: list[RunRecord], rows: list[dict[str, Any]], path: 
 
 
 def _plot_scaling(axis: Any, rows: list[dict[str, Any]]) -> None:
-    measured = sorted((r["num_envs"], r["sps"]) for r in rows if r["sps"] == r["sps"])
-    axis.set(xlabel="environments", ylabel="steps per second", title="Throughput")
+    """Steps/s against replicas × num_envs: a line per replica count (1×8 beside 2×4), and the
+    ideal linear line through the smallest total."""
+    measured = sorted(
+        (r["total_envs"], r["replicas"], r["sps"]) for r in rows if r["sps"] == r["sps"]
+    )
+    axis.set(xlabel="environments (replicas × num_envs)", ylabel="steps per second")
+    axis.set(title="Throughput")
     if not measured:
         return
-    counts = [n for n, _ in measured]
-    axis.plot(counts, [s for _, s in measured], "o-", label="measured")
-    base_count, base_sps = measured[0]
+    for replicas in sorted({g for _, g, _ in measured}):
+        points = [(n, s) for n, g, s in measured if g == replicas]
+        label = "measured" if replicas == 1 else f"measured, {replicas} replicas"
+        axis.plot([n for n, _ in points], [s for _, s in points], "o-", label=label)
+    counts = sorted({n for n, _, _ in measured})
+    base_count, _, base_sps = measured[0]
     axis.plot(counts, [base_sps * n / base_count for n in counts], "--", label="ideal (linear)")
     axis.set_xticks(counts)
     axis.legend(fontsize=8)

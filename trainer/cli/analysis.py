@@ -235,13 +235,19 @@ def compare(
     plot_path = plot_comparison(records, rows, out / "comparison.png")
     click.echo(f"wrote {plot_path}, {table_path} and {markdown_path}", err=fmt == "markdown")
     if sweep and not no_log:
-        summary = {f"sps_e{r['num_envs']}": r["sps"] for r in rows} | {
-            f"return_e{r['num_envs']}": r["return_last10"] for r in rows
+        summary = {f"sps_{_point(r)}": r["sps"] for r in rows} | {
+            f"return_{_point(r)}": r["return_last10"] for r in rows
         }
         files = [plot_path, table_path, markdown_path]
         run_id, page = log_comparison(tracking_uri, records, sweep, files, summary)
         where = f"{run_id} ({page})" if page else run_id
         click.echo(f"logged to the sweep's MLflow run {where}", err=fmt == "markdown")
+
+
+def _point(row: dict) -> str:
+    """`e<num_envs>`, `e<num_envs>x<replicas>` for several: a row's key in the summary."""
+    replicas = int(row.get("replicas", 1))
+    return f"e{row['num_envs']}" + (f"x{replicas}" if replicas > 1 else "")
 
 
 def _looks_like_run_id(text: str) -> bool:

@@ -29,6 +29,13 @@ _envs_option = click.option(
     callback=env_counts_callback,
     help="Environment counts, one Job each (default: the spec's sweep.num_envs, else env.num_envs).",
 )
+_replicas_option = click.option(
+    "--replicas",
+    metavar="1,2,4",
+    callback=env_counts_callback,
+    help="Replica counts (pods of one run), a Job per env count and replica count "
+    "(default: the spec's sweep.replicas, else distributed.replicas).",
+)
 _image_option = click.option(
     "--image",
     metavar="IMAGE",
@@ -47,9 +54,16 @@ _context_option = click.option(
 
 
 def _sweep_options(func: F) -> F:
-    """SPEC, --set, --envs, --image and -n: what `render` and `launch` both take."""
+    """SPEC, --set, --envs, --replicas, --image and -n: what `render` and `launch` both take."""
     for option in reversed(
-        (spec_argument, set_option, _envs_option, _image_option, _namespace_option)
+        (
+            spec_argument,
+            set_option,
+            _envs_option,
+            _replicas_option,
+            _image_option,
+            _namespace_option,
+        )
     ):
         func = option(func)
     return func
@@ -81,19 +95,23 @@ def render(
     spec_path: str,
     overrides: tuple[str, ...],
     envs: tuple[int, ...] | None,
+    replicas: tuple[int, ...] | None,
     image: str | None,
     namespace: str | None,
     context: str | None,
 ) -> None:
-    """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job.
+    """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job (with more
+    than one replica, an Indexed Job and its headless Service).
 
     \b
     trainer render configs/sweep.yaml | kubectl apply -f -
+    trainer render configs/distributed.yaml --replicas 1,2
     """
     from trainer.kube import manifests
 
     spec = _kube_spec(spec_path, overrides, namespace, context)
-    click.echo(manifests.to_yaml_stream(manifests.render(spec, envs, image)), nl=False)
+    objects = manifests.render(spec, envs, image, replicas_list=replicas)
+    click.echo(manifests.to_yaml_stream(objects), nl=False)
 
 
 @click.command()
@@ -133,6 +151,7 @@ def launch(
     spec_path: str,
     overrides: tuple[str, ...],
     envs: tuple[int, ...] | None,
+    replicas: tuple[int, ...] | None,
     image: str | None,
     namespace: str | None,
     context: str | None,
@@ -143,7 +162,7 @@ def launch(
     timeout: float | None,
     max_cpus: int | None,
 ) -> None:
-    """Run SPEC once per env count, as Kubernetes Jobs or local processes.
+    """Run SPEC once per env count (and replica count), as Kubernetes Jobs or local processes.
 
     Idempotent: the Jobs' names derive from their spec, so launching again creates only what is
     missing and reports what already exists. Exit 1 when anything failed (the report lists what
@@ -159,7 +178,14 @@ def launch(
     chosen, why = launcher.explain_backend(backend)
     click.echo(f"backend: {chosen} ({why})")
     if chosen == "local":
-        code = launcher.run_local(spec, envs, max_cpus=max_cpus, dry_run=dry_run, echo=click.echo)
+        code = launcher.run_local(
+            spec,
+            envs,
+            max_cpus=max_cpus,
+            dry_run=dry_run,
+            echo=click.echo,
+            replicas_list=replicas,
+        )
     else:
         code = launcher.launch_kubernetes(
             _settle_namespace(spec, context),
@@ -172,6 +198,7 @@ def launch(
             console=_live_console() if wait else None,
             echo=click.echo,
             client_factory=lambda: launcher.make_client(context),
+            replicas_list=replicas,
         )
     sys.exit(code)
 
@@ -203,6 +230,7 @@ def _resolve_target(
 )
 @set_option
 @_envs_option
+@_replicas_option
 @click.option("--sweep", "sweep", metavar="ID", help="Show the Jobs of this sweep id.")
 @click.option("--all", "show_all", is_flag=True, help="Show every trainer Job in the namespace.")
 @_namespace_option
@@ -212,6 +240,7 @@ def status(
     spec_path: str | None,
     overrides: tuple[str, ...],
     envs: tuple[int, ...] | None,
+    replicas: tuple[int, ...] | None,
     sweep: str | None,
     show_all: bool,
     namespace: str | None,
@@ -228,19 +257,31 @@ def status(
 
     spec, ns = _resolve_target(spec_path, overrides, namespace, context)
     if spec is not None and not sweep and not show_all:
-        sweep = plan_pods(spec, envs)[0]
+        sweep = plan_pods(spec, envs, replicas_list=replicas)[0]
     label_selector = selector(sweep=None if show_all else sweep)
     rows = watch.status_rows(launcher.make_client(context), ns, label_selector)
     table = Table(title=f"namespace {ns}" + (f", sweep {sweep}" if sweep and not show_all else ""))
-    columns = ("job", "envs", "state", "active", "succeeded", "failed", "age", "pods", "why")
+    columns = (
+        "job",
+        "envs",
+        "replicas",
+        "state",
+        "active",
+        "succeeded",
+        "failed",
+        "age",
+        "pods",
+        "why",
+    )
     for column in columns:
-        numeric = column in ("envs", "active", "succeeded", "failed")
+        numeric = column in ("envs", "replicas", "active", "succeeded", "failed")
         wrap = column in ("pods", "why")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=not wrap)
     for row in rows:
         table.add_row(
             row.name,
             row.envs,
+            row.replicas,
             row.state,
             str(row.active),
             str(row.succeeded),
@@ -301,6 +342,7 @@ def logs(
 @click.argument("target", metavar="[SPEC|JOB]", required=False)
 @set_option
 @_envs_option
+@_replicas_option
 @click.option("--sweep", "sweep", metavar="ID", help="Cancel every Job of this sweep id.")
 @_namespace_option
 @_context_option
@@ -309,17 +351,18 @@ def cancel(
     target: str | None,
     overrides: tuple[str, ...],
     envs: tuple[int, ...] | None,
+    replicas: tuple[int, ...] | None,
     sweep: str | None,
     namespace: str | None,
     context: str | None,
 ) -> None:
-    """Delete Jobs (their pods with them) and their ConfigMaps: those of SPEC, of --sweep ID,
-    or the Job named JOB. Deleting what is already gone is not an error."""
+    """Delete Jobs (their pods with them) and their ConfigMaps and Services: those of SPEC, of
+    --sweep ID, or the Job named JOB. Deleting what is already gone is not an error."""
     from pathlib import Path
 
     from trainer import launcher
     from trainer.kube.client import selector
-    from trainer.kube.manifests import configmap_names, plan_pods
+    from trainer.kube.manifests import dependents, plan_pods
 
     if bool(target) == bool(sweep):
         raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
@@ -327,12 +370,12 @@ def cancel(
     spec, ns = _resolve_target(target if is_spec else None, overrides, namespace, context)
     client = launcher.make_client(context)
     if spec is not None:
-        points = plan_pods(spec, envs)[1]
+        points = plan_pods(spec, envs, replicas_list=replicas)[1]
         targets = [("Job", p.job_name) for p in points] + [
-            ("ConfigMap", name) for p in points for name in configmap_names(p)
+            found for p in points for found in dependents(p)
         ]
     elif sweep:
         targets = launcher.sweep_objects(client, ns, selector(sweep=sweep))
-    else:
-        targets = [("Job", target), ("ConfigMap", target)]
+    else:  # a Job of one replica has no Service: deleting it is then "absent"
+        targets = [("Job", target), ("ConfigMap", target), ("Service", target)]
     sys.exit(launcher.cancel(client, ns, targets, echo=click.echo))

@@ -178,6 +178,13 @@ def chart_values_schema() -> dict[str, Any]:
                 "uniqueItems": True,
                 "description": "Env counts, one Job each; empty: spec.sweep.num_envs, else spec.env.num_envs.",
             },
+            "replicas": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": 256},
+                "uniqueItems": True,
+                "description": "Replica counts (pods of one run), a Job per env count and replica "
+                "count; empty: spec.sweep.replicas, else spec.distributed.replicas.",
+            },
             "spec": {
                 "$ref": "#/$defs/JobSpec",
                 "description": "The trainer job spec (see `trainer schema`).",
@@ -200,7 +207,8 @@ def chart_values_schema() -> dict[str, Any]:
 
 #: Chart-specific notes appended to a spec field's description in values.yaml.
 _CHART_NOTES = {
-    "name": "Jobs are named <name>-e<envs>-<8 hex digits of sha256(the ConfigMap's spec.yaml)>.",
+    "name": "Jobs are named <name>-e<envs>[x<replicas>]-<8 hex digits of sha256(the "
+    "ConfigMap's spec.yaml)>.",
     "checkpoint.dir": f"In the pod, a relative dir becomes {CHECKPOINT_DIR} (the checkpoint volume).",
     "mlflow.tracking_uri": "Empty: the chart's MLflow server when mlflow.server.enabled, "
     "else mlflow.defaultTrackingUri.",
@@ -226,6 +234,10 @@ _CHART_HEADER = """\
 # One ConfigMap + one Job per env count: these counts, else spec.sweep.num_envs, else
 # spec.env.num_envs (a number; `auto` cannot size a pod).
 envs: []
+# Replica counts (pods of one run; more than one: an Indexed Job and a headless Service), one
+# Job per env count and replica count: these, else spec.sweep.replicas, else
+# spec.distributed.replicas.
+replicas: []
 """
 
 _CHART_FOOTER = f"""

@@ -200,12 +200,15 @@ class KubeClient:
         """
         kind, meta = manifest["kind"], manifest["metadata"]
         name, namespace = meta["name"], meta["namespace"]
-        if kind == "ConfigMap":
-            func = self.core.create_namespaced_config_map
-        elif kind == "Job":
-            func = self.batch.create_namespaced_job
-        else:
-            raise ValueError(f"KubeClient creates ConfigMaps and Jobs, not {kind}")
+        creators = {
+            "ConfigMap": (self.core, "create_namespaced_config_map"),
+            "Service": (self.core, "create_namespaced_service"),
+            "Job": (self.batch, "create_namespaced_job"),
+        }
+        if kind not in creators:
+            raise ValueError(f"KubeClient creates ConfigMaps, Services and Jobs, not {kind}")
+        api, method = creators[kind]
+        func = getattr(api, method)
         options = {"dry_run": "All"} if dry_run else {}
         try:
             answer = self._call(
@@ -254,17 +257,14 @@ class KubeClient:
         if rejected is not None:
             return rejected
         report = ApplyReport()
-        failed_configmaps: set[str] = set()
+        failed: set[tuple[str, str]] = set()
         for index, manifest in enumerate(manifests):
             kind, name = manifest["kind"], manifest["metadata"]["name"]
-            volumes = (
-                manifest.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
-            )
-            projected = [s for v in volumes for s in (v.get("projected") or {}).get("sources", [])]
-            needs = {v["configMap"]["name"] for v in [*volumes, *projected] if "configMap" in v}
-            if kind == "Job" and needs & failed_configmaps:
+            needs = job_needs(manifest) if kind == "Job" else set()
+            if needs & failed:
+                what = " and ".join(sorted({k for k, _ in needs & failed}))
                 report.results.append(
-                    ApplyResult(kind, name, "skipped", "its ConfigMap was not created")
+                    ApplyResult(kind, name, "skipped", f"its {what} was not created")
                 )
                 continue
             try:
@@ -274,20 +274,25 @@ class KubeClient:
                 report.results.extend(_skipped(manifests[index + 1 :], "not attempted"))
                 exc.report = report  # type: ignore[attr-defined]
                 raise
-            if result.status == "failed" and kind == "ConfigMap":
-                failed_configmaps.add(name)
+            if result.status == "failed":
+                failed.add((kind, name))
             report.results.append(result)
             if kind == "Job" and result.status == "created" and result.uid:
-                # The Job's UID exists only now: its ConfigMaps become its dependents, so the
-                # TTL's clean-up of the Job removes them too (garbage collection).
-                for configmap in sorted(needs & {r.name for r in report.results}):
-                    self.set_owner(manifest, result.uid, configmap)
+                # The Job's UID exists only now: its ConfigMaps (and Service) become its
+                # dependents, so the TTL's clean-up of the Job removes them too (garbage
+                # collection).
+                made = {(r.kind, r.name) for r in report.results}
+                for dependent_kind, dependent in sorted(needs & made):
+                    self.set_owner(manifest, result.uid, dependent, dependent_kind)
         return report
 
-    def set_owner(self, job: Mapping[str, Any], uid: str, configmap: str) -> None:
-        """Make `configmap` a dependent of the Job `job` (uid `uid`): an ownerReference, so the
-        garbage collector deletes it with the Job. A failure is not fatal (the Job runs; the
-        ConfigMap then outlives it, as before): `KubeError` only when the server is gone."""
+    def set_owner(
+        self, job: Mapping[str, Any], uid: str, name: str, kind: str = "ConfigMap"
+    ) -> None:
+        """Make the ConfigMap or Service `name` a dependent of the Job `job` (uid `uid`): an
+        ownerReference, so the garbage collector deletes it with the Job. A failure is not fatal
+        (the Job runs; the object then outlives it, as before): `KubeError` only when the
+        server is gone."""
         owner = {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -295,11 +300,12 @@ class KubeClient:
             "uid": uid,
         }
         body = {"metadata": {"ownerReferences": [owner]}}
+        patch = getattr(self.core, f"patch_namespaced_{_SNAKE[kind]}")
         try:
             self._call(
-                f"set the owner of ConfigMap {configmap}",
-                self.core.patch_namespaced_config_map,
-                name=configmap,
+                f"set the owner of {kind} {name}",
+                patch,
+                name=name,
                 namespace=job["metadata"]["namespace"],
                 body=body,
             )
@@ -310,11 +316,13 @@ class KubeClient:
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Our objects of `kind` (Job, Pod, ConfigMap, Event) matching a label selector (for
         events, a field selector: `involvedObject.name=...`)."""
-        func = {
-            "Job": self.batch.list_namespaced_job,
-            "Pod": self.core.list_namespaced_pod,
-            "ConfigMap": self.core.list_namespaced_config_map,
+        api, method = {
+            "Job": (self.batch, "list_namespaced_job"),
+            "Pod": (self.core, "list_namespaced_pod"),
+            "ConfigMap": (self.core, "list_namespaced_config_map"),
+            "Service": (self.core, "list_namespaced_service"),
         }[kind]
+        func = getattr(api, method)
         result = self._call(f"list {kind}s", func, namespace=namespace, label_selector=selector)
         return [self._dict(item) for item in self._dict(result).get("items", [])]
 
@@ -357,15 +365,17 @@ class KubeClient:
 
     # -- delete --
     def delete(self, kind: str, namespace: str, name: str) -> str:
-        """Delete one Job (Background propagation: its pods go too) or ConfigMap.
+        """Delete one Job (Background propagation: its pods go too), ConfigMap or Service.
 
         Returns "deleted" or "absent" (404)."""
         if kind == "Job":
             func, kwargs = self.batch.delete_namespaced_job, {"propagation_policy": "Background"}
         elif kind == "ConfigMap":
             func, kwargs = self.core.delete_namespaced_config_map, {}
+        elif kind == "Service":
+            func, kwargs = self.core.delete_namespaced_service, {}
         else:
-            raise ValueError(f"KubeClient deletes ConfigMaps and Jobs, not {kind}")
+            raise ValueError(f"KubeClient deletes ConfigMaps, Services and Jobs, not {kind}")
         try:
             self._call(f"delete {kind} {name}", func, name=name, namespace=namespace, **kwargs)
         except ApiError as exc:
@@ -373,6 +383,23 @@ class KubeClient:
                 return "absent"
             raise
         return "deleted"
+
+
+_SNAKE = {"ConfigMap": "config_map", "Service": "service"}
+
+
+def job_needs(job: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(kind, name) of what a Job's pods need before they can run: the ConfigMaps they mount
+    (directly or projected) and the headless Service of their subdomain."""
+    pod = job.get("spec", {}).get("template", {}).get("spec", {})
+    volumes = pod.get("volumes", [])
+    projected = [s for v in volumes for s in (v.get("projected") or {}).get("sources", [])]
+    needs = {
+        ("ConfigMap", v["configMap"]["name"]) for v in [*volumes, *projected] if "configMap" in v
+    }
+    if pod.get("subdomain"):
+        needs.add(("Service", pod["subdomain"]))
+    return needs
 
 
 def event_time(event: Mapping[str, Any]) -> str:

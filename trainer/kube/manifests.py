@@ -5,8 +5,14 @@ point's spec and one `batch/v1` Job running `trainer run /etc/trainer/spec.yaml`
 ROM or save state on this machine, ConfigMaps holding them: `trainer.kube.game`). The Helm chart
 in `helm/pyboy-trainer/` renders the very same objects; `tests/test_helm_chart.py` compares them.
 
+A point of more than one replica (`distributed.replicas`) is an Indexed Job of that many pods
+plus a headless Service named like the Job: each pod's hostname is `<job>-<index>` and its
+subdomain the Service, so rank 0's rendezvous host `<job>-0.<job>` resolves in the namespace
+(https://kubernetes.io/docs/concepts/workloads/controllers/job/#completion-mode). `trainer run`
+starts torchrun from `TRAINER_RDZV_ENDPOINT` and `TRAINER_RDZV_ID`, which the pod gets here.
+
 Names. Jobs are immutable, so a Job's name carries its config, never a timestamp:
-`{spec.name}-e{num_envs}-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
+`{spec.name}-e{num_envs}[x{replicas}]-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
 `spec.yaml` text (`trainer.spec.identity`), which Helm reproduces with `toPrettyJson` and
 `sha256sum`. Relaunching the same spec therefore yields the same names (idempotent), and any
 change yields new Jobs. The label `pyboy-trainer/run-id` (`trainer.spec.run_id`) hashes only
@@ -19,17 +25,18 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
-
-import yaml
 
 from trainer import __version__
 from trainer.errors import ExitCode
 from trainer.kube import game
+from trainer.kube.yaml_stream import to_yaml_stream as to_yaml_stream  # the output format
 from trainer.spec import (
     ENV_JOB_NAME,
+    ENV_RDZV_ENDPOINT,
+    ENV_RDZV_ID,
     ENV_SWEEP_ID,
     JobSpec,
     parse_quantity,
@@ -44,6 +51,7 @@ from trainer.spec.kube_rules import (
     SPEC_DIR,
     TMP_DIR,
 )
+from trainer.spec.models import point_changes
 from trainer.sweep import SweepPoint, plan
 
 # ---- names and defaults (docs/kubernetes.md documents each) ---------------------------------
@@ -60,12 +68,19 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SWEEP = "pyboy-trainer/sweep-id"
 LABEL_NUM_ENVS = "pyboy-trainer/num-envs"
+#: Pods of one run (distributed.replicas): "1" for a plain Job.
+LABEL_REPLICAS = "pyboy-trainer/replicas"
 LABEL_RUN_ID = "pyboy-trainer/run-id"
 #: Kueue's queue label: a Job carrying it is admitted (unsuspended) by Kueue.
 #: https://kueue.sigs.k8s.io/docs/tasks/run/jobs/
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 #: Set by the Job controller on every pod of a Job (Kubernetes ≥ 1.27).
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+#: Set by the Job controller on every pod of an Indexed Job: the pod's index (its rank group).
+LABEL_JOB_INDEX = "batch.kubernetes.io/job-completion-index"
+#: The port name of the headless Service of a run of several replicas.
+RENDEZVOUS_PORT_NAME = "rendezvous"
+INT32_MAX = 2**31 - 1
 
 IMAGE_REPOSITORY = "ghcr.io/pyboy-trainer/trainer"
 DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
@@ -79,15 +94,17 @@ SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
 RUN_AS_USER = 10001
 
 
-def pod_spec(spec: JobSpec, num_envs: int, image: str | None = None) -> JobSpec:
-    """The spec one pod runs: fixed `num_envs`, no sweep, the image resolved, `checkpoint.dir`
+def pod_spec(
+    spec: JobSpec, num_envs: int, image: str | None = None, replicas: int | None = None
+) -> JobSpec:
+    """The spec one pod runs: fixed `num_envs` (and `replicas`), no sweep, the image resolved,
+    `checkpoint.dir`
     absolute (relative dirs move to `CHECKPOINT_DIR`, where the checkpoint volume is mounted),
     and a ROM or save state on this machine replaced by its shipped copy (`trainer.kube.game`).
     An unset namespace is `DEFAULT_NAMESPACE` here; the CLI fills in the kubeconfig context's
     first (`trainer.cli.kubernetes`)."""
     changes: dict[str, Any] = {
-        "env.num_envs": num_envs,
-        "sweep.num_envs": [],
+        **point_changes(spec, num_envs, replicas),
         "kubernetes.image": image or spec.kubernetes.image or DEFAULT_IMAGE,
         "kubernetes.namespace": spec.kubernetes.namespace or DEFAULT_NAMESPACE,
     }
@@ -95,7 +112,8 @@ def pod_spec(spec: JobSpec, num_envs: int, image: str | None = None) -> JobSpec:
         changes[shipped.field] = shipped.mounted
     if not PurePosixPath(spec.checkpoint.dir).is_absolute():
         changes["checkpoint.dir"] = CHECKPOINT_DIR
-    return spec.updated(changes, origin=f"{spec.name} with num_envs={num_envs}")
+    group = f" and replicas={replicas}" if replicas and replicas > 1 else ""
+    return spec.updated(changes, origin=f"{spec.name} with num_envs={num_envs}{group}")
 
 
 def plan_pods(
@@ -103,10 +121,15 @@ def plan_pods(
     num_envs_list: Sequence[int] | None = None,
     image: str | None = None,
     sweep: str | None = None,
+    replicas_list: Sequence[int] | None = None,
 ) -> tuple[str, list[SweepPoint]]:
     """The sweep's points as pods run them (`pod_spec`)."""
     return plan(
-        spec, num_envs_list, sweep=sweep, point_spec=lambda base, n: pod_spec(base, n, image)
+        spec,
+        num_envs_list,
+        replicas_list=replicas_list,
+        sweep=sweep,
+        point_spec=lambda base, n, r: pod_spec(base, n, image, r),
     )
 
 
@@ -173,6 +196,7 @@ def labels(point: JobSpec, sweep: str) -> dict[str, str]:
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_SWEEP: sweep,
         LABEL_NUM_ENVS: str(point.env.num_envs),
+        LABEL_REPLICAS: str(point.distributed.replicas),
         LABEL_RUN_ID: run_id(point),
     }
 
@@ -204,11 +228,56 @@ def game_configmap(point: JobSpec, name: str, sweep: str, shipped: game.GameFile
     }
 
 
+def rendezvous_env(point: JobSpec, name: str) -> dict[str, str]:
+    """With more than one replica: torchrun's rendezvous endpoint, rank 0's stable DNS name
+    `<job>-0.<service>` (the Indexed Job's pod hostname in the Service's subdomain), and id."""
+    if point.distributed.replicas == 1:
+        return {}
+    return {
+        ENV_RDZV_ENDPOINT: f"{name}-0.{service_name(name)}:{point.distributed.port}",
+        ENV_RDZV_ID: name,
+    }
+
+
+def service_name(job: str) -> str:
+    """The headless Service of a Job of several replicas: the Job's own name."""
+    return job
+
+
+def service_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """The headless Service that gives the pods of one Indexed Job DNS names: no cluster IP,
+    its pods' addresses published before they are ready (the rendezvous runs before any pod
+    could be), selected by the label the Job controller puts on them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(name),
+            "namespace": point.kubernetes.namespace,
+            "labels": labels(point, sweep),
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB_NAME: name},
+            "ports": [
+                {
+                    "name": RENDEZVOUS_PORT_NAME,
+                    "port": point.distributed.port,
+                    "targetPort": point.distributed.port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
 def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     """The trainer container: `trainer run` on the mounted spec, the run's env, resources,
     a locked-down security context and the mounts of `pod_manifest`'s volumes."""
     kube = point.kubernetes
     env = run_env(point, name, sweep, DEFAULT_TRACKING_URI)
+    env.update(rendezvous_env(point, name))
     env.update({"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib"})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -260,6 +329,8 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         # and the pod SIGKILLed after the grace period. It also reaps orphaned processes.
         "shareProcessNamespace": True,
     }
+    if point.distributed.replicas > 1:
+        pod["subdomain"] = service_name(name)
     if kube.service_account:
         pod["serviceAccountName"] = kube.service_account
     if kube.priority_class:
@@ -296,6 +367,30 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     return pod
 
 
+def group_spec(point: JobSpec) -> dict[str, Any]:
+    """The Job's retry budget, and for several replicas the Indexed Job of that many pods.
+
+    One replica: `backoffLimit` retries. Several: each index (pod) may fail `backoff_limit`
+    times (`backoffLimitPerIndex`), and one index past that fails the whole Job at once
+    (`maxFailedIndexes: 0`: a group missing a rank cannot train, so its other pods are stopped
+    rather than left waiting). A lost rank-0 pod takes every agent down with its rendezvous
+    store, so one group restart costs `replicas` pod failures: the Job's total
+    (`backoffLimit`) is `backoff_limit × replicas`, the same number of group restarts as a
+    single pod has retries."""
+    replicas = point.distributed.replicas
+    limit = point.kubernetes.backoff_limit
+    if replicas == 1:
+        return {"backoffLimit": limit}
+    return {
+        "backoffLimit": min(limit * replicas, INT32_MAX),
+        "completionMode": "Indexed",
+        "completions": replicas,
+        "parallelism": replicas,
+        "backoffLimitPerIndex": limit,
+        "maxFailedIndexes": 0,
+    }
+
+
 def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     """The Job of one sweep point; `point` comes from `pod_spec` (image and paths resolved).
 
@@ -304,7 +399,7 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     With `kubernetes.queue`, the Job carries Kueue's queue label and is created suspended."""
     kube = point.kubernetes
     meta_labels = {**kube.labels, **labels(point, sweep)}
-    job_spec: dict[str, Any] = {"backoffLimit": kube.backoff_limit}
+    job_spec: dict[str, Any] = {**group_spec(point)}
     if kube.queue:
         job_spec["suspend"] = True  # Kueue unsuspends it on admission
     if kube.active_deadline_seconds is not None:
@@ -353,45 +448,33 @@ def configmap_names(point: SweepPoint) -> list[str]:
     return [point.job_name] + [game.configmap_name(point.job_name, f) for f in shipped]
 
 
+def dependents(point: SweepPoint) -> list[tuple[str, str]]:
+    """(kind, name) of what a point's Job needs and owns once it exists: its ConfigMaps and,
+    with several replicas, its headless Service."""
+    found = [("ConfigMap", n) for n in configmap_names(point)]
+    if point.spec.distributed.replicas > 1:
+        found.append(("Service", service_name(point.job_name)))
+    return found
+
+
 def render(
     spec: JobSpec,
     num_envs_list: Sequence[int] | None = None,
     image: str | None = None,
     sweep: str | None = None,
+    replicas_list: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per env count: the shipped game's ConfigMaps (if any), the spec's ConfigMap, the Job,
-    in that order (what a Job mounts exists before it)."""
-    sweep, points = plan_pods(spec, num_envs_list, image, sweep)
+    """Per sweep point: the shipped game's ConfigMaps (if any), the spec's ConfigMap, the
+    headless Service (several replicas), the Job, in that order (what a Job needs exists
+    before it)."""
+    sweep, points = plan_pods(spec, num_envs_list, image, sweep, replicas_list)
     shipped = game.local_game_files(spec)
     manifests: list[dict[str, Any]] = []
     for point in points:
         for file in shipped:
             manifests.append(game_configmap(point.spec, point.job_name, sweep, file))
         manifests.append(configmap_manifest(point.spec, point.job_name, sweep))
+        if point.replicas > 1:
+            manifests.append(service_manifest(point.spec, point.job_name, sweep))
         manifests.append(job_manifest(point.spec, point.job_name, sweep))
     return manifests
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style for multi-line strings (the ConfigMap's spec), plain YAML otherwise, and no
-    anchors/aliases for repeated objects (kubectl reads them, but people should not have to)."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_presenter)
-
-
-def to_yaml_stream(manifests: Iterable[Mapping[str, Any]]) -> str:
-    """Manifests as one YAML stream (`---` before each), ready for `kubectl apply -f -`."""
-    return "".join(
-        "---\n"
-        + yaml.dump(dict(m), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
-        for m in manifests
-    )

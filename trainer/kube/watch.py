@@ -1,6 +1,9 @@
 """Reading a sweep on the cluster: each Job's state and what holds it up (`trainer status`),
 waiting for the Jobs to finish (`launch --wait`), and their pods' logs (`trainer logs`).
 
+A Job of several replicas (an Indexed Job) has one pod per index at a time: its pods are shown
+per index (`0 Running, 1 Pending`) and its log lines prefixed `[<job>/<index>]`.
+
 Imports `trainer.kube.manifests` and `trainer.kube.client` only (rich lazily, for tables).
 """
 
@@ -65,7 +68,8 @@ def wait_for_jobs(
                 return ExitCode.FAILURE
             states = {n: job_state(jobs[n]) if n in jobs else "Missing" for n in names}
             if live is not None:
-                live.update(_wait_table(states, jobs), refresh=True)
+                pods = pods_by_job(client.list_pods(namespace, selector()))
+                live.update(_wait_table(states, jobs, pods), refresh=True)
             else:
                 for name, state in states.items():
                     if last.get(name) != state:
@@ -94,12 +98,17 @@ def wait_for_jobs(
             live.stop()
 
 
-def _wait_table(states: Mapping[str, str], jobs: Mapping[str, Any]) -> Any:
-    """The live table of `launch --wait` on a terminal: Job, state, pods, why."""
+def _wait_table(
+    states: Mapping[str, str],
+    jobs: Mapping[str, Any],
+    pods: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> Any:
+    """The live table of `launch --wait` on a terminal: Job, state, pod counts, its pods (per
+    index for several replicas), why."""
     from rich.table import Table
 
     table = Table(title="waiting for the sweep's Jobs (Ctrl-C stops waiting, not the Jobs)")
-    for column in ("job", "state", "active", "succeeded", "failed", "why"):
+    for column in ("job", "state", "active", "succeeded", "failed", "pods", "why"):
         table.add_column(
             column, justify="right" if column in ("active", "succeeded", "failed") else "left"
         )
@@ -111,9 +120,52 @@ def _wait_table(states: Mapping[str, str], jobs: Mapping[str, Any]) -> Any:
             str(status.get("active") or 0),
             str(status.get("succeeded") or 0),
             str(status.get("failed") or 0),
+            pods_summary((pods or {}).get(name, [])),
             job_reason(jobs[name]) if name in jobs else "deleted",
         )
     return table
+
+
+def _created(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def pod_index(pod: Mapping[str, Any]) -> str | None:
+    """The index of a pod of an Indexed Job (a Job of several replicas); None otherwise."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(manifests.LABEL_JOB_INDEX)
+
+
+def pods_by_job(pods: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Pods by the Job that made them (the label the Job controller sets), oldest first."""
+    by_job: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in sorted(pods, key=_created):
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        owner = labels.get(manifests.LABEL_JOB_NAME) or labels.get("job-name", "")
+        by_job.setdefault(owner, []).append(pod)
+    return by_job
+
+
+def pods_summary(pods: Sequence[Mapping[str, Any]]) -> str:
+    """One Job's pods: `name Phase, ...`; for an Indexed Job, per index its newest pod's
+    phase and how many pods that index lost before (`0 Running, 1 Pending (1 failed)`)."""
+    if not pods:
+        return "-"
+    if not any(pod_index(p) is not None for p in pods):
+        return ", ".join(
+            f"{(p.get('metadata') or {}).get('name', '?')} {(p.get('status') or {}).get('phase', '?')}"
+            for p in pods
+        )
+    by_index: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in sorted(pods, key=_created):
+        by_index.setdefault(pod_index(pod) or "?", []).append(pod)
+    parts = []
+    for index in sorted(by_index, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0)):
+        *before, newest = by_index[index]
+        lost = sum((p.get("status") or {}).get("phase") == "Failed" for p in before)
+        note = f" ({lost} failed)" if lost else ""
+        parts.append(f"{index} {(newest.get('status') or {}).get('phase', '?')}{note}")
+    return ", ".join(parts)
 
 
 def _age(timestamp: Any, now: datetime | None = None) -> str:
@@ -132,6 +184,7 @@ def _age(timestamp: Any, now: datetime | None = None) -> str:
 class JobRow:
     name: str
     envs: str
+    replicas: str
     sweep: str
     state: str
     active: int
@@ -196,14 +249,7 @@ def status_rows(
     """One row per Job matching the selector, with its pods' phases and what holds them up,
     and (with `events`) the recent warnings about the Job and its pods (newest Jobs last)."""
     jobs = client.list_jobs(namespace, label_selector)
-    pods = client.list_pods(namespace, label_selector)
-    by_job: dict[str, list[Mapping[str, Any]]] = {}
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(manifests.LABEL_JOB_NAME) or (
-            meta.get("labels") or {}
-        ).get("job-name", "")
-        by_job.setdefault(owner, []).append(pod)
+    by_job = pods_by_job(client.list_pods(namespace, label_selector))
     rows = []
     for job in sorted(
         jobs, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or "")
@@ -229,18 +275,14 @@ def status_rows(
             JobRow(
                 name=name,
                 envs=job_labels.get(manifests.LABEL_NUM_ENVS, "?"),
+                replicas=job_labels.get(manifests.LABEL_REPLICAS, "1"),
                 sweep=job_labels.get(manifests.LABEL_SWEEP, "-"),
                 state=job_state(job),
                 active=int(status.get("active") or 0),
                 succeeded=int(status.get("succeeded") or 0),
                 failed=int(status.get("failed") or 0),
                 age=_age(meta.get("creationTimestamp"), now),
-                pods=", ".join(
-                    f"{(p.get('metadata') or {}).get('name', '?')} "
-                    f"{(p.get('status') or {}).get('phase', '?')}"
-                    for p in its_pods
-                )
-                or "-",
+                pods=pods_summary(its_pods),
                 why=job_reason(job) or (reasons[-1] if reasons else ""),
                 events=warnings,
             )
@@ -261,7 +303,7 @@ def sweep_logs(
     poll_seconds: float = 5.0,
 ) -> int:
     """The logs of every pod of the Jobs matching `label_selector`, each line prefixed with its
-    Job (`[<job>]`), oldest pods first. With `follow`, every pod is streamed at once, and pods
+    Job (`[<job>]`, `[<job>/<index>]` for a pod of several replicas), oldest pods first. With `follow`, every pod is streamed at once, and pods
     that start later (a Job's retries) are followed too, until every Job has finished and every
     stream has ended. 1 when no Job matches."""
     lock = threading.Lock()
@@ -296,6 +338,8 @@ def sweep_logs(
                 continue
             followed.add(name)
             job = (meta.get("labels") or {}).get(manifests.LABEL_JOB_NAME, "?")
+            index = pod_index(pod)
+            job = job if index is None else f"{job}/{index}"
             if not follow:
                 pump(job, name)
                 continue

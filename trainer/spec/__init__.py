@@ -15,6 +15,8 @@ This package imports nothing of ours but `trainer.errors` (a leaf). Import from 
 from trainer.spec.cpus import available_cpus
 from trainer.spec.identity import (
     ENV_JOB_NAME,
+    ENV_RDZV_ENDPOINT,
+    ENV_RDZV_ID,
     ENV_RUN_ID,
     ENV_SWEEP_ID,
     job_name,
@@ -27,11 +29,13 @@ from trainer.spec.identity import (
 )
 from trainer.spec.kube_rules import parse_quantity
 from trainer.spec.loading import ENV_OVERRIDES, load_spec, validate_spec
-from trainer.spec.models import BUTTONS, JobSpec, SpecError, check_env_counts
+from trainer.spec.models import BUTTONS, JobSpec, SpecError, check_env_counts, sweep_grid
 
 __all__ = [
     "BUTTONS",
     "ENV_JOB_NAME",
+    "ENV_RDZV_ENDPOINT",
+    "ENV_RDZV_ID",
     "ENV_RUN_ID",
     "ENV_OVERRIDES",
     "ENV_SWEEP_ID",
@@ -39,6 +43,7 @@ __all__ = [
     "SpecError",
     "available_cpus",
     "check_env_counts",
+    "sweep_grid",
     "job_name",
     "load_spec",
     "parse_quantity",

@@ -29,6 +29,10 @@ ENV_JOB_NAME = "TRAINER_JOB_NAME"
 ENV_SWEEP_ID = "TRAINER_SWEEP_ID"
 #: Optional override of the run id (checkpoint folder, MLflow run); unset in pods.
 ENV_RUN_ID = "TRAINER_RUN_ID"
+#: A run of more than one replica on Kubernetes: torchrun's c10d rendezvous endpoint (rank 0's
+#: stable name `<job>-0.<service>:<distributed.port>`) and rendezvous id (the Job's name).
+ENV_RDZV_ENDPOINT = "TRAINER_RDZV_ENDPOINT"
+ENV_RDZV_ID = "TRAINER_RDZV_ID"
 
 #: Kubernetes object names are DNS-1123 labels of at most 63 characters.
 NAME_MAX = 63
@@ -40,18 +44,29 @@ def spec_hash(spec: JobSpec, length: int = DIGEST_LENGTH) -> str:
     return spec_digest(spec)[:length]
 
 
+def replicas_suffix(spec: JobSpec) -> str:
+    """`x<replicas>` after the env count in Job names and run ids; "" for one replica."""
+    return f"x{spec.distributed.replicas}" if spec.distributed.replicas > 1 else ""
+
+
 def job_name(spec: JobSpec) -> str:
-    """The Job's name: `<name>-e<num_envs>-<spec hash>`, a DNS-1123 label ≤ 63.
+    """The Job's name: `<name>-e<num_envs>[x<replicas>]-<spec hash>`, a DNS-1123 label ≤ 63.
 
     The Kubernetes renderer and the Helm chart name Jobs with it (and pass it to the pod as
     TRAINER_JOB_NAME, an MLflow tag); any change to the spec makes a new name, because Jobs are
     immutable. The run a Job trains is `run_id`. `spec` is one sweep point (a fixed `env.num_envs`).
+    With more than one replica, the Job's pods are named `<job>-<index>` (their hostnames), so
+    those must fit in 63 characters too.
     """
-    name = f"{spec.name}-e{spec.env.num_envs}-{spec_hash(spec)}"
-    if len(name) > NAME_MAX:
+    name = f"{spec.name}-e{spec.env.num_envs}{replicas_suffix(spec)}-{spec_hash(spec)}"
+    replicas = spec.distributed.replicas
+    longest = f"{name}-{replicas - 1}" if replicas > 1 else name
+    if len(longest) > NAME_MAX:
         raise SpecError(
             [
-                f"name: Job name {name!r} is longer than {NAME_MAX} characters; shorten the spec's name"
+                f"name: Job name {name!r} is longer than {NAME_MAX} characters"
+                + (f" with its pod index (-{replicas - 1})" if replicas > 1 else "")
+                + "; shorten the spec's name"
             ]
         )
     return name
@@ -65,8 +80,7 @@ def run_id(spec: JobSpec) -> str:
     (`pyboy-trainer/run-id`, the Helm chart computes the same): Jobs of one run differ only in
     settings that do not change what is learned. `spec` is one sweep point.
     """
-    replicas = f"x{spec.distributed.replicas}" if spec.distributed.replicas > 1 else ""
-    return f"{spec.name}-e{spec.env.num_envs}{replicas}-r{run_digest(spec)}"
+    return f"{spec.name}-e{spec.env.num_envs}{replicas_suffix(spec)}-r{run_digest(spec)}"
 
 
 def run_identity(spec: JobSpec, environ: Mapping[str, str] = os.environ) -> str:

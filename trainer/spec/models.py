@@ -574,8 +574,19 @@ class SweepSpec(_Model):
         default_factory=list,
         description="Environment counts to compare; the launcher makes one Job per value.",
     )
+    replicas: list[int] = Field(
+        default_factory=list,
+        description="Replica counts to compare (distributed.replicas of each point): the sweep "
+        "runs every num_envs × replicas pair, e.g. 1×8 against 2×4 and 4×2 envs.",
+    )
+    total_envs: int | None = Field(
+        None,
+        ge=1,
+        description="Keep only the points whose replicas × num_envs equals this (the same "
+        "emulators in all, split over more or fewer pods).",
+    )
 
-    @field_validator("num_envs")
+    @field_validator("num_envs", "replicas")
     @classmethod
     def _counts(cls, value: list[int]) -> list[int]:
         return check_env_counts(value)
@@ -634,18 +645,35 @@ class JobSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _service_name_for_replicas(self) -> JobSpec:
+        # Several replicas get a headless Service named like the Job: a DNS-1035 label.
+        if (
+            max([self.distributed.replicas, *self.sweep.replicas]) > 1
+            and not self.name[0].isalpha()
+        ):
+            raise ValueError(
+                f"name: {self.name!r} must start with a letter for more than one replica (the "
+                "Job's headless Service takes its name, and Service names are DNS-1035 labels)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits_rollout(self) -> JobSpec:
         replicas = self.distributed.replicas
-        if self.ppo.batch_size % replicas:
-            raise ValueError(
-                f"ppo.batch_size must be a multiple of distributed.replicas (got "
-                f"{self.ppo.batch_size} and {replicas}): it is the global minibatch, split evenly "
-                "over the replicas"
-            )
-        if isinstance(self.env.num_envs, int):
-            check_batch(self.env.num_envs, self.ppo.rollout_steps, self.ppo.batch_size)
-        for count in self.sweep.num_envs:
-            check_batch(count, self.ppo.rollout_steps, self.ppo.batch_size, where="sweep.num_envs")
+        sweep = self.sweep
+        # The spec itself runs (`trainer run`) unless the sweep replaces its replica count.
+        if not sweep.replicas:
+            count = self.env.num_envs if isinstance(self.env.num_envs, int) else 1
+            where = "env.num_envs" if isinstance(self.env.num_envs, int) else None  # auto
+            check_batch(count, self.ppo.rollout_steps, self.ppo.batch_size, replicas, where=where)
+        if not (sweep.num_envs or sweep.replicas or sweep.total_envs):
+            return self
+        counts = sweep.num_envs or (
+            [self.env.num_envs] if isinstance(self.env.num_envs, int) else []
+        )
+        where = "sweep.num_envs" if sweep.num_envs else "env.num_envs"
+        for count, group in sweep_grid(counts, sweep.replicas or [replicas], sweep.total_envs):
+            check_batch(count, self.ppo.rollout_steps, self.ppo.batch_size, group, where=where)
         return self
 
     # ---- derived values -------------------------------------------------------------------
@@ -655,9 +683,9 @@ class JobSpec(_Model):
             return available_cpus()
         return int(self.env.num_envs)
 
-    def with_num_envs(self, num_envs: int) -> JobSpec:
-        """A copy for one sweep point: fixed env count, no sweep of its own (validated)."""
-        return self.updated({"env.num_envs": num_envs, "sweep.num_envs": []})
+    def with_num_envs(self, num_envs: int, replicas: int | None = None) -> JobSpec:
+        """A copy for one sweep point: fixed env count (and replicas), no sweep of its own."""
+        return self.updated(point_changes(self, num_envs, replicas))
 
     def updated(self, changes: Mapping[str, Any], origin: str | None = None) -> JobSpec:
         """A validated copy with `changes` applied (`{"dotted.key": value}`); `SpecError` naming
@@ -696,13 +724,56 @@ def check_env_counts(counts: Sequence[int], where: str | None = None) -> list[in
     raise SpecError([f"{where}: {problem}"])
 
 
-def check_batch(
-    num_envs: int, rollout_steps: int, batch_size: int, where: str = "env.num_envs"
-) -> None:
-    rollout = num_envs * rollout_steps
-    if batch_size > rollout:
+def point_changes(spec: JobSpec, num_envs: int, replicas: int | None = None) -> dict[str, Any]:
+    """The changes that make one sweep point of `spec` (`JobSpec.updated`)."""
+    return {
+        "env.num_envs": num_envs,
+        "distributed.replicas": spec.distributed.replicas if replicas is None else replicas,
+        "sweep.num_envs": [],
+        "sweep.replicas": [],
+        "sweep.total_envs": None,
+    }
+
+
+def sweep_grid(
+    counts: Sequence[int], replicas: Sequence[int], total_envs: int | None = None
+) -> list[tuple[int, int]]:
+    """The (num_envs, replicas) points of a sweep: every pair, replicas outermost (`1×8, 2×4`),
+    or with `total_envs` only the pairs whose product is it. `ValueError` naming the fields when
+    `total_envs` leaves none (no counts yet, e.g. `auto`: no point to check, none returned)."""
+    pairs = [(count, group) for group in replicas for count in counts]
+    if total_envs is None or not counts:
+        return pairs
+    kept = [(count, group) for count, group in pairs if count * group == total_envs]
+    if not kept:
         raise ValueError(
-            f"ppo.batch_size must not exceed {where} × ppo.rollout_steps "
-            f"({num_envs} × {rollout_steps} = {rollout}; got {batch_size}): "
+            f"sweep.total_envs: no pair of num_envs {list(counts)} and replicas "
+            f"{list(replicas)} (sweep.num_envs or env.num_envs, sweep.replicas or "
+            f"distributed.replicas) has replicas × num_envs = {total_envs}; change one of them"
+        )
+    return kept
+
+
+def check_batch(
+    num_envs: int,
+    rollout_steps: int,
+    batch_size: int,
+    replicas: int = 1,
+    where: str | None = "env.num_envs",
+) -> None:
+    """`ppo.batch_size` is the global minibatch: a multiple of the replicas, at most the
+    rollout of all of them (`where=None`: the replica rule only)."""
+    if batch_size % replicas:
+        raise ValueError(
+            f"ppo.batch_size must be a multiple of distributed.replicas (got "
+            f"{batch_size} and {replicas}): it is the global minibatch, split evenly "
+            "over the replicas"
+        )
+    rollout = replicas * num_envs * rollout_steps
+    if where is not None and batch_size > rollout:
+        group = f"{replicas} replicas × " if replicas > 1 else ""
+        raise ValueError(
+            f"ppo.batch_size must not exceed {group}{where} × ppo.rollout_steps "
+            f"({group}{num_envs} × {rollout_steps} = {rollout}; got {batch_size}): "
             "lower ppo.batch_size or raise ppo.rollout_steps"
         )

@@ -29,6 +29,9 @@ from trainer.tracking.sweeps import (
     sweep_run,
 )
 
+#: The run's replica count among its params (the flattened spec).
+PARAM_REPLICAS = "distributed.replicas"
+
 
 @dataclass
 class RunRecord:
@@ -43,6 +46,13 @@ class RunRecord:
     # (step, episodic return, timestamp in ms), in step order
     returns: list[tuple[int, float, int]] = field(default_factory=list)
     parent_run_id: str | None = None
+    #: Replicas of a data-parallel run (its `distributed.replicas` param; 1 before it existed).
+    replicas: int = 1
+
+    @property
+    def total_envs(self) -> int:
+        """Environments of the whole run: every replica's."""
+        return self.num_envs * self.replicas
 
     def wall_minutes(self) -> list[float]:
         """Minutes since the run started, at each episode end."""
@@ -58,7 +68,7 @@ def find_runs(
 ) -> list[RunRecord]:
     """Training runs to compare: the children of a sweep (runs tagged with its id, in
     `experiment` or in every experiment), every training run of `experiment`, or `run_ids`.
-    Sorted by env count, then name. The sweep's own parent run is never among them."""
+    Sorted by total env count (replicas × num_envs), then replicas, then name. The sweep's own parent run is never among them."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -77,7 +87,7 @@ def find_runs(
             experiment_ids, filter_string=" and ".join(where), max_results=1000
         )
     records = [_record(client, run) for run in runs if run.data.tags.get(TAG_KIND) != "sweep"]
-    return sorted(records, key=lambda r: (r.num_envs, r.name))
+    return sorted(records, key=lambda r: (r.total_envs, r.replicas, r.name))
 
 
 def _experiment_ids(client: Any, experiment: str | None) -> list[str]:
@@ -102,6 +112,7 @@ def _record(client: Any, run: Any) -> RunRecord:
         metrics=dict(run.data.metrics),
         returns=sorted((m.step, m.value, m.timestamp) for m in history),
         parent_run_id=run.data.tags.get(TAG_PARENT_RUN),
+        replicas=int(run.data.params.get(PARAM_REPLICAS, "1") or 1),
     )
 
 

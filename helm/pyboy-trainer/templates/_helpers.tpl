@@ -46,20 +46,55 @@ and compares every object with `trainer render` field by field: change both toge
 {{- end -}}
 {{- end -}}
 
-{{/* The ConfigMap's spec.yaml for one env count: the spec a pod runs (kube.pod_spec) written
-as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (list $ count). */}}
+{{/* The sweep's points, as a JSON list of [num_envs, replicas]: every env count (counts) with
+every replica count (.Values.replicas, else spec.sweep.replicas, else spec.distributed.replicas),
+replicas outermost, only those whose product is spec.sweep.total_envs when set
+(sweep.grid). */}}
+{{- define "pyboy-trainer.points" -}}
+{{- $spec := .Values.spec -}}
+{{- $counts := include "pyboy-trainer.counts" . | fromJsonArray -}}
+{{- $replicas := list $spec.distributed.replicas -}}
+{{- if .Values.replicas -}}
+{{- $replicas = .Values.replicas -}}
+{{- else if $spec.sweep.replicas -}}
+{{- $replicas = $spec.sweep.replicas -}}
+{{- end -}}
+{{- $total := $spec.sweep.total_envs -}}
+{{- $points := list -}}
+{{- range $group := $replicas -}}
+{{- range $count := $counts -}}
+{{- if or (kindIs "invalid" $total) (eq (mul (int $count) (int $group)) (int $total)) -}}
+{{- $points = append $points (list (int $count) (int $group)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $points -}}
+{{- fail (printf "sweep.total_envs: no pair of num_envs %s and replicas %s has replicas × num_envs = %d; change one of them" (toJson $counts) (toJson $replicas) (int $total)) -}}
+{{- end -}}
+{{- toJson $points -}}
+{{- end -}}
+
+{{/* The ConfigMap's spec.yaml for one point: the spec a pod runs (kube.pod_spec) written
+as indented JSON with sorted keys and no nulls (kube.spec_document). Argument: (list $ count
+replicas). */}}
 {{- define "pyboy-trainer.specDocument" -}}
 {{- $root := index . 0 -}}
 {{- $count := int (index . 1) -}}
+{{- $replicas := int (index . 2) -}}
 {{- $spec := deepCopy $root.Values.spec -}}
 {{- range $path := include "pyboy-trainer.numberPaths" $root | fromJsonArray -}}
 {{- $_ := include "pyboy-trainer.toNumber" (list $spec $path) -}}
 {{- end -}}
-{{- if gt (int $spec.ppo.batch_size) (mul $count (int $spec.ppo.rollout_steps)) -}}
-{{- fail (printf "ppo.batch_size must not exceed num_envs × ppo.rollout_steps (%d × %d = %d; got %d)" $count (int $spec.ppo.rollout_steps) (mul $count (int $spec.ppo.rollout_steps)) (int $spec.ppo.batch_size)) -}}
+{{- if mod (int $spec.ppo.batch_size) $replicas -}}
+{{- fail (printf "ppo.batch_size must be a multiple of distributed.replicas (got %d and %d): it is the global minibatch, split evenly over the replicas" (int $spec.ppo.batch_size) $replicas) -}}
+{{- end -}}
+{{- $rollout := mul $replicas $count (int $spec.ppo.rollout_steps) -}}
+{{- if gt (int $spec.ppo.batch_size) $rollout -}}
+{{- fail (printf "ppo.batch_size must not exceed replicas × num_envs × ppo.rollout_steps (%d × %d × %d = %d; got %d)" $replicas $count (int $spec.ppo.rollout_steps) $rollout (int $spec.ppo.batch_size)) -}}
 {{- end -}}
 {{- $_ := set $spec.env "num_envs" $count -}}
-{{- $_ := set $spec "sweep" (dict "num_envs" (list)) -}}
+{{- $_ := set $spec.distributed "replicas" $replicas -}}
+{{- $_ := set $spec "sweep" (dict "num_envs" (list) "replicas" (list)) -}}
 {{- $_ := set $spec.kubernetes "image" (include "pyboy-trainer.image" $root) -}}
 {{- $_ := set $spec.kubernetes "namespace" $root.Release.Namespace -}}
 {{- if not (hasPrefix "/" (toString $spec.checkpoint.dir)) -}}
@@ -102,50 +137,70 @@ Argument: (list node path). */}}
 {{- end -}}
 {{- end -}}
 
-{{/* <name>-e<count>-<sha256(spec document)[:8]> (kube.job_name). Argument: (list $ count). */}}
+{{/* e<count>[x<replicas>]: the point in Job names and run ids (spec.identity.replicas_suffix).
+Argument: (list count replicas). */}}
+{{- define "pyboy-trainer.pointLabel" -}}
+{{- printf "e%d" (int (index . 0)) -}}
+{{- if gt (int (index . 1)) 1 }}{{ printf "x%d" (int (index . 1)) }}{{ end -}}
+{{- end -}}
+
+{{/* <name>-e<count>[x<replicas>]-<sha256(spec document)[:8]> (spec.job_name); with several
+replicas its pods' hostnames <job>-<index> must fit 63 characters, and the Service that takes
+its name must start with a letter. Argument: (list $ count replicas). */}}
 {{- define "pyboy-trainer.jobName" -}}
 {{- $root := index . 0 -}}
-{{- $count := int (index . 1) -}}
-{{- $name := printf "%s-e%d-%s" $root.Values.spec.name $count (include "pyboy-trainer.specDocument" . | sha256sum | trunc 8) -}}
-{{- if gt (len $name) 63 -}}
-{{- fail (printf "name: Job name %q is longer than 63 characters; shorten spec.name" $name) -}}
+{{- $replicas := int (index . 2) -}}
+{{- $point := include "pyboy-trainer.pointLabel" (rest .) -}}
+{{- $name := printf "%s-%s-%s" $root.Values.spec.name $point (include "pyboy-trainer.specDocument" . | sha256sum | trunc 8) -}}
+{{- $longest := ternary (printf "%s-%d" $name (sub $replicas 1)) $name (gt $replicas 1) -}}
+{{- if gt (len $longest) 63 -}}
+{{- fail (printf "name: Job name %q is longer than 63 characters%s; shorten spec.name" $name (ternary (printf " with its pod index (-%d)" (sub $replicas 1)) "" (gt $replicas 1))) -}}
+{{- end -}}
+{{- if and (gt $replicas 1) (not (regexMatch "^[a-z]" $name)) -}}
+{{- fail (printf "name: %q must start with a letter for more than one replica (the Job's headless Service takes its name, and Service names are DNS-1035 labels)" $root.Values.spec.name) -}}
 {{- end -}}
 {{- $name -}}
 {{- end -}}
 
-{{/* <name>-e<count>-r<sha256 of the training settings[:8]> (spec.run_id): the spec document
-without the step budget and the Kubernetes, tracking, resources and checkpoint fields
-(spec.identity.training_settings). Argument: (list $ count). */}}
+{{/* <name>-e<count>[x<replicas>]-r<sha256 of the training settings[:8]> (spec.run_id): the
+spec document without the step budget and the Kubernetes, tracking, resources and checkpoint
+fields, plus the replicas when more than one (spec.identity.training_settings). Argument:
+(list $ count replicas). */}}
 {{- define "pyboy-trainer.runId" -}}
 {{- $root := index . 0 -}}
-{{- $count := int (index . 1) -}}
+{{- $replicas := int (index . 2) -}}
 {{- $doc := include "pyboy-trainer.specDocument" . | fromJson -}}
 {{- $env := omit $doc.env "backend" "envs_per_worker" "worker_timeout_s" "max_worker_restarts" "restart_window_s" -}}
 {{- $ppo := omit $doc.ppo "total_steps" "device" "async_rollout" -}}
 {{- $settings := dict "seed" $doc.seed "game" $doc.game "env" $env "ppo" $ppo -}}
-{{- printf "%s-e%d-r%s" $root.Values.spec.name $count ($settings | toPrettyJson | sha256sum | trunc 8) -}}
+{{- if gt $replicas 1 -}}
+{{- $_ := set $settings "replicas" $replicas -}}
+{{- end -}}
+{{- printf "%s-%s-r%s" $root.Values.spec.name (include "pyboy-trainer.pointLabel" (rest .)) ($settings | toPrettyJson | sha256sum | trunc 8) -}}
 {{- end -}}
 
 {{/* <name>-<sha256 of the sorted Job names joined by ","[:8]> (kube.sweep_id). */}}
 {{- define "pyboy-trainer.sweepId" -}}
 {{- $root := . -}}
 {{- $names := list -}}
-{{- range $count := include "pyboy-trainer.counts" $root | fromJsonArray -}}
-{{- $names = append $names (include "pyboy-trainer.jobName" (list $root $count)) -}}
+{{- range $point := include "pyboy-trainer.points" $root | fromJsonArray -}}
+{{- $names = append $names (include "pyboy-trainer.jobName" (prepend $point $root)) -}}
 {{- end -}}
 {{- printf "%s-%s" $root.Values.spec.name (sortAlpha $names | join "," | sha256sum | trunc 8) -}}
 {{- end -}}
 
-{{/* Standard labels of a trainer object (kube.labels). Argument: (list $ count sweepId). */}}
+{{/* Standard labels of a trainer object (kube.labels). Argument: (list $ count replicas
+sweepId). */}}
 {{- define "pyboy-trainer.labels" -}}
 {{- $root := index . 0 -}}
 app.kubernetes.io/name: pyboy-trainer
 app.kubernetes.io/instance: {{ $root.Values.spec.name }}
 app.kubernetes.io/component: trainer
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
-pyboy-trainer/sweep-id: {{ index . 2 }}
+pyboy-trainer/sweep-id: {{ index . 3 }}
 pyboy-trainer/num-envs: {{ index . 1 | int | toString | quote }}
-pyboy-trainer/run-id: {{ include "pyboy-trainer.runId" (list $root (index . 1)) }}
+pyboy-trainer/replicas: {{ index . 2 | int | toString | quote }}
+pyboy-trainer/run-id: {{ include "pyboy-trainer.runId" (list $root (index . 1) (index . 2)) }}
 {{- end -}}
 
 {{/* Labels of the chart's MLflow server. */}}
