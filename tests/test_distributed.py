@@ -286,3 +286,41 @@ def test_a_killed_replica_restarts_the_group_from_the_last_checkpoint(tmp_path, 
     assert set(per_step) <= logged_steps(text)["episodes"]
     replica = client.get_metric_history(run.info.run_id, "replica/1/collect_sps")
     assert replica and all(m.value > 0 for m in replica)
+
+
+@pytest.mark.slow
+def test_two_replicas_of_one_env_learn_as_well_as_one_process_with_two(tmp_path):
+    """The quickstart game, 30k steps, seeds 1-3: 2 replicas × 1 env against 1 process × 2 envs
+    (the same global batch and minibatch). Measured on 2 cores (AMD EPYC): mean return over the
+    second half of training 4.09 against 4.19, per seed 2.81/2.31/7.15 against 4.58/4.73/3.26;
+    random play scores about 0. Both must learn, and the replicas within 0.5 of the process."""
+    from trainer.bench.replicas import run_point
+    from trainer.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "configs" / "quickstart.yaml", ())
+    one, two = [], []
+    for seed in (1, 2, 3):
+        point = spec.updated({"seed": seed})
+        one.append(run_point(point, 1, 2, tmp_path).return_second_half)
+        two.append(run_point(point, 2, 1, tmp_path).return_second_half)
+    mean_one, mean_two = sum(one) / 3, sum(two) / 3
+    sys.stderr.write(
+        f"\n[replicas] second-half return 1×2 {one} → {mean_one:.2f}; 2×1 {two} → {mean_two:.2f}\n"
+    )
+    assert mean_one > 2 and mean_two > 2, (one, two)
+    assert mean_two >= mean_one - 0.5, (one, two)
+
+
+@pytest.mark.slow
+def test_bench_replicas_reports_the_scaling_beside_one_process(tmp_path):
+    spec = dist_spec(tmp_path, "bench", 1, ppo={"total_steps": 512})
+    json_path = tmp_path / "scaling.json"
+    done = trainer_run("trainer", "bench", str(spec), "--replicas", "1,2", "--json", str(json_path))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Replicas on loopback" in done.stdout and "2 × 1" in done.stdout
+    import json
+
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [(r["replicas"], r["num_envs"]) for r in rows] == [(1, 1), (2, 1)]
+    assert rows[0]["baseline_steps_per_second"] is None
+    assert all(r["steps_per_second"] > 0 for r in rows) and rows[1]["baseline_steps_per_second"] > 0

@@ -37,6 +37,8 @@ def test_rows_and_markdown_table():
     assert rows[0]["steps"] == 30 and rows[0]["episodes"] == 30 and rows[0]["sps"] == 700.0
     assert np.isnan(rows[1]["return_last10"]) and rows[1]["episodes"] == 0
     table = comparison_markdown(rows, "Sweep s").splitlines()
-    assert table[0] == "**Sweep s**" and table[2].startswith("| Envs | Run | Status |")
-    assert table[3].startswith("| ---: | --- | --- |") and table[4].startswith("| 1 | a |")
+    assert table[0] == "**Sweep s**"
+    assert table[2].startswith("| Envs | Replicas | Total envs | Run | Status |")
+    assert table[3].startswith("| ---: | ---: | ---: | --- | --- |")
+    assert table[4].startswith("| 1 | 1 | 1 | a |")  # no replicas param: one replica
     assert len(table) == 6

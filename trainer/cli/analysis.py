@@ -46,6 +46,15 @@ from trainer.cli.common import env_counts_callback, handle_errors, read_spec, se
     "(throughput and CPU per phase, metric steps lost). About 2 minutes.",
 )
 @click.option(
+    "--replicas",
+    "replica_counts",
+    metavar="1,2,4",
+    callback=env_counts_callback,
+    help="Instead: train SPEC (default: the train-20k configuration) as one run over each of "
+    "these replica counts (torchrun on loopback), each beside one process with the same total "
+    "envs; global steps/s and the ratio.",
+)
+@click.option(
     "--peer",
     "peer_seeds",
     default=None,
@@ -63,13 +72,15 @@ def bench(
     json_path: str | None,
     no_train_sweep: bool,
     reliability: bool,
+    replica_counts: tuple[int, ...] | None,
     peer_seeds: str | None,
 ) -> None:
     """Measure throughput, each stage next to its baseline, in one run.
 
     Without SPEC: the seed's train-20k configuration (2 envs, episode length 750, 6 update
     epochs, batch 128, 20,000 steps) on the built-in game. With --reliability: the MLflow outage
-    benchmark instead (docs/reliability.json holds the README's figures).
+    benchmark instead (docs/reliability.json holds the README's figures); with --replicas: how
+    one run scales over replicas.
     """
     from rich.console import Console as RichConsole
 
@@ -92,6 +103,13 @@ def bench(
         spec = validate_spec(SEED_TRAIN_20K)
         if overrides:
             raise click.UsageError("--set needs a SPEC")
+    if replica_counts:
+        if envs or mlflow_experiment or no_train_sweep or peer_seeds or quick:
+            raise click.UsageError(
+                "--replicas takes no --envs, --quick, --mlflow, --no-train-sweep or --peer "
+                "(set the envs per replica and the steps in SPEC or with --set)"
+            )
+        return bench_replica_scaling(spec, replica_counts, json_path)
     console = RichConsole()
     with console.status("benchmarking…") as status:
         report = run_bench(
@@ -138,6 +156,21 @@ def bench_reliability(quick: bool, json_path: str | None) -> None:
         console.print(table)
     if json_path:
         Path(json_path).write_text(figures.to_json())
+        console.print(f"figures written to {json_path}")
+
+
+def bench_replica_scaling(spec, counts: tuple[int, ...], json_path: str | None) -> None:
+    """`trainer bench --replicas 1,2,4`."""
+    from rich.console import Console as RichConsole
+
+    from trainer.bench.replicas import bench_replicas, scaling_table
+
+    console = RichConsole()
+    with console.status("benchmarking replicas…") as status:
+        scaling = bench_replicas(spec, counts, progress=lambda m: status.update(f"replicas: {m}"))
+    console.print(scaling_table(scaling))
+    if json_path:
+        Path(json_path).write_text(scaling.to_json())
         console.print(f"figures written to {json_path}")
 
 

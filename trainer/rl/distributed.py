@@ -26,12 +26,8 @@ import torch
 import torch.distributed as dist
 
 from trainer.errors import InvalidInput, TrainerError
-from trainer.spec import JobSpec
+from trainer.spec import ENV_RDZV_ENDPOINT, ENV_RDZV_ID, JobSpec
 
-#: Set by the Kubernetes renderer on each pod of a multi-replica Job (`trainer.kube`): rank 0's
-#: stable DNS name and port, and the Job's name as the rendezvous id.
-ENV_RDZV_ENDPOINT = "TRAINER_RDZV_ENDPOINT"
-ENV_RDZV_ID = "TRAINER_RDZV_ID"
 #: Seeds of replica r > 0 are offset by r × this prime, so no two replicas draw the same streams.
 SEED_STRIDE = 1_000_003
 
@@ -187,7 +183,8 @@ def torchrun_args(
 
     In a pod of a multi-replica Job (`TRAINER_RDZV_ENDPOINT` set), one process per pod joins the
     c10d rendezvous hosted at rank 0's stable name; elsewhere all replicas run on this machine
-    (`--standalone`: a rendezvous on a free loopback port). Either way torchrun restarts the
+    (`--standalone`: a rendezvous on a free loopback port). The Kubernetes renderer sets both
+    variables on each pod of a multi-replica Job (`trainer.kube.manifests`). Either way torchrun restarts the
     whole group up to `distributed.max_restarts` times, each replica then resuming from the last
     checkpoint, and gives up on a peer that does not join within `distributed.timeout_s`.
     """
