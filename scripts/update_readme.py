@@ -5,7 +5,9 @@
   by the very function `trainer bench` prints with. After a new run:
   `trainer bench --json docs/bench.json && python scripts/update_readme.py`;
 - the MLflow outage figures, from docs/reliability.json (`trainer bench --reliability --json
-  docs/reliability.json`).
+  docs/reliability.json`);
+- the replica scaling, from docs/replicas.json (`trainer bench configs/quickstart.yaml
+  --replicas 1,2,4 --json docs/replicas.json`).
 
 Usage: python scripts/update_readme.py [--check]
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from trainer.bench import BenchReport
 from trainer.bench.reliability import OutageFigures
+from trainer.bench.replicas import scaling_from_json, scaling_markdown
 from trainer.spec import ENV_OVERRIDES
 from trainer.spec.reference import reference_markdown
 
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BENCH = ROOT / "docs" / "bench.json"
 RELIABILITY = ROOT / "docs" / "reliability.json"
+REPLICAS = ROOT / "docs" / "replicas.json"
 
 
 #: The seed write-up's figures (its PPO update was simulated, not run).
@@ -60,6 +64,7 @@ def blocks() -> dict[str, str]:
         "bench": f"```text\n{bench.text()}```\n",
         "bench-seed": seed_comparison(bench),
         "reliability": f"```text\n{OutageFigures.from_json(RELIABILITY.read_text()).text()}```\n",
+        "replica-scaling": scaling_markdown(scaling_from_json(REPLICAS.read_text())),
     }
 
 

@@ -8,6 +8,7 @@ launches torchrun itself.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -324,3 +325,31 @@ def test_bench_replicas_reports_the_scaling_beside_one_process(tmp_path):
     assert [(r["replicas"], r["num_envs"]) for r in rows] == [(1, 1), (2, 1)]
     assert rows[0]["baseline_steps_per_second"] is None
     assert all(r["steps_per_second"] > 0 for r in rows) and rows[1]["baseline_steps_per_second"] > 0
+
+
+@pytest.mark.parametrize(("replicas", "expected"), [(1, 100), (2, 200)])
+def test_with_replicas_the_newer_of_the_local_and_the_runs_checkpoint_is_resumed(
+    tmp_path, replicas, expected
+):
+    """Rank 0 may be another pod than the one that wrote its folder's checkpoint: with replicas
+    the run's newer one in MLflow wins; one replica keeps its local one (as before)."""
+    from trainer.rl.console import Console
+    from trainer.rl.train import load_checkpoint
+    from trainer.spec import training_hash
+    from trainer.tracking.tracker import NullTracker
+
+    spec = validate_spec(
+        {"name": "x", "distributed": {"replicas": replicas}, "mlflow": {"enabled": False}}
+    )
+    local, remote = CheckpointStore(tmp_path / "local"), CheckpointStore(tmp_path / "remote")
+    local.save({"global_step": 100, "training_hash": training_hash(spec)}, 100)
+    newer = remote.save({"global_step": 200, "training_hash": training_hash(spec)}, 200)
+
+    class RunWithANewerCheckpoint(NullTracker):
+        def fetch_latest_checkpoint(self, dest_dir):
+            return newer
+
+    checkpoint = load_checkpoint(
+        spec, local, RunWithANewerCheckpoint(), Console(io.StringIO()), False, False
+    )
+    assert checkpoint["global_step"] == expected

@@ -118,34 +118,64 @@ def bench_replicas(
     return scaling
 
 
+COLUMNS = (
+    "replicas × envs",
+    "steps/s (global)",
+    "per replica",
+    "1 process, same envs",
+    "ratio",
+    "wall s",
+    "return (last 10)",
+    "return (2nd half)",
+)
+
+
+def scaling_title(scaling: ReplicaScaling) -> str:
+    return (
+        f"Replicas on loopback: {scaling.total_steps:,} steps each ({scaling.machine}, "
+        f"{scaling.date})"
+    )
+
+
+def scaling_cells(scaling: ReplicaScaling) -> list[tuple[str, ...]]:
+    """One row of `COLUMNS` per replica count: what the terminal and the README both show."""
+    rows = []
+    for r in scaling.rows:
+        base = r.baseline_steps_per_second
+        rows.append(
+            (
+                f"{r.replicas} × {r.num_envs}",
+                f"{r.steps_per_second:,.0f}",
+                f"{r.per_replica:,.0f}",
+                "(itself)" if base is None else f"{base:,.0f}",
+                "" if r.ratio is None else f"{r.ratio:.2f}×",
+                f"{r.wall_seconds:.1f}",
+                f"{r.return_last10:.2f}",
+                f"{r.return_second_half:.2f}",
+            )
+        )
+    return rows
+
+
 def scaling_table(scaling: ReplicaScaling):  # -> rich.table.Table
     from rich.table import Table
 
-    table = Table(
-        title=f"Replicas on loopback: {scaling.total_steps:,} steps each ({scaling.machine}, "
-        f"{scaling.date})"
-    )
-    for name in (
-        "replicas × envs",
-        "steps/s (global)",
-        "per replica",
-        "1 process, same envs",
-        "ratio",
-        "wall s",
-        "return (last 10)",
-        "return (2nd half)",
-    ):
+    table = Table(title=scaling_title(scaling))
+    for name in COLUMNS:
         table.add_column(name, justify="right")
-    for r in scaling.rows:
-        base = r.baseline_steps_per_second
-        table.add_row(
-            f"{r.replicas} × {r.num_envs}",
-            f"{r.steps_per_second:,.0f}",
-            f"{r.per_replica:,.0f}",
-            "(itself)" if base is None else f"{base:,.0f}",
-            "" if r.ratio is None else f"{r.ratio:.2f}×",
-            f"{r.wall_seconds:.1f}",
-            f"{r.return_last10:.2f}",
-            f"{r.return_second_half:.2f}",
-        )
+    for cells in scaling_cells(scaling):
+        table.add_row(*cells)
     return table
+
+
+def scaling_markdown(scaling: ReplicaScaling) -> str:
+    lines = [f"**{scaling_title(scaling)}**", "", "| " + " | ".join(COLUMNS) + " |"]
+    lines.append("|" + "---:|" * len(COLUMNS))
+    lines += ["| " + " | ".join(cells) + " |" for cells in scaling_cells(scaling)]
+    return "\n".join(lines) + "\n"
+
+
+def scaling_from_json(text: str) -> ReplicaScaling:
+    data = json.loads(text)
+    rows = [ReplicaRow(**row) for row in data.pop("rows")]
+    return ReplicaScaling(**data, rows=rows)

@@ -223,6 +223,9 @@ def launch_replicas(spec: JobSpec, trainer_args: list[str]) -> int:
     # A group restart must not reuse the agent's TCP store: workers of the new round would read
     # the dead round's addresses (pytorch/pytorch#135712); one store per round avoids it.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    # torchrun would set 1 thread per worker; each replica's learner gets its own CPUs, as a
+    # pod's OMP_NUM_THREADS says (`resources.learner_cpu`, whole cores).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(spec.resources.learner_cpu))))
     args = get_args_parser().parse_args(torchrun_args(spec, trainer_args))
     try:
         run(args)

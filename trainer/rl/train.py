@@ -114,9 +114,15 @@ def load_checkpoint(
     if fresh or not spec.checkpoint.resume:
         return None
     checkpoint = store.load_latest(warn=console.print)
-    if checkpoint is None:
+    # With replicas, rank 0 may be another pod than the one whose folder holds a checkpoint,
+    # and that folder may hold an older one: the newer of the two wins.
+    if checkpoint is None or spec.distributed.replicas > 1:
         fetched = tracker.fetch_latest_checkpoint(store.root / "downloaded")
-        checkpoint = CheckpointStore.load(fetched) if fetched is not None else None
+        remote = CheckpointStore.load(fetched) if fetched is not None else None
+        if remote is not None and (
+            checkpoint is None or remote["global_step"] > checkpoint["global_step"]
+        ):
+            checkpoint = remote
     expected = training_hash(spec)
     if checkpoint is not None and checkpoint["training_hash"] != expected and not force:
         raise CheckpointMismatch(
