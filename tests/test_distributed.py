@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,19 +174,17 @@ def latest_checkpoint(tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_replicas_hold_identical_weights_after_every_update(tmp_path):
+@pytest.mark.parametrize("async_rollout", [False, True], ids=["sync", "async"])
+def test_two_replicas_hold_identical_weights_after_every_update(tmp_path, async_rollout):
     """`trainer run` starts torchrun with 2 replicas; each samples its own actions, so without
     the all-reduce the weights would drift apart after the first update. The trainer compares
     their digests at every checkpoint (4 of them) and each prints its own at the end."""
-    done = trainer_run("trainer", "run", str(dist_spec(tmp_path, "pair", 2)))
+    spec = dist_spec(tmp_path, "pair", 2, ppo={"async_rollout": async_rollout})
+    done = trainer_run("trainer", "run", str(spec))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    digests = {
-        line.split()[1].rstrip(":"): line.split()[-1]
-        for line in output.splitlines()
-        if line.startswith("replica ")
-    }
-    assert set(digests) == {"0/2", "1/2"} and len(set(digests.values())) == 1, digests
+    digests = dict(re.findall(r"replica (\d)/2: policy sha256 ([0-9a-f]{64})", output))
+    assert set(digests) == {"0", "1"} and len(set(digests.values())) == 1, digests
     assert "Environments used: 2 (2 replicas × 1)" in output
     checkpoint = latest_checkpoint(tmp_path)
     assert checkpoint["global_step"] == 1024 and checkpoint["update"] == 16

@@ -163,11 +163,11 @@ def run_trainer(
             ) from exc
         print_summary(console, summary, spec.env.frame_skip)
         if replicas.size > 1:
-            print(
-                f"replica {replicas.rank}/{replicas.size}: policy sha256 {weights_digest(agent)}",
-                file=sys.stderr,
-                flush=True,
+            # One write: the replicas share the terminal, and print() writes the newline apart.
+            sys.stderr.write(
+                f"replica {replicas.rank}/{replicas.size}: policy sha256 {weights_digest(agent)}\n"
             )
+            sys.stderr.flush()
         trained = summary.final_step > summary.resumed_from_step
         if not (replicas.main and trained):
             return summary
