@@ -193,6 +193,36 @@ def test_two_replicas_hold_identical_weights_after_every_update(tmp_path, async_
 
 
 @pytest.mark.slow
+def test_two_agents_joined_at_the_pods_rendezvous_endpoint_train_one_run(tmp_path):
+    """What each pod of a 2-replica Job runs: `trainer run SPEC` with TRAINER_RDZV_ENDPOINT and
+    TRAINER_RDZV_ID (as `trainer render` sets them), one torchrun agent per "pod" joining a c10d
+    rendezvous, here both on loopback; one agent hosts the store, the other joins it."""
+    from trainer.bench.servers import free_port
+
+    spec = dist_spec(tmp_path, "pods", 2)
+    env = trainer_env(
+        TRAINER_RDZV_ENDPOINT=f"127.0.0.1:{free_port()}", TRAINER_RDZV_ID="pods-e1x2-0000"
+    )
+    pods = [
+        subprocess.Popen(
+            [sys.executable, "-m", "trainer", "run", str(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = [pod.communicate(timeout=600)[0] for pod in pods]
+    for pod, output in zip(pods, outputs, strict=True):
+        assert pod.returncode == 0, output[-3000:]
+    found = [re.findall(r"replica (\d)/2: policy sha256 ([0-9a-f]{64})", o) for o in outputs]
+    assert sorted(rank for ((rank, _),) in found) == ["0", "1"], found  # one replica per agent
+    assert len({digest for ((_, digest),) in found}) == 1
+    assert latest_checkpoint(tmp_path)["global_step"] == 1024
+
+
+@pytest.mark.slow
 def test_one_replica_under_torchrun_equals_the_plain_run(tmp_path):
     plain_dir, torchrun_dir = tmp_path / "plain", tmp_path / "torchrun"
     plain_dir.mkdir(), torchrun_dir.mkdir()
