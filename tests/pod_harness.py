@@ -19,7 +19,11 @@ No cluster runs here, but the pod's contract can: `Pod` takes the manifests of o
   in new user, PID, IPC, UTS and cgroup namespaces, no capabilities, no_new_privs. PID 1 is
   bwrap's reaper when the pod has `shareProcessNamespace` (as the pause container is), else the
   entrypoint itself (then a signal it has no handler for is dropped, as in a container);
-- stopping as the kubelet does: SIGTERM to PID 1, SIGKILL after terminationGracePeriodSeconds.
+- stopping as the kubelet does: SIGTERM to PID 1, SIGKILL after terminationGracePeriodSeconds;
+- a pod of an Indexed Job (`index`): the hostname `<job>-<index>`, `JOB_COMPLETION_INDEX`, and
+  the names the cluster DNS gives its headless Service's pods (`<job>-<i>.<subdomain>`, with
+  `.<namespace>.svc.cluster.local`) in the pod's /etc/hosts, pod i at 127.0.0.(10+i): the pods
+  of one Job run side by side on loopback, each at its own address.
 
 What differs from a real node (docs/kubernetes.md): the network namespace is the host's (the
 MLflow server is reached on loopback); no seccomp profile (RuntimeDefault), no cgroup CPU or
@@ -233,6 +237,7 @@ class Pod:
     pvcs: Mapping[str, Path] = field(default_factory=dict)  # claimName → host folder
     image: Image | None = None
     volumes: dict[str, Path] = field(default_factory=dict)  # volume name → host folder
+    index: int | None = None  # the completion index, for a pod of an Indexed Job
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -240,8 +245,13 @@ class Pod:
         self.spec = self.job["spec"]["template"]["spec"]
         (self.container,) = self.spec["containers"]
         self.image = self.image or build_image()
-        self.name = f"{self.job['metadata']['name']}-{secrets.token_hex(3)[:5]}"
-        self.root = self.workdir / self.name
+        job, token = self.job["metadata"]["name"], secrets.token_hex(3)[:5]
+        indexed = self.job["spec"].get("completionMode") == "Indexed"
+        if indexed != (self.index is not None):
+            raise AssertionError("a pod of an Indexed Job needs its index, and only such a pod")
+        # The Job controller names an Indexed Job's pod host `<job>-<index>` (Job docs).
+        self.name = f"{job}-{self.index}" if indexed else f"{job}-{token}"
+        self.root = self.workdir / f"{self.name}-{token}"
         self.root.mkdir(parents=True)
         self.log_path = self.root / "pod.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -266,6 +276,8 @@ class Pod:
         assert self.image is not None
         env = {**self.image.env, "HOSTNAME": self.name}
         env.update(KUBERNETES_SERVICE_HOST="10.96.0.1", KUBERNETES_SERVICE_PORT="443")
+        if self.index is not None:
+            env["JOB_COMPLETION_INDEX"] = str(self.index)
         if self.container.get("envFrom"):
             raise AssertionError("envFrom (Secrets) is not emulated: render without mlflow_secret")
         env.update({e["name"]: e["value"] for e in self.container.get("env", [])})
@@ -310,6 +322,27 @@ class Pod:
             self.volumes[mount["name"]] = host
         return args
 
+    def hosts(self) -> Path:
+        """The pod's /etc/hosts. An Indexed Job's pod i stands at its own loopback address
+        127.0.0.(10+i) (as each pod has its own IP), under its hostname and, in a subdomain,
+        the DNS names the headless Service gives every pod of the Job, FQDN first as the
+        kubelet writes it; any other pod under its hostname at 127.0.0.1."""
+        lines = ["127.0.0.1\tlocalhost"]
+        if self.index is None:
+            lines.append(f"127.0.0.1\t{self.name}")
+        else:
+            job, namespace = self.job["metadata"]["name"], self.job["metadata"]["namespace"]
+            subdomain = self.spec.get("subdomain")
+            for i in range(int(self.job["spec"]["completions"])):
+                names = [f"{job}-{i}"]
+                if subdomain:
+                    short = f"{job}-{i}.{subdomain}"
+                    names = [f"{short}.{namespace}.svc.cluster.local", short, *names]
+                lines.append(f"{loopback_address(i)}\t{' '.join(names)}")
+        path = self.root / "hosts"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def command(self) -> list[str]:
         assert self.image is not None
         uid, gid, fs_group = self.user()
@@ -331,6 +364,9 @@ class Pod:
             "--ro-bind",
             str(group),
             "/etc/group",
+            "--ro-bind",
+            str(self.hosts()),
+            "/etc/hosts",
         ]
         sandbox += _with_mount_points(image_files + self.mount_args(fs_group))
         # The image's files are this machine's: bound again over the pod's volumes, so a clone
@@ -408,6 +444,11 @@ class Pod:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+def loopback_address(index: int) -> str:
+    """Pod `index`'s own address: Linux answers on all of 127.0.0.0/8."""
+    return f"127.0.0.{10 + index}"
 
 
 def _configmaps_of(volume: Mapping[str, Any]) -> list[str]:

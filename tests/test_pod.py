@@ -302,3 +302,40 @@ def test_a_rom_of_this_machine_is_shipped_mounted_and_played(
     _, run = one_run(mlflow_server, run_key)
     assert run.data.tags["rom"] == point["game"]["rom"]
     assert run.data.tags["rom_sha1"] == rom_sha1(rom.read_bytes())
+
+
+def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
+    tmp_path: Path, host: Path, image: Image, mlflow_server: str
+) -> None:
+    """`distributed.replicas: 2` renders an Indexed Job of 2 pods in a headless Service's
+    subdomain. Both pods run here side by side: each `trainer run` starts a torchrun agent that
+    joins the c10d rendezvous at pod 0's DNS name (`<job>-0.<service>`, from the pods' hosts
+    file on loopback); they train one run, end with the same weights, and MLflow holds every
+    update step once."""
+    from trainer.bench.servers import free_port
+
+    values = spec_values("pair-pod")
+    values["env"]["num_envs"] = 1
+    values["distributed"] = {"replicas": 2, "port": free_port(), "timeout_s": 120}
+    manifests = rendered(tmp_path, values)
+    job = job_of(manifests)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    run_key = job["metadata"]["labels"]["pyboy-trainer/run-id"]
+    started = time.monotonic()
+    pods = [Pod(manifests, host, mlflow_server, image=image, index=i).start() for i in (0, 1)]
+    try:
+        results = [pod.wait(timeout=600) for pod in pods]
+    finally:
+        for pod in pods:
+            pod.kill()
+    seconds = time.monotonic() - started
+    logs = "\n".join(f"== pod {p.index}:\n{p.log()[-4000:]}" for p in pods)
+    assert [r.exit_code for r in results] == [0, 0], logs
+    found = [re.findall(r"replica (\d)/2: policy sha256 ([0-9a-f]{64})", p.log()) for p in pods]
+    assert sorted(rank for ((rank, _),) in found) == ["0", "1"], found  # one replica per pod
+    assert len({digest for ((_, digest),) in found}) == 1
+    client, run = one_run(mlflow_server, run_key)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")]
+    assert sorted(steps) == list(range(128, TOTAL_STEPS + 1, 128))
+    sys.stderr.write(f"\n[pods] 2 replicas as 2 pods: {seconds:.1f} s from start to both exits\n")
