@@ -304,17 +304,20 @@ def test_a_rom_of_this_machine_is_shipped_mounted_and_played(
     assert run.data.tags["rom_sha1"] == rom_sha1(rom.read_bytes())
 
 
+@pytest.mark.parametrize("lose_pod_1", [False, True], ids=["both-run", "pod-1-lost-and-replaced"])
 def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
-    tmp_path: Path, host: Path, image: Image, mlflow_server: str
+    tmp_path: Path, host: Path, image: Image, mlflow_server: str, lose_pod_1: bool
 ) -> None:
     """`distributed.replicas: 2` renders an Indexed Job of 2 pods in a headless Service's
     subdomain. Both pods run here side by side: each `trainer run` starts a torchrun agent that
     joins the c10d rendezvous at pod 0's DNS name (`<job>-0.<service>`, from the pods' hosts
     file on loopback); they train one run, end with the same weights, and MLflow holds every
-    update step once."""
+    update step once. Lost: pod 1 is SIGKILLed mid-run (a node lost) and replaced, as the Job
+    controller replaces a failed index; pod 0's agent restarts its replica, the two meet again
+    and resume from the last checkpoint."""
     from trainer.bench.servers import free_port
 
-    values = spec_values("pair-pod")
+    values = spec_values(f"pair-pod-{int(lose_pod_1)}")
     values["env"]["num_envs"] = 1
     values["distributed"] = {"replicas": 2, "port": free_port(), "timeout_s": 120}
     manifests = rendered(tmp_path, values)
@@ -324,6 +327,10 @@ def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
     started = time.monotonic()
     pods = [Pod(manifests, host, mlflow_server, image=image, index=i).start() for i in (0, 1)]
     try:
+        if lose_pod_1:
+            pods[0].wait_for(r"🧠 Update +6 ")  # after the checkpoints of updates 2 and 4
+            pods[1].kill()
+            pods[1] = Pod(manifests, host, mlflow_server, image=image, index=1).start()
         results = [pod.wait(timeout=600) for pod in pods]
     finally:
         for pod in pods:
@@ -331,6 +338,8 @@ def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
     seconds = time.monotonic() - started
     logs = "\n".join(f"== pod {p.index}:\n{p.log()[-4000:]}" for p in pods)
     assert [r.exit_code for r in results] == [0, 0], logs
+    if lose_pod_1:
+        assert "Resuming from step" in pods[0].log() + pods[1].log(), logs
     found = [re.findall(r"replica (\d)/2: policy sha256 ([0-9a-f]{64})", p.log()) for p in pods]
     assert sorted(rank for ((rank, _),) in found) == ["0", "1"], found  # one replica per pod
     assert len({digest for ((_, digest),) in found}) == 1
@@ -338,4 +347,7 @@ def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")]
     assert sorted(steps) == list(range(128, TOTAL_STEPS + 1, 128))
-    sys.stderr.write(f"\n[pods] 2 replicas as 2 pods: {seconds:.1f} s from start to both exits\n")
+    sys.stderr.write(
+        f"\n[pods] 2 replicas as 2 pods{', pod 1 lost and replaced' * lose_pod_1}: "
+        f"{seconds:.1f} s from start to both exits\n"
+    )
