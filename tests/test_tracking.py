@@ -348,6 +348,41 @@ def test_metrics_flush_in_background_without_a_flush_call(server_spec, client):
 
 
 @pytest.mark.slow
+def test_a_step_half_sent_before_a_kill_is_completed_on_resume_and_nothing_doubled(
+    server_spec, client
+):
+    """The points of one step are not sent atomically: a kill after an update's episode point
+    reached the server but before its `perf/sps` did. The resumed run logs the missing key at that
+    step and none of those the run holds (found by CI: a single floor from the newest key lost
+    `perf/sps` at the step an episode also ended)."""
+    from trainer.tracking.tracker import pack_points
+
+    first = start_tracker(server_spec, "job-half-sent")
+    first.log_metrics({"perf/sps": 100.0, "charts/episodic_return": 1.0}, step=512)
+    first.log_metrics({"charts/episodic_return": 2.0}, step=640)
+    first.close("KILLED")
+    second = start_tracker(server_spec, "job-half-sent")
+    try:
+        # The checkpoint at 512 kept its points as unsent (the server confirmed them later).
+        held = second.restore_unsent(
+            pack_points([("perf/sps", 100.0, 1, 512), ("charts/episodic_return", 1.0, 1, 512)])
+        )
+        assert held.last("perf/sps") == 512 and held.last("charts/episodic_return") == 640
+        # The resumed loop replays step 640: only what the run lacks goes out.
+        replay = {"perf/sps": 120.0, "charts/episodic_return": 3.0}
+        assert held.new(replay, 640) == {"perf/sps": 120.0}
+        second.log_metrics(held.new(replay, 640), 640)
+        second.log_metrics({"perf/sps": 130.0, "charts/episodic_return": 4.0}, step=768)
+        assert second.flush(timeout=60)
+        sps = client.get_metric_history(second.run_id, "perf/sps")
+        returns = client.get_metric_history(second.run_id, "charts/episodic_return")
+        assert sorted(m.step for m in sps) == [512, 640, 768]
+        assert sorted((m.step, m.value) for m in returns) == [(512, 1.0), (640, 2.0), (768, 4.0)]
+    finally:
+        second.close()
+
+
+@pytest.mark.slow
 def test_same_identity_resumes_the_run_other_identity_gets_a_new_one(server_spec, client, caplog):
     first = start_tracker(server_spec, "job-resume")
     first.log_metrics({"x": 1.0}, step=64)

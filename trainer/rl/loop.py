@@ -58,7 +58,7 @@ from trainer.rl.stopping import StopFlag
 from trainer.rl.usage import CpuMeter
 from trainer.spec import JobSpec, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
-from trainer.tracking.tracker import UNSENT_METRICS, Tracker
+from trainer.tracking.tracker import UNSENT_METRICS, LoggedSteps, Tracker
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Trainer:
         self.learner_rng = generator(replicas.seed(spec.seed))  # minibatch order
         self.counters = Counters()
         self.resumed_from = 0
-        self.log_floor = -1  # metrics at or below this step are already in the run
+        self.logged = LoggedSteps()  # what the run held when this round resumed it
         self.learner_seconds = 0.0
         self.collect_seconds = 0.0  # this replica's time collecting (async: waiting for rollouts)
         self.peer_figures: list[tuple[float, float]] = []  # per replica: collect, learner seconds
@@ -214,7 +214,7 @@ class Trainer:
         self.checkpointed_at = self.counters.global_step
         # Metrics logged after the checkpoint, before a kill, are not logged twice; those the
         # server had not confirmed when it was written are logged again.
-        self.log_floor = self.tracker.restore_unsent(checkpoint.get(UNSENT_METRICS))
+        self.logged = self.tracker.restore_unsent(checkpoint.get(UNSENT_METRICS))
         self._resume_replica(checkpoint)
         c = self.counters
         self.console.print(
@@ -455,7 +455,8 @@ class Trainer:
 
     # ---- helpers ----------------------------------------------------------------------------
     def _log(self, values: dict[str, float], step: int) -> None:
-        if step > self.log_floor:
+        values = self.logged.new(values, step)
+        if values:
             self.tracker.log_metrics(values, step)
 
     def _stop_now(self, next_rollout: Rollout | None) -> None:

@@ -59,7 +59,13 @@ from trainer.tracking.redact import Redactor
 from trainer.tracking.staging import Staging
 from trainer.tracking.sweeps import child_tags, extend_sweep_run, run_page, sweep_run
 from trainer.tracking.system import start_system_metrics
-from trainer.tracking.tracker import RunStatus, Tracker, flatten_params, pack_points
+from trainer.tracking.tracker import (
+    LoggedSteps,
+    RunStatus,
+    Tracker,
+    flatten_params,
+    pack_points,
+)
 
 if TYPE_CHECKING:  # mlflow and torch are imported lazily
     import torch
@@ -114,7 +120,7 @@ class MlflowTracker(Tracker):
         self._queue: SendQueue | None = None
         self._last_stamp = 0  # ms; see log_metrics
         self._params: dict[str, str] = {}
-        self._floor = -1  # steps the run already held when it was found late
+        self._held = LoggedSteps()  # what the run already held when it was found late
         self._env_added: dict[str, str] = {}
         self._staging = Staging()
         self._system: Any = None  # MLflow's SystemMetricsMonitor, while the run is open
@@ -247,12 +253,12 @@ class MlflowTracker(Tracker):
         """The queue's first task when the server was unreachable at start."""
         self._open_run()
         if self.resumed:
-            self._floor = self.last_step()
-            dropped = self.queue.drop_points(self._floor)
+            self._held = self.logged_steps()
+            dropped = self.queue.drop_points(self._held.holds)
             if dropped:
                 self.notify(
-                    f"MLflow run {self.run_id} already holds steps up to {self._floor:,}: "
-                    f"{dropped:,} points logged at or below it are not sent again"
+                    f"MLflow run {self.run_id} already holds steps up to {self._held.last():,}: "
+                    f"{dropped:,} points it holds are not sent again"
                 )
 
     def _sweep_parent(self) -> str | None:
@@ -325,7 +331,8 @@ class MlflowTracker(Tracker):
             self._log_tags({_changed_param_tag(k): v for k, v in changed.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        if step <= self._floor:
+        metrics = self._held.new(metrics, step)
+        if not metrics:
             return
         # MLflow stores a point once per (key, step, timestamp, value): two episodes ending at the
         # same step with the same value (e.g. both envs truncated, no life lost) would be one
@@ -347,21 +354,23 @@ class MlflowTracker(Tracker):
     def flush(self, timeout: float | None = None) -> bool:
         return self._queue.flush(timeout) if self._queue is not None else True
 
-    def last_step(self, key: str | None = None) -> int:
+    def logged_steps(self) -> LoggedSteps:
         if self.run_id is None:
-            return -1  # the run is not found yet: `_open_run_late` applies its floor
+            return LoggedSteps()  # the run is not found yet: `_open_run_late` reads it then
         run_id = self.run_id
 
-        def read() -> int:
-            keys = [key] if key else list(self.client.get_run(run_id).data.metrics)
-            history = (self.client.get_metric_history(run_id, k) for k in keys)
-            return max((m.step for points in history for m in points), default=-1)
+        def read() -> LoggedSteps:
+            keys = list(self.client.get_run(run_id).data.metrics)
+            history = {k: self.client.get_metric_history(run_id, k) for k in keys}
+            return LoggedSteps(
+                {k: max(m.step for m in points) for k, points in history.items() if points}
+            )
 
         try:
             return retrying(read)
         except Exception as exc:
             log.warning("MLflow: reading metric history failed: %s", self.redact(str(exc)))
-            return -1
+            return LoggedSteps()
 
     # -- artifacts -------------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:

@@ -133,13 +133,13 @@ class SendQueue:
             self._items.append(task)
             self._cond.notify_all()
 
-    def drop_points(self, at_or_below: int) -> int:
-        """Drop waiting points with step ≤ `at_or_below` (already in the run); returns how many."""
+    def drop_points(self, held: Callable[[str, int], bool]) -> int:
+        """Drop waiting points the run already holds (`held(key, step)`); returns how many."""
         with self._cond:
             dropped = 0
             for item in self._items:
                 if isinstance(item, list):
-                    kept = [p for p in item if p[3] > at_or_below]
+                    kept = [p for p in item if not held(p[0], p[3])]
                     dropped += len(item) - len(kept)
                     item[:] = kept
             self._items = deque(i for i in self._items if not (isinstance(i, list) and not i))

@@ -3,9 +3,9 @@ MLflow, so "no MLflow" is one object, not `if`s in the loop. `mlflow_run.MlflowT
 real one. Imports neither MLflow nor torch (type hints only).
 
 The contract the loop relies on: after `start()`, no call waits on the network (they queue),
-except the start-up reads `last_step` and `fetch_latest_checkpoint`. Metric points the server
-has not confirmed yet go into each checkpoint (`unsent_metrics`) and are logged again on resume
-(`restore_unsent`), so a SIGKILL loses no metric step, even in the middle of an outage.
+except the start-up reads `logged_steps` and `fetch_latest_checkpoint`. Metric points the
+server has not confirmed yet go into each checkpoint (`unsent_metrics`) and are logged again on
+resume (`restore_unsent`), so a SIGKILL loses no metric step, even in the middle of an outage.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import abc
 import json
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +28,31 @@ UNSENT_METRICS = "unsent_metrics"
 
 # MLflow's limits (mlflow/utils/validation.py).
 MAX_PARAM_VALUE_LENGTH = 6000
+
+
+@dataclass(frozen=True)
+class LoggedSteps:
+    """The last step a run holds, per metric key: on resume, a point at or below its own key's
+    step is in the run already and is not sent again.
+
+    Per key, not one step for the whole run: the points of one step are not sent atomically (a
+    kill can land between an update's episode points and its `perf/sps`), so a single floor taken
+    from the newest key would drop the keys still missing at that step."""
+
+    by_key: Mapping[str, int] = field(default_factory=dict)
+
+    def holds(self, key: str, step: int) -> bool:
+        return step <= self.by_key.get(key, -1)
+
+    def new(self, metrics: Mapping[str, float], step: int) -> dict[str, float]:
+        """The points of `metrics` at `step` the run does not hold yet."""
+        return {k: v for k, v in metrics.items() if not self.holds(k, step)}
+
+    def last(self, key: str | None = None) -> int:
+        """The last step held for `key` (any key if None); -1 when none."""
+        if key is not None:
+            return self.by_key.get(key, -1)
+        return max(self.by_key.values(), default=-1)
 
 
 class Tracker(abc.ABC):
@@ -55,22 +81,26 @@ class Tracker(abc.ABC):
         The loop never calls this; tests and tools do."""
 
     @abc.abstractmethod
+    def logged_steps(self) -> LoggedSteps:
+        """The last step the run holds for each metric key (empty when none or unknown)."""
+
     def last_step(self, key: str | None = None) -> int:
         """Largest step the run holds for `key` (any metric if None); -1 when none or unknown."""
+        return self.logged_steps().last(key)
 
     def unsent_metrics(self) -> dict[str, list[Any]]:
         """Metric points logged but not yet confirmed by the server, packed for a checkpoint
         (plain lists: `torch.load(weights_only=True)` reads them)."""
         return pack_points([])
 
-    def restore_unsent(self, packed: Mapping[str, list[Any]] | None) -> int:
+    def restore_unsent(self, packed: Mapping[str, list[Any]] | None) -> LoggedSteps:
         """On resume: log again the points a checkpoint kept as unsent that the run does not
-        hold (steps after `last_step()`); returns that step, below which the loop logs nothing."""
-        floor = self.last_step()
+        hold; returns what the run holds, which the loop does not log again."""
+        held = self.logged_steps()
         for key, value, step in unpack_points(packed):
-            if step > floor:
+            if not held.holds(key, step):
                 self.log_metrics({key: value}, step)
-        return floor
+        return held
 
     @abc.abstractmethod
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -126,8 +156,8 @@ class NullTracker(Tracker):
     def flush(self, timeout: float | None = None) -> bool:
         return True
 
-    def last_step(self, key: str | None = None) -> int:
-        return -1
+    def logged_steps(self) -> LoggedSteps:
+        return LoggedSteps()
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         pass
