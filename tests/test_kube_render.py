@@ -130,6 +130,12 @@ FULL_REPLICAS = {
     "sweep": {"num_envs": [1, 3], "replicas": [1, 2, 4]},
 }
 
+FULL_PYTORCHJOB = {
+    **FULL_REPLICAS,
+    "name": "fullpj",
+    "kubernetes": {**FULL["kubernetes"], "distributed_backend": "pytorchjob"},
+}
+
 GOLDEN_CASES = [
     ("minimal", {"name": "golden"}, None),
     ("full", FULL, None),
@@ -399,7 +405,7 @@ def test_names_are_stable_idempotent_and_track_the_spec() -> None:
             "pod hostname too long",
             {"name": "n" * 40, "ppo": {"batch_size": 100}, "distributed": {"replicas": 100}},
             [123456],
-            r"with its pod index \(-99\)",
+            r"with its pods. suffix \(-99\)",
         ),
         (
             "a Service name must start with a letter",

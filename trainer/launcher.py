@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import ExitCode
-from trainer.kube import manifests
+from trainer.kube import manifests, pytorchjob
 from trainer.kube.client import ApplyReport, KubeClient, KubeError, kube_config_source, selector
 from trainer.kube.watch import job_state, wait_for_jobs
-from trainer.spec import ENV_OVERRIDES, JobSpec, available_cpus
+from trainer.spec import ENV_OVERRIDES, JobSpec, SpecError, available_cpus
 from trainer.sweep import SweepPoint, plan
 
 Echo = Callable[[str], None]
@@ -191,6 +191,20 @@ def retry_failed(
     return True
 
 
+def refuse_pytorchjob(spec: JobSpec) -> None:
+    """`trainer launch` creates and watches batch/v1 Jobs only: a PyTorchJob is rendered for
+    `kubectl apply` or the chart, and refused here before anything is sent."""
+    if pytorchjob.is_pytorchjob(spec):
+        raise SpecError(
+            [
+                "kubernetes.distributed_backend: pytorchjob: `trainer launch` creates batch/v1 "
+                "Jobs only; apply the PyTorchJobs with `trainer render SPEC | kubectl apply -f -` "
+                "or the Helm chart (the Kubeflow training operator must be installed), or unset "
+                "it to launch Indexed Jobs"
+            ]
+        )
+
+
 def launch_kubernetes(
     spec: JobSpec,
     num_envs_list: Sequence[int] | None = None,
@@ -215,6 +229,7 @@ def launch_kubernetes(
     command again completes a partial sweep without duplicates. Invalid input raises `SpecError`
     before anything is sent.
     """
+    refuse_pytorchjob(spec)
     sweep, points = manifests.plan_pods(spec, num_envs_list, image, replicas_list=replicas_list)
     objects = manifests.render(spec, num_envs_list, image, sweep, replicas_list)
     namespace = points[0].spec.kubernetes.namespace or manifests.DEFAULT_NAMESPACE

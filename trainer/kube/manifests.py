@@ -10,6 +10,9 @@ plus a headless Service named like the Job: each pod's hostname is `<job>-<index
 subdomain the Service, so rank 0's rendezvous host `<job>-0.<job>` resolves in the namespace
 (https://kubernetes.io/docs/concepts/workloads/controllers/job/#completion-mode). `trainer run`
 starts torchrun from `TRAINER_RDZV_ENDPOINT` and `TRAINER_RDZV_ID`, which the pod gets here.
+With `kubernetes.distributed_backend: pytorchjob` the point is a Kubeflow PyTorchJob instead
+(`trainer.kube.pytorchjob`): the training operator makes the pods and a Service per pod, and rank 0's
+host is the Master's, `<job>-master-0`.
 
 Names. Jobs are immutable, so a Job's name carries its config, never a timestamp:
 `{spec.name}-e{num_envs}[x{replicas}]-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
@@ -23,15 +26,15 @@ Imports `trainer.spec` and `trainer.sweep` only: no client, no torch, no PyBoy.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
 from trainer import __version__
 from trainer.errors import ExitCode
-from trainer.kube import game
+from trainer.kube import game, pytorchjob
+from trainer.kube.pytorchjob import is_pytorchjob
+from trainer.kube.resources import pod_resources
 from trainer.kube.yaml_stream import to_yaml_stream as to_yaml_stream  # the output format
 from trainer.spec import (
     ENV_JOB_NAME,
@@ -39,7 +42,6 @@ from trainer.spec import (
     ENV_RDZV_ID,
     ENV_SWEEP_ID,
     JobSpec,
-    parse_quantity,
     run_id,
     spec_document,
 )
@@ -133,44 +135,6 @@ def plan_pods(
     )
 
 
-def format_cpu(cores: float) -> str:
-    """Cores → a clean quantity: "3", "2500m"."""
-    millis = math.floor(cores * 1000 + 0.5)
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-def format_memory(num_bytes: float) -> str:
-    """Bytes → the largest unit that divides them exactly: "1536Mi", "2Gi", "2G", "2024"."""
-    value = math.floor(num_bytes + 0.5)
-    for suffix, factor in (
-        ("Ti", 2**40),
-        ("T", 10**12),
-        ("Gi", 2**30),
-        ("G", 10**9),
-        ("Mi", 2**20),
-        ("M", 10**6),
-        ("Ki", 2**10),
-        ("k", 10**3),
-    ):
-        if value >= factor and value % factor == 0:
-            return f"{value // factor}{suffix}"
-    return str(value)
-
-
-def pod_resources(point: JobSpec) -> dict[str, dict[str, str]]:
-    """Requests = limits (Guaranteed QoS): envs × per-env + learner, and the GPUs if any."""
-    res = point.resources
-    cpu = format_cpu(point.requested_cpus())
-    memory = format_memory(
-        int(point.env.num_envs) * parse_quantity(res.memory_per_env)
-        + parse_quantity(res.learner_memory)
-    )
-    limits = {"cpu": cpu, "memory": memory}
-    if res.gpu > 0:
-        limits["nvidia.com/gpu"] = str(res.gpu)
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
-
-
 def learner_threads(point: JobSpec) -> int:
     """`OMP_NUM_THREADS`: the learner's CPU request, whole cores, at least 1."""
     return max(1, int(point.resources.learner_cpu))
@@ -228,13 +192,24 @@ def game_configmap(point: JobSpec, name: str, sweep: str, shipped: game.GameFile
     }
 
 
+def container_name(point: JobSpec) -> str:
+    return pytorchjob.CONTAINER_NAME if is_pytorchjob(point) else CONTAINER_NAME
+
+
+def rendezvous_host(point: JobSpec, name: str) -> str:
+    """Rank 0's stable DNS name: the Indexed Job's pod `<job>-0` in the headless Service's
+    subdomain, or the Service the training operator makes for a PyTorchJob's Master."""
+    if is_pytorchjob(point):
+        return pytorchjob.master_host(name)
+    return f"{name}-0.{service_name(name)}"
+
+
 def rendezvous_env(point: JobSpec, name: str) -> dict[str, str]:
-    """With more than one replica: torchrun's rendezvous endpoint, rank 0's stable DNS name
-    `<job>-0.<service>` (the Indexed Job's pod hostname in the Service's subdomain), and id."""
+    """With more than one replica: torchrun's rendezvous endpoint at rank 0's host, and id."""
     if point.distributed.replicas == 1:
         return {}
     return {
-        ENV_RDZV_ENDPOINT: f"{name}-0.{service_name(name)}:{point.distributed.port}",
+        ENV_RDZV_ENDPOINT: f"{rendezvous_host(point, name)}:{point.distributed.port}",
         ENV_RDZV_ID: name,
     }
 
@@ -280,7 +255,7 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     env.update(rendezvous_env(point, name))
     env.update({"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib"})
     container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
+        "name": container_name(point),
         "image": kube.image,
         "imagePullPolicy": kube.image_pull_policy,
         "args": ["run", SPEC_PATH],
@@ -289,6 +264,8 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     }
     if kube.mlflow_secret:
         container["envFrom"] = [{"secretRef": {"name": kube.mlflow_secret}}]
+    if is_pytorchjob(point):
+        container["ports"] = [pytorchjob.rendezvous_port(point)]
     container["resources"] = pod_resources(point)
     container["securityContext"] = {
         "allowPrivilegeEscalation": False,
@@ -311,9 +288,10 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
 
 
 def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
-    """The pod template's spec: never restarted in place (the Job retries), non-root, the trainer
-    not PID 1, and the volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm
-    in memory, /tmp."""
+    """The pod template's spec: never restarted in place by a Job (the Job retries; a
+    PyTorchJob restarts the container, `pytorchjob.RESTART_POLICY`), non-root, the trainer not
+    PID 1, and the volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm in
+    memory, /tmp."""
     kube = point.kubernetes
     checkpoints: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": kube.checkpoint_pvc}}
@@ -321,7 +299,7 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         else {"emptyDir": {}}
     )
     pod: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": pytorchjob.RESTART_POLICY if is_pytorchjob(point) else "Never",
         "terminationGracePeriodSeconds": kube.termination_grace_period_seconds,
         "automountServiceAccountToken": False,
         # The pause container is PID 1, not the trainer: PID 1 never gets a signal it has no
@@ -329,7 +307,7 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         # and the pod SIGKILLed after the grace period. It also reaps orphaned processes.
         "shareProcessNamespace": True,
     }
-    if point.distributed.replicas > 1:
+    if point.distributed.replicas > 1 and not is_pytorchjob(point):
         pod["subdomain"] = service_name(name)
     if kube.service_account:
         pod["serviceAccountName"] = kube.service_account
@@ -391,21 +369,52 @@ def group_spec(point: JobSpec) -> dict[str, Any]:
     }
 
 
+def object_metadata(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """The Job's (or PyTorchJob's) metadata: name, labels (with Kueue's queue label when
+    `kubernetes.queue` is set) and annotations."""
+    kube = point.kubernetes
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": kube.namespace,
+        "labels": {**kube.labels, **labels(point, sweep)},
+    }
+    if kube.queue:
+        metadata["labels"][LABEL_QUEUE] = kube.queue
+    if kube.annotations:
+        metadata["annotations"] = dict(kube.annotations)
+    return metadata
+
+
+def pod_template(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """The pods' template: the labels and annotations of the Job (plus `pod_annotations`)."""
+    kube = point.kubernetes
+    metadata: dict[str, Any] = {"labels": {**kube.labels, **labels(point, sweep)}}
+    if kube.annotations or kube.pod_annotations:
+        metadata["annotations"] = {**kube.annotations, **kube.pod_annotations}
+    return {"metadata": metadata, "spec": pod_manifest(point, name, sweep)}
+
+
+def run_limits(point: JobSpec) -> dict[str, Any]:
+    """Kueue's suspension, the deadline and the clean-up delay, the same keys in a Job's spec
+    and a PyTorchJob's `runPolicy`."""
+    kube = point.kubernetes
+    limits: dict[str, Any] = {}
+    if kube.queue:
+        limits["suspend"] = True  # Kueue unsuspends it on admission
+    if kube.active_deadline_seconds is not None:
+        limits["activeDeadlineSeconds"] = kube.active_deadline_seconds
+    if kube.ttl_seconds_after_finished is not None:
+        limits["ttlSecondsAfterFinished"] = kube.ttl_seconds_after_finished
+    return limits
+
+
 def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     """The Job of one sweep point; `point` comes from `pod_spec` (image and paths resolved).
 
     Retries (`backoffLimit`) resume from the checkpoint; invalid input (exit 2) fails the Job at
     once, and a pod lost to a disruption (eviction, preemption) does not count as a failure.
     With `kubernetes.queue`, the Job carries Kueue's queue label and is created suspended."""
-    kube = point.kubernetes
-    meta_labels = {**kube.labels, **labels(point, sweep)}
-    job_spec: dict[str, Any] = {**group_spec(point)}
-    if kube.queue:
-        job_spec["suspend"] = True  # Kueue unsuspends it on admission
-    if kube.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = kube.active_deadline_seconds
-    if kube.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = kube.ttl_seconds_after_finished
+    job_spec: dict[str, Any] = {**group_spec(point), **run_limits(point)}
     job_spec["podReplacementPolicy"] = "Failed"
     job_spec["podFailurePolicy"] = {
         "rules": [
@@ -424,22 +433,25 @@ def job_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
             },
         ]
     }
-    metadata: dict[str, Any] = {"labels": meta_labels}
-    if kube.annotations:
-        metadata["annotations"] = dict(kube.annotations)
-    template = copy.deepcopy(metadata)
-    if kube.pod_annotations:
-        template["annotations"] = {**kube.annotations, **kube.pod_annotations}
-    job_spec["template"] = {"metadata": template, "spec": pod_manifest(point, name, sweep)}
-    job_metadata = copy.deepcopy(metadata)
-    if kube.queue:
-        job_metadata["labels"][LABEL_QUEUE] = kube.queue
+    job_spec["template"] = pod_template(point, name, sweep)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": kube.namespace, **job_metadata},
+        "metadata": object_metadata(point, name, sweep),
         "spec": job_spec,
     }
+
+
+def workload_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
+    """What runs the point's pods: its Job, or its PyTorchJob."""
+    if is_pytorchjob(point):
+        return pytorchjob.manifest(
+            point,
+            object_metadata(point, name, sweep),
+            pod_template(point, name, sweep),
+            run_limits(point),
+        )
+    return job_manifest(point, name, sweep)
 
 
 def configmap_names(point: SweepPoint) -> list[str]:
@@ -452,7 +464,7 @@ def dependents(point: SweepPoint) -> list[tuple[str, str]]:
     """(kind, name) of what a point's Job needs and owns once it exists: its ConfigMaps and,
     with several replicas, its headless Service."""
     found = [("ConfigMap", n) for n in configmap_names(point)]
-    if point.spec.distributed.replicas > 1:
+    if point.spec.distributed.replicas > 1 and not is_pytorchjob(point.spec):
         found.append(("Service", service_name(point.job_name)))
     return found
 
@@ -465,8 +477,8 @@ def render(
     replicas_list: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Per sweep point: the shipped game's ConfigMaps (if any), the spec's ConfigMap, the
-    headless Service (several replicas), the Job, in that order (what a Job needs exists
-    before it)."""
+    headless Service (several replicas in an Indexed Job), the Job or PyTorchJob, in that order
+    (what a Job needs exists before it)."""
     sweep, points = plan_pods(spec, num_envs_list, image, sweep, replicas_list)
     shipped = game.local_game_files(spec)
     manifests: list[dict[str, Any]] = []
@@ -474,7 +486,7 @@ def render(
         for file in shipped:
             manifests.append(game_configmap(point.spec, point.job_name, sweep, file))
         manifests.append(configmap_manifest(point.spec, point.job_name, sweep))
-        if point.replicas > 1:
+        if point.replicas > 1 and not is_pytorchjob(point.spec):
             manifests.append(service_manifest(point.spec, point.job_name, sweep))
-        manifests.append(job_manifest(point.spec, point.job_name, sweep))
+        manifests.append(workload_manifest(point.spec, point.job_name, sweep))
     return manifests

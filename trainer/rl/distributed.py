@@ -167,8 +167,13 @@ def start_replicas(
 
 
 def under_torchrun(environ: Mapping[str, str] = os.environ) -> bool:
-    """True in a process torchrun started (it sets TORCHELASTIC_RUN_ID for its workers)."""
-    return "TORCHELASTIC_RUN_ID" in environ or "WORLD_SIZE" in environ
+    """True in a process torchrun started (it sets TORCHELASTIC_RUN_ID for its workers), or one
+    another launcher gave RANK/WORLD_SIZE. Not in a pod of ours (`TRAINER_RDZV_ENDPOINT` set):
+    a PyTorchJob's operator sets WORLD_SIZE there too, and our torchrun agent must still run
+    (it restarts the group after a failure, which the bare variables cannot)."""
+    if "TORCHELASTIC_RUN_ID" in environ:
+        return True
+    return "WORLD_SIZE" in environ and ENV_RDZV_ENDPOINT not in environ
 
 
 def is_restart(environ: Mapping[str, str] = os.environ) -> bool:

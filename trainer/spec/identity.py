@@ -49,23 +49,32 @@ def replicas_suffix(spec: JobSpec) -> str:
     return f"x{spec.distributed.replicas}" if spec.distributed.replicas > 1 else ""
 
 
+def pod_suffix(spec: JobSpec) -> str:
+    """The longest suffix the controller adds to the Job's name to name its pods (their
+    hostnames) and, for a PyTorchJob, their Services: `-<index>` for an Indexed Job of several
+    replicas, `-master-0` / `-worker-<i>` for a PyTorchJob, none for a plain Job's pods
+    (which get a random suffix and no hostname of their own)."""
+    replicas = spec.distributed.replicas
+    if spec.kubernetes.distributed_backend == "pytorchjob":
+        return f"-worker-{replicas - 2}" if replicas > 1 else "-master-0"
+    return f"-{replicas - 1}" if replicas > 1 else ""
+
+
 def job_name(spec: JobSpec) -> str:
     """The Job's name: `<name>-e<num_envs>[x<replicas>]-<spec hash>`, a DNS-1123 label ≤ 63.
 
     The Kubernetes renderer and the Helm chart name Jobs with it (and pass it to the pod as
     TRAINER_JOB_NAME, an MLflow tag); any change to the spec makes a new name, because Jobs are
     immutable. The run a Job trains is `run_id`. `spec` is one sweep point (a fixed `env.num_envs`).
-    With more than one replica, the Job's pods are named `<job>-<index>` (their hostnames), so
-    those must fit in 63 characters too.
+    The names of the Job's pods (`pod_suffix`) must fit in 63 characters too.
     """
     name = f"{spec.name}-e{spec.env.num_envs}{replicas_suffix(spec)}-{spec_hash(spec)}"
-    replicas = spec.distributed.replicas
-    longest = f"{name}-{replicas - 1}" if replicas > 1 else name
-    if len(longest) > NAME_MAX:
+    suffix = pod_suffix(spec)
+    if len(name + suffix) > NAME_MAX:
         raise SpecError(
             [
                 f"name: Job name {name!r} is longer than {NAME_MAX} characters"
-                + (f" with its pod index (-{replicas - 1})" if replicas > 1 else "")
+                + (f" with its pods' suffix ({suffix})" if suffix else "")
                 + "; shorten the spec's name"
             ]
         )

@@ -465,6 +465,14 @@ class KubernetesSpec(_Model):
         None,
         description="Pod affinity (nodeAffinity, podAffinity, podAntiAffinity), as in core/v1.",
     )
+    distributed_backend: Literal["job", "pytorchjob"] | None = Field(
+        None,
+        description="What runs the pods of one run: unset or `job`, a batch/v1 Job (with several "
+        "replicas an Indexed Job plus a headless Service: plain Kubernetes); `pytorchjob`, a "
+        "Kubeflow PyTorchJob (kubeflow.org/v1: one Master and replicas - 1 Workers; needs the "
+        "Kubeflow training operator). `trainer launch` creates Jobs only: apply a PyTorchJob "
+        "with `trainer render SPEC | kubectl apply -f -` or the Helm chart.",
+    )
     queue: str | None = Field(
         None,
         description="Kueue LocalQueue to submit to (label `kueue.x-k8s.io/queue-name`, a DNS-1123 "
@@ -646,11 +654,17 @@ class JobSpec(_Model):
 
     @model_validator(mode="after")
     def _service_name_for_replicas(self) -> JobSpec:
-        # Several replicas get a headless Service named like the Job: a DNS-1035 label.
-        if (
-            max([self.distributed.replicas, *self.sweep.replicas]) > 1
-            and not self.name[0].isalpha()
-        ):
+        # Several replicas get a headless Service named like the Job, and a PyTorchJob's operator
+        # names one after it for every pod (`<job>-master-0`): DNS-1035 labels.
+        if self.name[0].isalpha():
+            return self
+        if self.kubernetes.distributed_backend == "pytorchjob":
+            raise ValueError(
+                f"name: {self.name!r} must start with a letter for a PyTorchJob "
+                "(kubernetes.distributed_backend): the training operator names a Service after "
+                "it for each pod, and Service names are DNS-1035 labels"
+            )
+        if max([self.distributed.replicas, *self.sweep.replicas]) > 1:
             raise ValueError(
                 f"name: {self.name!r} must start with a letter for more than one replica (the "
                 "Job's headless Service takes its name, and Service names are DNS-1035 labels)"

@@ -144,17 +144,25 @@ Argument: (list count replicas). */}}
 {{- if gt (int (index . 1)) 1 }}{{ printf "x%d" (int (index . 1)) }}{{ end -}}
 {{- end -}}
 
-{{/* <name>-e<count>[x<replicas>]-<sha256(spec document)[:8]> (spec.job_name); with several
-replicas its pods' hostnames <job>-<index> must fit 63 characters, and the Service that takes
-its name must start with a letter. Argument: (list $ count replicas). */}}
+{{/* <name>-e<count>[x<replicas>]-<sha256(spec document)[:8]> (spec.job_name); its pods' names
+(spec.identity.pod_suffix: <job>-<index>, or <job>-master-0 / -worker-<i> for a PyTorchJob) must
+fit 63 characters, and the Services named after it must start with a letter. Argument: (list $
+count replicas). */}}
 {{- define "pyboy-trainer.jobName" -}}
 {{- $root := index . 0 -}}
 {{- $replicas := int (index . 2) -}}
 {{- $point := include "pyboy-trainer.pointLabel" (rest .) -}}
 {{- $name := printf "%s-%s-%s" $root.Values.spec.name $point (include "pyboy-trainer.specDocument" . | sha256sum | trunc 8) -}}
-{{- $longest := ternary (printf "%s-%d" $name (sub $replicas 1)) $name (gt $replicas 1) -}}
-{{- if gt (len $longest) 63 -}}
-{{- fail (printf "name: Job name %q is longer than 63 characters%s; shorten spec.name" $name (ternary (printf " with its pod index (-%d)" (sub $replicas 1)) "" (gt $replicas 1))) -}}
+{{- $pytorchjob := eq ($root.Values.spec.kubernetes | default dict).distributed_backend "pytorchjob" -}}
+{{- $suffix := ternary (printf "-%d" (sub $replicas 1)) "" (gt $replicas 1) -}}
+{{- if $pytorchjob -}}
+{{- $suffix = ternary (printf "-worker-%d" (sub $replicas 2)) "-master-0" (gt $replicas 1) -}}
+{{- end -}}
+{{- if gt (len (printf "%s%s" $name $suffix)) 63 -}}
+{{- fail (printf "name: Job name %q is longer than 63 characters%s; shorten spec.name" $name (ternary (printf " with its pods' suffix (%s)" $suffix) "" (ne $suffix ""))) -}}
+{{- end -}}
+{{- if and $pytorchjob (not (regexMatch "^[a-z]" $name)) -}}
+{{- fail (printf "name: %q must start with a letter for a PyTorchJob (kubernetes.distributed_backend): the training operator names a Service after it for each pod, and Service names are DNS-1035 labels" $root.Values.spec.name) -}}
 {{- end -}}
 {{- if and (gt $replicas 1) (not (regexMatch "^[a-z]" $name)) -}}
 {{- fail (printf "name: %q must start with a letter for more than one replica (the Job's headless Service takes its name, and Service names are DNS-1035 labels)" $root.Values.spec.name) -}}
