@@ -23,7 +23,13 @@ No cluster runs here, but the pod's contract can: `Pod` takes the manifests of o
 - a pod of an Indexed Job (`index`): the hostname `<job>-<index>`, `JOB_COMPLETION_INDEX`, and
   the names the cluster DNS gives its headless Service's pods (`<job>-<i>.<subdomain>`, with
   `.<namespace>.svc.cluster.local`) in the pod's /etc/hosts, pod i at 127.0.0.(10+i): the pods
-  of one Job run side by side on loopback, each at its own address.
+  of one Job run side by side on loopback, each at its own address;
+- a pod of a Kubeflow PyTorchJob (`index` 0 the Master, i ≥ 1 Worker i − 1), as the training
+  operator makes it (kubeflow/training-operator v1.9, pkg/controller.v1/pytorch): the hostname
+  `<job>-master-0` / `<job>-worker-<i>`, the Service of each pod by that name in /etc/hosts
+  (the same loopback addresses), and the variables the operator adds to every container
+  (MASTER_ADDR/PORT and their PET_ twins, WORLD_SIZE, RANK, PET_NODE_RANK, PET_NNODES,
+  PYTHONUNBUFFERED).
 
 What differs from a real node (docs/kubernetes.md): the network namespace is the host's (the
 MLflow server is reached on loopback); no seccomp profile (RuntimeDefault), no cgroup CPU or
@@ -241,16 +247,25 @@ class Pod:
     name: str = ""
 
     def __post_init__(self) -> None:
-        self.job = next(m for m in self.manifests if m["kind"] == "Job")
-        self.spec = self.job["spec"]["template"]["spec"]
+        self.job = next(m for m in self.manifests if m["kind"] in ("Job", "PyTorchJob"))
+        job, token = self.job["metadata"]["name"], secrets.token_hex(3)[:5]
+        self.pytorchjob = self.job["kind"] == "PyTorchJob"
+        if self.pytorchjob:
+            if self.index is None:
+                raise AssertionError("a pod of a PyTorchJob needs its index (0: the Master)")
+            kind, number = ("Master", 0) if self.index == 0 else ("Worker", self.index - 1)
+            template = self.job["spec"]["pytorchReplicaSpecs"][kind]["template"]
+            self.name = pytorchjob_pod(job, self.index)
+        else:
+            template = self.job["spec"]["template"]
+            indexed = self.job["spec"].get("completionMode") == "Indexed"
+            if indexed != (self.index is not None):
+                raise AssertionError("a pod of an Indexed Job needs its index, and only such a pod")
+            # The Job controller names an Indexed Job's pod host `<job>-<index>` (Job docs).
+            self.name = f"{job}-{self.index}" if indexed else f"{job}-{token}"
+        self.spec = template["spec"]
         (self.container,) = self.spec["containers"]
         self.image = self.image or build_image()
-        job, token = self.job["metadata"]["name"], secrets.token_hex(3)[:5]
-        indexed = self.job["spec"].get("completionMode") == "Indexed"
-        if indexed != (self.index is not None):
-            raise AssertionError("a pod of an Indexed Job needs its index, and only such a pod")
-        # The Job controller names an Indexed Job's pod host `<job>-<index>` (Job docs).
-        self.name = f"{job}-{self.index}" if indexed else f"{job}-{token}"
         self.root = self.workdir / f"{self.name}-{token}"
         self.root.mkdir(parents=True)
         self.log_path = self.root / "pod.log"
@@ -276,14 +291,40 @@ class Pod:
         assert self.image is not None
         env = {**self.image.env, "HOSTNAME": self.name}
         env.update(KUBERNETES_SERVICE_HOST="10.96.0.1", KUBERNETES_SERVICE_PORT="443")
-        if self.index is not None:
+        if self.index is not None and not self.pytorchjob:
             env["JOB_COMPLETION_INDEX"] = str(self.index)
         if self.container.get("envFrom"):
             raise AssertionError("envFrom (Secrets) is not emulated: render without mlflow_secret")
         env.update({e["name"]: e["value"] for e in self.container.get("env", [])})
+        if self.pytorchjob:
+            env.update(self.operator_environment())
         if "MLFLOW_TRACKING_URI" in env:
             env["MLFLOW_TRACKING_URI"] = self.tracking_uri  # the loopback server for the Service
         return env
+
+    def pod_count(self) -> int:
+        if self.pytorchjob:
+            return sum(r["replicas"] for r in self.job["spec"]["pytorchReplicaSpecs"].values())
+        return int(self.job["spec"]["completions"])
+
+    def operator_environment(self) -> dict[str, str]:
+        """What the training operator appends to every container of a PyTorchJob's pod
+        (pkg/controller.v1/pytorch/envvar.go and master.go, v1.9; no elasticPolicy)."""
+        (port,) = [
+            p["containerPort"] for p in self.container["ports"] if p["name"] == "pytorchjob-port"
+        ]
+        master, pods = pytorchjob_pod(self.job["metadata"]["name"], 0), self.pod_count()
+        return {
+            "PYTHONUNBUFFERED": "1",
+            "MASTER_PORT": str(port),
+            "PET_MASTER_PORT": str(port),
+            "MASTER_ADDR": master,
+            "PET_MASTER_ADDR": master,
+            "WORLD_SIZE": str(pods),
+            "RANK": str(self.index),
+            "PET_NODE_RANK": str(self.index),
+            "PET_NNODES": str(pods),
+        }
 
     def mount_args(self, fs_group: int | None) -> list[str]:
         """bwrap arguments for the container's volumeMounts, parents first (as containerd
@@ -326,16 +367,20 @@ class Pod:
         """The pod's /etc/hosts. An Indexed Job's pod i stands at its own loopback address
         127.0.0.(10+i) (as each pod has its own IP), under its hostname and, in a subdomain,
         the DNS names the headless Service gives every pod of the Job, FQDN first as the
-        kubelet writes it; any other pod under its hostname at 127.0.0.1."""
+        kubelet writes it. A PyTorchJob's pods likewise, under the names of the operator's
+        Services. Any other pod under its hostname at 127.0.0.1."""
         lines = ["127.0.0.1\tlocalhost"]
         if self.index is None:
             lines.append(f"127.0.0.1\t{self.name}")
         else:
             job, namespace = self.job["metadata"]["name"], self.job["metadata"]["namespace"]
             subdomain = self.spec.get("subdomain")
-            for i in range(int(self.job["spec"]["completions"])):
+            for i in range(self.pod_count()):
                 names = [f"{job}-{i}"]
-                if subdomain:
+                if self.pytorchjob:  # the operator's Service of each pod, named like it
+                    short = pytorchjob_pod(job, i)
+                    names = [f"{short}.{namespace}.svc.cluster.local", short]
+                elif subdomain:
                     short = f"{job}-{i}.{subdomain}"
                     names = [f"{short}.{namespace}.svc.cluster.local", short, *names]
                 lines.append(f"{loopback_address(i)}\t{' '.join(names)}")
@@ -444,6 +489,12 @@ class Pod:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+def pytorchjob_pod(job: str, index: int) -> str:
+    """The operator's name of a PyTorchJob's pod `index` (0: the Master): its hostname and its
+    Service's name."""
+    return f"{job}-master-0" if index == 0 else f"{job}-worker-{index - 1}"
 
 
 def loopback_address(index: int) -> str:

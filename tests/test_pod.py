@@ -73,7 +73,7 @@ def host(tmp_path: Path) -> Iterator[Path]:
 
 
 def job_of(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(m for m in manifests if m["kind"] == "Job")
+    return next(m for m in manifests if m["kind"] in ("Job", "PyTorchJob"))
 
 
 def one_run(uri: str, run_key: str):
@@ -304,25 +304,31 @@ def test_a_rom_of_this_machine_is_shipped_mounted_and_played(
     assert run.data.tags["rom_sha1"] == rom_sha1(rom.read_bytes())
 
 
+@pytest.mark.parametrize("workload", ["job", "pytorchjob"])
 @pytest.mark.parametrize("lose_pod_1", [False, True], ids=["both-run", "pod-1-lost-and-replaced"])
 def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
-    tmp_path: Path, host: Path, image: Image, mlflow_server: str, lose_pod_1: bool
+    tmp_path: Path, host: Path, image: Image, mlflow_server: str, lose_pod_1: bool, workload: str
 ) -> None:
     """`distributed.replicas: 2` renders an Indexed Job of 2 pods in a headless Service's
-    subdomain. Both pods run here side by side: each `trainer run` starts a torchrun agent that
-    joins the c10d rendezvous at pod 0's DNS name (`<job>-0.<service>`, from the pods' hosts
-    file on loopback); they train one run, end with the same weights, and MLflow holds every
-    update step once. Lost: pod 1 is SIGKILLed mid-run (a node lost) and replaced, as the Job
-    controller replaces a failed index; pod 0's agent restarts its replica, the two meet again
-    and resume from the last checkpoint."""
+    subdomain (or, `pytorchjob`, a PyTorchJob's Master and Worker, with the variables the
+    training operator adds: its WORLD_SIZE must not keep `trainer run` from starting its agent).
+    Both pods run here side by side: each `trainer run` starts a torchrun agent that joins the
+    c10d rendezvous at rank 0's DNS name (`<job>-0.<service>`, or the Master's Service
+    `<job>-master-0`, from the pods' hosts file on loopback); they train one run, end with the
+    same weights, and MLflow holds every update step once. Lost: pod 1 is SIGKILLed mid-run (a
+    node lost) and replaced, as the Job controller (or the operator) replaces it; pod 0's agent
+    restarts its replica, the two meet again and resume from the last checkpoint."""
     from trainer.bench.servers import free_port
 
-    values = spec_values(f"pair-pod-{int(lose_pod_1)}")
+    values = spec_values(f"pair-{workload}-{int(lose_pod_1)}", distributed_backend=workload)
     values["env"]["num_envs"] = 1
     values["distributed"] = {"replicas": 2, "port": free_port(), "timeout_s": 120}
     manifests = rendered(tmp_path, values)
     job = job_of(manifests)
-    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    if workload == "job":
+        assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    else:
+        assert [r["replicas"] for r in job["spec"]["pytorchReplicaSpecs"].values()] == [1, 1]
     run_key = job["metadata"]["labels"]["pyboy-trainer/run-id"]
     started = time.monotonic()
     pods = [Pod(manifests, host, mlflow_server, image=image, index=i).start() for i in (0, 1)]
@@ -348,6 +354,7 @@ def test_two_pods_of_a_two_replica_job_train_one_run_on_loopback(
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "perf/sps")]
     assert sorted(steps) == list(range(128, TOTAL_STEPS + 1, 128))
     sys.stderr.write(
-        f"\n[pods] 2 replicas as 2 pods{', pod 1 lost and replaced' * lose_pod_1}: "
+        f"\n[pods] 2 replicas as 2 pods of a {workload}"
+        f"{', pod 1 lost and replaced' * lose_pod_1}: "
         f"{seconds:.1f} s from start to both exits\n"
     )
