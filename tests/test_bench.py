@@ -102,3 +102,20 @@ def test_bench_peer_rejects_bad_seeds():
         [sys.executable, "-m", "trainer", "bench", "--peer", "1,x"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--peer" in proc.stderr and "1,x" in proc.stderr
+
+
+def test_double_buffer_bench_runs_both_collections_on_each_game():
+    """scripts/bench_double_buffer.py: the real games, both ways of collecting, a ratio row per
+    game (a smoke run: a few steps, figures not asserted)."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "bench_double_buffer.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--envs", "2", "--steps", "5", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.endswith("×")]
+    assert [row[0] for row in rows] == ["quickstart", "cavern"], proc.stdout
