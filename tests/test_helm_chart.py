@@ -455,8 +455,32 @@ def test_chart_replicas_value_is_trainer_render_replicas_option(
             },
             "with its pods' suffix (-99)",
         ),
+        (
+            {"spec": {"name": "9lives", "kubernetes": {"distributed_backend": "pytorchjob"}}},
+            "must start with a letter for a PyTorchJob",
+        ),
+        (
+            {
+                "spec": {
+                    "name": "p" * 40,
+                    "ppo": {"batch_size": 96},
+                    "kubernetes": {"distributed_backend": "pytorchjob"},
+                },
+                "envs": [12345],
+                "replicas": [3],
+            },
+            "with its pods' suffix (-worker-1)",
+        ),
     ],
-    ids=["empty total_envs", "batch not divisible", "batch over rollout", "digit", "hostname"],
+    ids=[
+        "empty total_envs",
+        "batch not divisible",
+        "batch over rollout",
+        "digit",
+        "hostname",
+        "pytorchjob digit",
+        "pytorchjob worker name",
+    ],
 )
 def test_chart_refuses_what_trainer_render_refuses_for_replicas(
     tmp_path: Path, values: dict, message: str
