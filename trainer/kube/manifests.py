@@ -10,9 +10,8 @@ plus a headless Service named like the Job: each pod's hostname is `<job>-<index
 subdomain the Service, so rank 0's rendezvous host `<job>-0.<job>` resolves in the namespace
 (https://kubernetes.io/docs/concepts/workloads/controllers/job/#completion-mode). `trainer run`
 starts torchrun from `TRAINER_RDZV_ENDPOINT` and `TRAINER_RDZV_ID`, which the pod gets here.
-With `kubernetes.distributed_backend: pytorchjob` the point is a Kubeflow PyTorchJob instead
-(`trainer.kube.pytorchjob`): the training operator makes the pods and a Service per pod, and rank 0's
-host is the Master's, `<job>-master-0`.
+With `kubernetes.distributed_backend: pytorchjob` it is a Kubeflow PyTorchJob instead
+(`trainer.kube.pytorchjob`), whose operator makes the pods and Services; rank 0 is `<job>-master-0`.
 
 Names. Jobs are immutable, so a Job's name carries its config, never a timestamp:
 `{spec.name}-e{num_envs}[x{replicas}]-{digest[:8]}`, where the digest is the SHA-256 of the ConfigMap's
@@ -288,10 +287,9 @@ def container_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
 
 
 def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
-    """The pod template's spec: never restarted in place by a Job (the Job retries; a
-    PyTorchJob restarts the container, `pytorchjob.RESTART_POLICY`), non-root, the trainer not
-    PID 1, and the volumes: the spec's ConfigMap, checkpoints (a PVC when given), /dev/shm in
-    memory, /tmp."""
+    """The pod template's spec: not restarted in place by a Job (a PyTorchJob does), non-root,
+    the trainer not PID 1, and the volumes: the spec's ConfigMap, checkpoints (a PVC when
+    given), /dev/shm in memory, /tmp."""
     kube = point.kubernetes
     checkpoints: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": kube.checkpoint_pvc}}
@@ -307,7 +305,7 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
         # and the pod SIGKILLed after the grace period. It also reaps orphaned processes.
         "shareProcessNamespace": True,
     }
-    if point.distributed.replicas > 1 and not is_pytorchjob(point):
+    if has_headless_service(point):
         pod["subdomain"] = service_name(name)
     if kube.service_account:
         pod["serviceAccountName"] = kube.service_account
@@ -345,6 +343,16 @@ def pod_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
     return pod
 
 
+def has_headless_service(point: JobSpec) -> bool:
+    """Several replicas in an Indexed Job (a PyTorchJob's operator makes its own Services)."""
+    return point.distributed.replicas > 1 and not is_pytorchjob(point)
+
+
+def group_backoff_limit(point: JobSpec) -> int:
+    """Pod failures the group may take: `backoff_limit × replicas` (see `group_spec`)."""
+    return min(point.kubernetes.backoff_limit * point.distributed.replicas, INT32_MAX)
+
+
 def group_spec(point: JobSpec) -> dict[str, Any]:
     """The Job's retry budget, and for several replicas the Indexed Job of that many pods.
 
@@ -360,7 +368,7 @@ def group_spec(point: JobSpec) -> dict[str, Any]:
     if replicas == 1:
         return {"backoffLimit": limit}
     return {
-        "backoffLimit": min(limit * replicas, INT32_MAX),
+        "backoffLimit": group_backoff_limit(point),
         "completionMode": "Indexed",
         "completions": replicas,
         "parallelism": replicas,
@@ -449,7 +457,7 @@ def workload_manifest(point: JobSpec, name: str, sweep: str) -> dict[str, Any]:
             point,
             object_metadata(point, name, sweep),
             pod_template(point, name, sweep),
-            run_limits(point),
+            {"backoffLimit": group_backoff_limit(point), **run_limits(point)},
         )
     return job_manifest(point, name, sweep)
 
@@ -464,7 +472,7 @@ def dependents(point: SweepPoint) -> list[tuple[str, str]]:
     """(kind, name) of what a point's Job needs and owns once it exists: its ConfigMaps and,
     with several replicas, its headless Service."""
     found = [("ConfigMap", n) for n in configmap_names(point)]
-    if point.spec.distributed.replicas > 1 and not is_pytorchjob(point.spec):
+    if has_headless_service(point.spec):
         found.append(("Service", service_name(point.job_name)))
     return found
 
@@ -486,7 +494,7 @@ def render(
         for file in shipped:
             manifests.append(game_configmap(point.spec, point.job_name, sweep, file))
         manifests.append(configmap_manifest(point.spec, point.job_name, sweep))
-        if point.replicas > 1 and not is_pytorchjob(point.spec):
+        if has_headless_service(point.spec):
             manifests.append(service_manifest(point.spec, point.job_name, sweep))
         manifests.append(workload_manifest(point.spec, point.job_name, sweep))
     return manifests

@@ -24,7 +24,6 @@ from trainer.spec import JobSpec
 API_VERSION = "kubeflow.org/v1"
 CONTAINER_NAME = "pytorch"
 PORT_NAME = "pytorchjob-port"
-INT32_MAX = 2**31 - 1
 
 #: How the operator restarts a failed container: `OnFailure`, in place (emptyDir checkpoints
 #: survive), counted against `runPolicy.backoffLimit`. `ExitCode` would end the run on exit 2 at
@@ -48,11 +47,11 @@ def rendezvous_port(point: JobSpec) -> dict[str, Any]:
 
 
 def manifest(
-    point: JobSpec, metadata: dict[str, Any], template: dict[str, Any], limits: dict[str, Any]
+    point: JobSpec, metadata: dict[str, Any], template: dict[str, Any], run_policy: dict[str, Any]
 ) -> dict[str, Any]:
-    """The PyTorchJob: a Master and `replicas - 1` Workers of `template`, the Job's `metadata`,
-    and in `runPolicy` the Indexed Job's retry budget (`backoff_limit × replicas`: a lost rank
-    0 restarts every pod) with the Job's `limits` (Kueue's suspension, deadline, clean-up)."""
+    """The PyTorchJob: a Master and `replicas - 1` Workers of `template`, with the Job's
+    `metadata` and `run_policy` (the Indexed Job's group retry budget, Kueue's suspension,
+    deadline, clean-up)."""
     replicas = point.distributed.replicas
 
     def replica(count: int) -> dict[str, Any]:
@@ -65,10 +64,6 @@ def manifest(
     specs = {"Master": replica(1)}
     if replicas > 1:
         specs["Worker"] = replica(replicas - 1)
-    run_policy = {
-        "backoffLimit": min(point.kubernetes.backoff_limit * replicas, INT32_MAX),
-        **limits,
-    }
     return {
         "apiVersion": API_VERSION,
         "kind": "PyTorchJob",
