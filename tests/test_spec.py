@@ -361,3 +361,53 @@ def test_cli_replicas_option_renders_a_group_or_refuses_with_exit_2(tmp_path):
         result = CliRunner().invoke(main, ["render", str(path), "--replicas", bad, "-n", "ns"])
         assert result.exit_code == 2, result.output
         assert message in result.output, result.output
+
+
+def test_tracking_uri_schemes_are_mlflows_own_registry():
+    """The spec checks schemes without importing MLflow: the list must stay MLflow's."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    from trainer.spec.tracking_uri import BUILTIN_SCHEMES
+
+    assert set(_tracking_store_registry._registry) - {""} == BUILTIN_SCHEMES
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://mlflow:5000",
+        "HTTPS://mlflow.example.com",
+        "file:///var/lib/mlruns",
+        "/var/lib/mlruns",
+        "mlruns",
+        "sqlite:///mlflow.db",
+        "postgresql+psycopg2://db:5432/mlflow",
+        "databricks",
+        "databricks://profile",
+    ],
+)
+def test_tracking_uris_mlflow_opens_are_accepted(uri):
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    _tracking_store_registry.get_store_builder(uri)  # MLflow opens it …
+    assert JobSpec.model_validate({"name": "t", "mlflow": {"tracking_uri": uri}})  # … the spec too
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/mlruns", "s3://bucket/mlruns", "redis+x://h"])
+def test_tracking_uris_mlflow_cannot_open_are_refused_everywhere(tmp_path, uri):
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    with pytest.raises(Exception, match="unsupported URI"):
+        _tracking_store_registry.get_store_builder(uri)
+    scheme = uri.split(":")[0].split("+")[0]
+    spec = str(ROOT / "configs" / "quickstart.yaml")
+    result = CliRunner().invoke(main, ["validate", spec, "--set", f"mlflow.tracking_uri={uri}"])
+    assert result.exit_code == 2
+    assert f"mlflow.tracking_uri: MLflow has no tracking store for the scheme '{scheme}:'" in (
+        result.output
+    )
+    for command in (["compare", "some-sweep"], ["play", "some-run-id"]):
+        result = CliRunner().invoke(main, [*command, "--tracking-uri", uri])
+        assert result.exit_code == 2 and "Invalid value for '--tracking-uri'" in result.output
+        result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, command)
+        assert result.exit_code == 2 and "no tracking store" in result.output

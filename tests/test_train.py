@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +164,7 @@ def test_ppo_learns_on_builtin_cavern_with_ram_rewards(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
     import signal
-    import subprocess
-    import sys
     import time
-
-    import yaml
 
     data = small_spec(tmp_path)
     data["ppo"]["total_steps"] = 200000
@@ -215,22 +214,57 @@ def test_console_progress_bar_keeps_every_line(tmp_path):
 )
 def test_bad_game_settings_exit_2_before_anything_starts(tmp_path, override, message):
     """Checked in the parent before worker processes start: one clear line, nothing written."""
-    import subprocess
-    import sys
-
-    import yaml
-
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         yaml.safe_dump({**small_spec(tmp_path), "env": {"num_envs": 2, "backend": "process"}})
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainer", "run", str(spec), "--set", override],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli(["run", str(spec), "--set", override])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert "Initializing" not in proc.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("num_envs", [1, 2], ids=["in-process", "in-workers"])
+def test_a_save_state_pyboy_cannot_load_is_refused_with_exit_2_and_no_traceback(tmp_path, num_envs):
+    """Found by probing: only the emulator can tell a save state is corrupt, so the refusal comes
+    from inside the worker processes; it must still be the same refusal (exit 2: a Job's
+    podFailurePolicy fails at once instead of retrying), not a crash with a worker traceback."""
+    state = tmp_path / "corrupt.state"
+    state.write_bytes(bytes(range(256)) * 4)
+    spec = tmp_path / "spec.yaml"
+    env = {"num_envs": num_envs, "backend": "process" if num_envs > 1 else "serial"}
+    spec.write_text(yaml.safe_dump({**small_spec(tmp_path), "env": env}))
+    proc = run_cli(["run", str(spec), "--set", f"game.state={state}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"game.state: {state} is not a PyBoy save state" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+
+
+def test_a_tracking_uri_mlflow_cannot_open_is_refused_before_anything_starts(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    document = small_spec(tmp_path)
+    document["mlflow"] = {"enabled": True}
+    spec.write_text(yaml.safe_dump(document))
+    proc = run_cli(["run", str(spec)], env={"MLFLOW_TRACKING_URI": "ftp://mlflow.example"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "$MLFLOW_TRACKING_URI: MLflow has no tracking store for the scheme 'ftp:'" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr and "Initializing" not in proc.stdout
+    assert not (tmp_path / "runs").exists()
+    proc = run_cli(["run", str(spec), "--set", "mlflow.tracking_uri=s3://bucket/mlruns"])
+    assert proc.returncode == 2 and "mlflow.tracking_uri: MLflow has no tracking store" in (
+        proc.stderr
+    )

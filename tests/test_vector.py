@@ -28,6 +28,7 @@ from trainer.envs.vector import (
     WorkerError,
     make_vec_env,
 )
+from trainer.errors import InvalidInput
 
 BACKENDS = ["serial", "process"]
 TESTS_DIR = Path(__file__).resolve().parent
@@ -292,6 +293,18 @@ def test_env_constructor_failure_surfaces_with_traceback(backend):
         assert "Traceback (most recent call last)" in message and "toy_env.py" in message
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_invalid_input_inside_a_worker_is_the_same_refusal_without_traceback(backend):
+    """An env that refuses its input (`InvalidInput`: exit 2) in a worker process is raised as
+    such in the parent, with its message alone: the user's field is at fault, not the code."""
+    fns = toy_fns(4)
+    fns[3] = functools.partial(ToyEnv, index=3, refuse_input=True)
+    with pytest.raises(InvalidInput) as info:
+        make_vec_env(fns, backend=backend, envs_per_worker=2)
+    assert not isinstance(info.value, WorkerError)
+    assert str(info.value) == "toy.setting: env 3 refuses its input"
+
+
 def test_env_exception_while_stepping_raises_and_closes_the_pool():
     venv = make("process", num_envs=2, envs_per_worker=1, fail_at_step=3)
     venv.reset()
@@ -310,7 +323,11 @@ def test_env_exception_while_stepping_raises_and_closes_the_pool():
 def test_worker_fails_loudly_on_unknown_command():
     with make("process", num_envs=2, envs_per_worker=1) as venv:
         venv.reset()
-        os.write(venv._state.workers[1].command.fileno(), b"x")
+        worker = venv._state.workers[1]
+        os.write(worker.command.fileno(), b"x")
+        # It answers with its error and exits before the next command is sent: the error still
+        # wins over the death (this was a flaky restart that dropped the error).
+        worker.process.join(10)
         with pytest.raises(WorkerError, match="unknown command b'x'"):
             venv.reset()
 

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from trainer.errors import InvalidInput
+
 MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # noop, up, down, left, right as (dy, dx)
 
 
@@ -31,12 +33,15 @@ class ToyEnv:
         dtype: str = "uint8",
         step_cost_us: float = 0.0,
         fail_on_create: bool = False,
+        refuse_input: bool = False,
         fail_at_step: int | None = None,
         hang_at_step: int | None = None,
         crash_at_step: int | None = None,
     ):
         if fail_on_create:
             raise ValueError(f"toy env {index}: refusing to start (fail_on_create=True)")
+        if refuse_input:  # what a game adapter raises for a bad game.* value
+            raise InvalidInput(f"toy.setting: env {index} refuses its input")
         self.index = index
         self.size = size
         self.max_steps = max_steps

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
-from trainer.cli.common import env_counts_callback, handle_errors, read_spec, set_option
+from trainer.cli.common import (
+    env_counts_callback,
+    handle_errors,
+    read_spec,
+    set_option,
+    tracking_uri_option,
+)
+from trainer.spec import environment_tracking_uri
 
 
 @click.command()
@@ -90,6 +98,8 @@ def bench(
                 "--reliability takes no SPEC, --set, --envs, --mlflow, --no-train-sweep or --peer"
             )
         return bench_reliability(quick, json_path)
+    if mlflow_experiment:
+        environment_tracking_uri(os.environ)  # refused now, not after minutes of measuring
 
     from trainer.bench import render_tables, run_bench
     from trainer.spec import validate_spec
@@ -191,11 +201,7 @@ def parse_seeds(text: str | None) -> tuple[int, ...]:
     "--experiment",
     help="Experiment to search (with a SWEEP_ID), or to compare every training run of (alone).",
 )
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's local default).",
-)
+@tracking_uri_option()
 @click.option(
     "--out",
     "out_dir",

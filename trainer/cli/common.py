@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from trainer.errors import ExitCode, InvalidInput, Stopped, TrainerError, exit_code_for
-from trainer.spec import JobSpec, check_env_counts, load_spec
+from trainer.spec import JobSpec, check_env_counts, load_spec, tracking_uri_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,3 +72,22 @@ def env_counts_callback(
 def read_spec(spec_path: str, overrides: tuple[str, ...]) -> JobSpec:
     """Load SPEC with the TRAIN_* environment and --set overrides (file < environment < CLI)."""
     return load_spec(spec_path, overrides)
+
+
+def _tracking_uri_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """A URI MLflow has no store for is a usage error (exit 2) before anything is read."""
+    problem = value and tracking_uri_problem(value)
+    if problem:
+        raise click.BadParameter(f"{problem} (got {value!r})")
+    return value
+
+
+def tracking_uri_option(purpose: str = "") -> Callable[[F], F]:
+    """`--tracking-uri`, defaulting to $MLFLOW_TRACKING_URI like MLflow's own CLI."""
+    return click.option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        callback=_tracking_uri_callback,
+        help=f"MLflow tracking URI{purpose} (default: $MLFLOW_TRACKING_URI, else MLflow's local "
+        "default).",
+    )

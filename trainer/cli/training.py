@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from trainer.cli.common import handle_errors, read_spec, set_option, spec_argument
+from trainer.cli.common import (
+    handle_errors,
+    read_spec,
+    set_option,
+    spec_argument,
+    tracking_uri_option,
+)
 
 
 @click.command()
@@ -93,11 +99,7 @@ def run(
 @click.option("--greedy", is_flag=True, help="Take the most likely action instead of sampling.")
 @click.option("--steps", type=click.IntRange(min=1), help="Stop after this many steps.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the action sampler.")
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    help="MLflow tracking URI, for a RUN_ID (default: $MLFLOW_TRACKING_URI, else the local default).",
-)
+@tracking_uri_option(", for a RUN_ID")
 @handle_errors
 def play(
     source: str,

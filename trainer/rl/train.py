@@ -177,7 +177,8 @@ def run_trainer(
             tracker.log_model(agent.cpu(), obs_example=trainer.collector.next_obs[:1].cpu())
         return summary
     finally:
-        console.print(f"🧹 Cleaning up {envs.num_envs} environments...")
+        plural = "s" if envs.num_envs > 1 else ""
+        console.print(f"🧹 Cleaning up {envs.num_envs} environment{plural}...")
         envs.close()
 
 
@@ -185,7 +186,8 @@ def start_envs(spec: JobSpec, console: Console, first_index: int = 0) -> VecEnv:
     """The pool, with the seed's lines printed as each environment really starts and closes.
     Its environments are `first_index`… of the run (each replica has its own, seeded apart)."""
     env, count = spec.env, int(spec.env.num_envs)
-    console.print(f"🔧 Initializing {count} parallel environments...")
+    what = "parallel environments" if count > 1 else "environment"
+    console.print(f"🔧 Initializing {count} {what}...")
     restarts = {}
     if resolve_backend(env.backend, count) == "process":
         restarts = {

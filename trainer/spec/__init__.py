@@ -7,7 +7,9 @@
 - `cpus`: how many CPUs this process may use;
 - `reference`: the JSON Schema and the README's reference tables;
 - `kube_rules`: the Kubernetes API server's rules for names, labels, tolerations, quantities
-  and mount paths, which the models apply.
+  and mount paths, which the models apply;
+- `tracking_uri`: which MLflow tracking URIs can work (the spec's, $MLFLOW_TRACKING_URI's and
+  the `--tracking-uri` options').
 
 This package imports nothing of ours but `trainer.errors` (a leaf). Import from here.
 """
@@ -30,6 +32,7 @@ from trainer.spec.identity import (
 from trainer.spec.kube_rules import parse_quantity
 from trainer.spec.loading import ENV_OVERRIDES, load_spec, validate_spec
 from trainer.spec.models import BUTTONS, JobSpec, SpecError, check_env_counts, sweep_grid
+from trainer.spec.tracking_uri import environment_tracking_uri, tracking_uri_problem
 
 __all__ = [
     "BUTTONS",
@@ -43,6 +46,7 @@ __all__ = [
     "SpecError",
     "available_cpus",
     "check_env_counts",
+    "environment_tracking_uri",
     "sweep_grid",
     "job_name",
     "load_spec",
@@ -52,6 +56,7 @@ __all__ = [
     "spec_document",
     "spec_hash",
     "sweep_id",
+    "tracking_uri_problem",
     "training_hash",
     "validate_spec",
 ]

@@ -24,6 +24,7 @@ from trainer.spec.cpus import available_cpus
 from trainer.spec.game_ram import RamSpec
 from trainer.spec.kube_rules import QUANTITY, parse_quantity
 from trainer.spec.pod import Affinity, EnvVar, Volume, VolumeMount, mounts_problem, nested_path
+from trainer.spec.tracking_uri import tracking_uri_problem
 
 BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
 Button = Literal["noop", "up", "down", "left", "right", "a", "b", "start", "select"]
@@ -298,7 +299,9 @@ class MlflowSpec(_Model):
 
     @field_validator("tracking_uri")
     @classmethod
-    def _no_credentials(cls, value: str | None) -> str | None:
+    def _usable_uri(cls, value: str | None) -> str | None:
+        if value:
+            _raise(tracking_uri_problem(value))
         # The spec is logged as params and lands in a ConfigMap: credentials go elsewhere.
         if value is not None and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@", value):
             raise ValueError(

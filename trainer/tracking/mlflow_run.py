@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrainerError
-from trainer.spec import ENV_JOB_NAME, ENV_SWEEP_ID, JobSpec, spec_hash, training_hash
+from trainer.spec import (
+    ENV_JOB_NAME,
+    ENV_SWEEP_ID,
+    JobSpec,
+    environment_tracking_uri,
+    spec_hash,
+    training_hash,
+)
 from trainer.tracking.checkpoints import LATEST, CheckpointStore
 from trainer.tracking.client import (
     FAIL_FAST_HTTP,
@@ -82,8 +89,9 @@ def resolve_tracking_uri(spec: JobSpec, environ: Mapping[str, str] = os.environ)
     """
     if spec.mlflow.tracking_uri:
         return spec.mlflow.tracking_uri
-    if environ.get("MLFLOW_TRACKING_URI"):
-        return environ["MLFLOW_TRACKING_URI"]
+    from_environment = environment_tracking_uri(environ)
+    if from_environment:
+        return from_environment
     import mlflow
 
     return mlflow.get_tracking_uri()

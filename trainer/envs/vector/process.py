@@ -61,6 +61,7 @@ from trainer.envs.vector.buffers import (
 )
 from trainer.envs.vector.layout import resolve_envs_per_worker
 from trainer.envs.vector.protocol import Env, VecEnv, WorkerError
+from trainer.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +341,9 @@ class ProcessVecEnv(VecEnv):
         try:
             os.write(worker.command.fileno(), command)
         except OSError:  # BrokenPipeError: it died since its last answer
-            self._dead.setdefault(worker.index, _exit_text(worker.process))
+            # An answer it left before dying (its error) is read by `_gather`, as on any command.
+            if not worker.answers.poll():
+                self._dead.setdefault(worker.index, _exit_text(worker.process))
 
     def _broadcast(self, command: bytes) -> None:
         for worker in self._state.workers:
@@ -409,10 +412,12 @@ class ProcessVecEnv(VecEnv):
 
     def _decode(self, worker: _Worker, answer: bytes) -> Any:
         message = pickle.loads(answer)
-        if isinstance(message, tuple) and message and message[0] == "error":
-            _, what, text = message
+        if isinstance(message, tuple) and message and message[0] in ("error", "invalid"):
+            kind, what, text = message
             label = worker.label
             self._finalizer()
+            if kind == "invalid":
+                raise InvalidInput(text)
             raise WorkerError(f"vector env: {label} failed while {what}:\n{text}")
         return message
 

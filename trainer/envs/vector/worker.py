@@ -2,7 +2,9 @@
 
 Commands (parent → worker, one raw byte on a pipe) and the empty answer (worker → parent, on a
 `multiprocessing` pipe, length-prefixed): nothing else crosses a pipe on the hot path. Episode
-infos and errors (with the worker's traceback) travel pickled on the answer pipe.
+infos and errors (with the worker's traceback) travel pickled on the answer pipe; invalid input
+(`InvalidInput`, e.g. a save state PyBoy cannot load) travels as its message alone, so the parent
+raises it as the same refusal (exit 2) rather than as a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from trainer.envs.vector.buffers import Buffers, close_envs, describe_envs, reset_slice, step_slice
 from trainer.envs.vector.protocol import Env
+from trainer.errors import InvalidInput
 
 STEP, RESET, ATTACH, CLOSE = b"s", b"r", b"a", b"c"
 OK = b"k"
@@ -81,9 +84,12 @@ def worker_main(
                 raise RuntimeError(f"unknown command {byte!r}")
     except (BrokenPipeError, KeyboardInterrupt):
         pass
-    except BaseException:
+    except BaseException as exc:
+        # The user's input is at fault, not the code: its message says which field; a traceback
+        # would only hide it.
+        answer = ("invalid", what, exc.problems) if isinstance(exc, InvalidInput) else None
         try:
-            answers.send_bytes(pickle.dumps(("error", what, traceback.format_exc())))
+            answers.send_bytes(pickle.dumps(answer or ("error", what, traceback.format_exc())))
         except OSError:
             pass
     finally:
