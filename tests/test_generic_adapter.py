@@ -8,7 +8,12 @@ import pytest
 
 from trainer.envs.env import make_env
 from trainer.games import BUILTIN_ROMS, GameError
-from trainer.games.base import header_checksum
+from trainer.games.base import (
+    OTHER_MAPPERS,
+    PYBOY_CARTRIDGE_TYPES,
+    check_game_boy_rom,
+    header_checksum,
+)
 from trainer.rl.console import Console
 from trainer.rl.train import train
 from trainer.spec import validate_spec
@@ -100,3 +105,57 @@ def test_trains_end_to_end_with_generic_adapter(tmp_path):
     summary = train(spec, console=Console(io.StringIO()))
     assert summary.final_step == 400 and summary.total_episodes == 8
     assert all(r > 0 for r in summary.returns), "random play finds new screens"
+
+
+def with_header(rom: bytes, **at: int) -> bytes:
+    patched = bytearray(rom)
+    for address, value in at.items():
+        patched[int(address.removeprefix("at_"), 16)] = value
+    patched[0x14D] = header_checksum(bytes(patched))
+    return bytes(patched)
+
+
+def pyboy_refuses(rom: bytes) -> bool:
+    from trainer.games.emulator import start_pyboy
+
+    try:
+        start_pyboy(rom).stop(save=False)
+    except GameError:
+        return True
+    return False
+
+
+SOME_TYPES = sorted(
+    PYBOY_CARTRIDGE_TYPES | set(OTHER_MAPPERS) | {0x04, 0x07, 0x0A, 0x0E, 0x14, 0x1F, 0x21, 0x80}
+)
+
+
+@pytest.mark.parametrize("cartridge_type", SOME_TYPES, ids=lambda t: f"0x{t:02X}")
+def test_a_cartridge_pyboy_cannot_run_is_refused_before_any_emulator_starts(
+    tmp_path, cartridge_type
+):
+    """Found by probing: a HuC1 or MBC7 ROM crashed every worker with PyBoy's "Catridge type
+    invalid" traceback (exit 1). The header check now refuses exactly what PyBoy refuses."""
+    rom = with_header(BUILTIN_ROMS["dungeon"].read_bytes(), at_147=cartridge_type)
+    path = tmp_path / "cartridge.gb"
+    path.write_bytes(rom)
+    refused = cartridge_type not in PYBOY_CARTRIDGE_TYPES
+    assert pyboy_refuses(rom) == refused
+    if refused:
+        with pytest.raises(GameError, match=f"header type 0x{cartridge_type:02X}") as info:
+            check_game_boy_rom(rom, path)
+        assert str(path) in str(info.value) and "PyBoy runs ROM-only, MBC1" in str(info.value)
+    else:
+        check_game_boy_rom(rom, path)
+
+
+@pytest.mark.parametrize("ram_code", range(0, 9))
+def test_a_ram_size_code_pyboy_cannot_read_is_refused(tmp_path, ram_code):
+    rom = with_header(BUILTIN_ROMS["dungeon"].read_bytes(), at_147=0x03, at_149=ram_code)
+    refused = ram_code > 5
+    assert pyboy_refuses(rom) == refused
+    if refused:
+        with pytest.raises(GameError, match=f"RAM size code 0x{ram_code:02X}"):
+            check_game_boy_rom(rom, tmp_path / "x.gb")
+    else:
+        check_game_boy_rom(rom, tmp_path / "x.gb")

@@ -22,13 +22,20 @@ def import_pyboy() -> type:
 
 
 def start_pyboy(rom: bytes, window: str = "null") -> Any:
-    """A PyBoy for `rom`, powered on (its boot ROM runs on the first ticks)."""
-    pyboy = import_pyboy()(
-        io.BytesIO(rom),
-        window=window,
-        sound_emulated=False,
-        log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
-    )
+    """A PyBoy for `rom`, powered on (its boot ROM runs on the first ticks). A ROM PyBoy refuses
+    is a `GameError` naming `game.rom` (the adapters' header check refuses most before this)."""
+    pyboy_class = import_pyboy()  # first: it silences pysdl2's notice
+    from pyboy.utils import PyBoyException
+
+    try:
+        pyboy = pyboy_class(
+            io.BytesIO(rom),
+            window=window,
+            sound_emulated=False,
+            log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
+        )
+    except (PyBoyException, KeyError) as exc:  # KeyError: a header code missing from its tables
+        raise GameError(f"game.rom: PyBoy cannot run this ROM ({exc!r})") from None
     if window == "null":
         pyboy.set_emulation_speed(0)
     return pyboy
