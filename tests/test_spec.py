@@ -157,6 +157,16 @@ BAD_SPECS = [
     ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
+    (
+        "a key given twice (YAML would keep the last silently)",
+        GOOD + "env:\n  num_envs: 8\n",
+        ["spec.yaml:", ": env: given twice (first on line", "keeps only the last"],
+    ),
+    (
+        "a nested key given twice",
+        GOOD + "  total_steps: 5\n",
+        ["spec.yaml:10: ppo.total_steps: given twice (first on line 8)", "keeps only the last"],
+    ),
     ("section of wrong type", GOOD + "mlflow: yes\n", ["mlflow", "valid dictionary"]),
 ]
 
@@ -179,6 +189,13 @@ def test_good_spec_validates_and_normalizes(tmp_path):
     assert normalized["ppo"]["total_steps"] == 20000
     assert normalized["env"]["frame_skip"] == 4  # default filled in
     assert JobSpec.model_validate(normalized) == load_spec(path)
+
+
+def test_a_binary_file_is_refused_as_not_utf8_text(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: x\n\x9c\xff\x00")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "spec.yaml: not UTF-8 text (byte 8)" in result.output
 
 
 def test_missing_file_exit_2(tmp_path):

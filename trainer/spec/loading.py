@@ -50,14 +50,28 @@ def load_spec(
         ) from None
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [f"{path}: not UTF-8 text (byte {exc.start}): pass the path of a job spec YAML"]
+        ) from None
     try:
         data = yaml.safe_load(text)
-        lines = _key_lines(text)
+        lines, duplicates = _key_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([f"{where}: invalid YAML: {problem}"]) from None
+    if duplicates:
+        # YAML keeps the last of two equal keys without a word (kubectl and Helm refuse them):
+        # half of what the user wrote would be silently ignored.
+        raise SpecError(
+            [
+                f"{path}:{line}: {key}: given twice (first on line {first}); YAML keeps only the "
+                "last: merge them into one"
+                for key, line, first in duplicates
+            ]
+        )
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -209,16 +223,22 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """Dotted key → 1-based line, from the YAML node tree (list items as key.N)."""
+def _key_lines(text: str) -> tuple[dict[str, int], list[tuple[str, int, int]]]:
+    """Dotted key → 1-based line, from the YAML node tree (list items as key.N); and the keys
+    given twice in one mapping, as (dotted key, line, line of the first)."""
     root = yaml.compose(text)
     out: dict[str, int] = {}
+    duplicates: list[tuple[str, int, int]] = []
 
     def walk(node: yaml.Node, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}  # in this mapping: two `env:` blocks are separate mappings
             for key_node, value_node in node.value:
                 dotted = f"{prefix}{key_node.value}"
-                out[dotted] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if dotted in seen:
+                    duplicates.append((dotted, line, seen[dotted]))
+                seen[dotted] = out[dotted] = line
                 walk(value_node, dotted + ".")
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -227,7 +247,7 @@ def _key_lines(text: str) -> dict[str, int]:
 
     if root is not None:
         walk(root, "")
-    return out
+    return out, duplicates
 
 
 def _format_errors(
