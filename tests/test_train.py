@@ -268,3 +268,50 @@ def test_a_tracking_uri_mlflow_cannot_open_is_refused_before_anything_starts(tmp
     assert proc.returncode == 2 and "mlflow.tracking_uri: MLflow has no tracking store" in (
         proc.stderr
     )
+
+
+def _foreign_torch_file(value: object) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x9c" * 1000, "is unusable (not a PyTorch checkpoint (UnpicklingError))"),
+        (None, "is unusable (checksum mismatch"),  # a trainer checkpoint, truncated
+        (_foreign_torch_file({"weights": 1}), "has no spec_yaml, model, global_step"),
+        (_foreign_torch_file([1, 2]), "is unusable (not a checkpoint: a list, not a dict)"),
+    ],
+    ids=["junk", "truncated", "another-programs-dict", "a-list"],
+)
+def test_play_refuses_a_file_that_is_no_usable_checkpoint_with_exit_2(tmp_path, content, message):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+    from trainer.tracking.checkpoints import encode
+
+    path = tmp_path / "agent.pt"
+    path.write_bytes(content if content is not None else encode({"model": {}})[:-100])
+    result = CliRunner().invoke(main, ["play", str(path), "--out", str(tmp_path / "a.gif")])
+    assert result.exit_code == 2, result.output
+    assert f"error: CHECKPOINT: {path} {message}" in result.output
+    assert not (tmp_path / "a.gif").exists()
+
+
+def test_play_names_a_missing_checkpoint_file_rather_than_looking_for_an_mlflow_run(
+    tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["play", "runs/x/checkpoints/latest.pt"])
+    assert result.exit_code == 2 and "CHECKPOINT: runs/x/checkpoints/latest.pt: no such file" in (
+        result.output
+    )
+    assert not list(tmp_path.iterdir()), "no MLflow store was created to look for a run"

@@ -14,6 +14,7 @@ from trainer.cli.common import (
     spec_argument,
     tracking_uri_option,
 )
+from trainer.errors import InvalidInput
 
 
 @click.command()
@@ -123,19 +124,19 @@ def play(
     import torch
 
     from trainer.envs.env import GameBoyEnv
-    from trainer.rl.evaluate import load_policy, play_episode, spec_of, write_gif
-    from trainer.tracking.checkpoints import CheckpointStore
+    from trainer.rl.evaluate import load_policy, open_checkpoint, play_episode, write_gif
 
     with tempfile.TemporaryDirectory(prefix="trainer-play-") as tmp:
         path = Path(source)
+        if not path.is_file() and (path.suffix == ".pt" or "/" in source):
+            raise InvalidInput(f"CHECKPOINT: {source}: no such file")
         if not path.is_file():
             from trainer.tracking.queries import download_latest_checkpoint
 
             path = download_latest_checkpoint(tracking_uri, source, Path(tmp))
-        checkpoint = CheckpointStore.load(path)
+        checkpoint, spec = open_checkpoint(path)
     if window is None:
         window = bool(os.environ.get("DISPLAY")) and out is None
-    spec = spec_of(checkpoint)
     env = GameBoyEnv(spec, render_screen=True, window="SDL2" if window else "null")
     try:
         agent = load_policy(checkpoint, env, torch.device("cpu"))

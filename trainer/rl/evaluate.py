@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from trainer.envs.env import GameBoyEnv
+from trainer.errors import InvalidInput
 from trainer.rl.ppo import Agent
 from trainer.rl.rollout import obs_to_tensor
 from trainer.spec import JobSpec
@@ -98,6 +99,23 @@ def write_gif(recording: Recording, path: Path, scale: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=delay_ms, loop=0)
     return path
+
+
+def open_checkpoint(path: Path) -> tuple[dict, JobSpec]:
+    """A checkpoint file to replay, and the spec it was trained with; `InvalidInput` naming
+    `path` when it is no checkpoint of `trainer run` (damaged, or another program's file)."""
+    from trainer.tracking.checkpoints import CheckpointStore, CorruptCheckpoint
+
+    try:
+        checkpoint = CheckpointStore.load(path)
+    except CorruptCheckpoint as exc:
+        raise InvalidInput(f"CHECKPOINT: {path} is unusable ({exc})") from None
+    missing = [key for key in ("spec_yaml", "model", "global_step") if key not in checkpoint]
+    if missing:
+        raise InvalidInput(
+            f"CHECKPOINT: {path} has no {', '.join(missing)}: not a checkpoint of `trainer run`"
+        )
+    return checkpoint, spec_of(checkpoint)
 
 
 def spec_of(checkpoint: dict) -> JobSpec:

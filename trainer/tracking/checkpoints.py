@@ -128,7 +128,7 @@ class CheckpointStore:
         (tensors, containers, numbers, str)."""
         state = decode(Path(path).read_bytes())
         if not isinstance(state, dict):
-            raise ValueError(f"expected a dict, found {type(state).__name__}")
+            raise CorruptCheckpoint(f"not a checkpoint: a {type(state).__name__}, not a dict")
         return state
 
 
@@ -154,7 +154,10 @@ def decode(data: bytes) -> Any:
                 f"checksum mismatch: {len(data):,} bytes, truncated or corrupted"
             )
         data = payload
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as exc:  # not a zip, a foreign pickle, …: PyTorch's text runs to a page
+        raise CorruptCheckpoint(f"not a PyTorch checkpoint ({type(exc).__name__})") from None
 
 
 def _write_synced(path: Path, data: bytes) -> None:
