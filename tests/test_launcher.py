@@ -400,16 +400,28 @@ def test_unreachable_cluster_is_a_clear_error(
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.parametrize(
+    "kubeconfig, message",
+    [
+        (None, "no usable Kubernetes configuration"),
+        ("clusters: [\n", "no usable Kubernetes configuration: {path}:2 is not valid YAML"),
+        ("- a\n- b\n", "no usable Kubernetes configuration"),
+    ],
+    ids=["absent", "not-yaml", "a-list"],
+)
 def test_missing_kubeconfig_is_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kubeconfig: str | None, message: str
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    path = tmp_path / "kubeconfig"
+    if kubeconfig is not None:
+        path.write_text(kubeconfig)
+    monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     result = CliRunner().invoke(
         main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--backend", "kubernetes"]
     )
-    assert result.exit_code == 1
-    assert "no usable Kubernetes configuration" in result.output
+    assert result.exit_code == 1, result.output
+    assert message.format(path=path) in result.output and "Traceback" not in result.output
     # A configuration problem: running the same command again would not help.
     assert "nothing was sent" in result.output and "same command again" not in result.output
     assert result.output.startswith("backend: kubernetes (--backend)")

@@ -151,6 +151,7 @@ class KubeClient:
     def from_config(cls, context: str | None = None) -> KubeClient:
         """In-cluster config when running in a pod, else the kubeconfig (`$KUBECONFIG`)."""
         try:
+            import yaml
             from kubernetes import client, config
             from kubernetes.config.config_exception import ConfigException
         except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -160,6 +161,14 @@ class KubeClient:
                 config.load_incluster_config()
             else:
                 config.load_kube_config(config_file=_kubeconfig_path(), context=context)
+        except yaml.YAMLError as exc:  # the client parses the file with PyYAML and lets it raise
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{_kubeconfig_path()}:{mark.line + 1}" if mark else _kubeconfig_path()
+            raise KubeError(
+                f"no usable Kubernetes configuration: {where} is not valid YAML "
+                f"({getattr(exc, 'problem', None) or exc}); fix it, set KUBECONFIG to another "
+                "file, or use --backend local"
+            ) from None
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(
                 f"no usable Kubernetes configuration ({exc}); set KUBECONFIG or use --backend local"
