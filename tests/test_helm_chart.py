@@ -193,6 +193,11 @@ def test_helm_lint_strict(name: str, args: list[str]) -> None:
         ),
         ("auto cannot size a pod", ["--set", "spec.env.num_envs=auto"], "'auto' cannot size a pod"),
         (
+            "no environments (the spec's ≥ 1 rule, in the schema)",
+            ["--set", "spec.env.num_envs=0"],
+            "/spec/env/num_envs': minimum: got 0, want 1",
+        ),
+        (
             "batch larger than rollout",
             ["--set", "spec.ppo.batch_size=512"],
             "ppo.batch_size must not exceed",

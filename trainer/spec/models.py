@@ -103,9 +103,17 @@ class ObsSpec(_Model):
     )
 
 
+def _count_schema(schema: dict[str, Any]) -> None:
+    """The `_count_or_auto` rule (≥ 1) in the JSON Schema too, so the chart refuses 0 as well."""
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "integer":
+            branch["minimum"] = 1
+
+
 class EnvSpec(_Model):
     num_envs: int | Literal["auto"] = Field(
         2,
+        json_schema_extra=_count_schema,
         description="Emulators stepped in parallel, or `auto` for one per CPU the process may use "
         "(cgroup quota and affinity respected).",
     )
@@ -134,6 +142,7 @@ class EnvSpec(_Model):
     )
     envs_per_worker: int | Literal["auto"] = Field(
         "auto",
+        json_schema_extra=_count_schema,
         description="Environments each worker process steps; `auto` spreads them over the usable CPUs.",
     )
     worker_timeout_s: float = Field(
