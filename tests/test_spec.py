@@ -428,3 +428,38 @@ def test_tracking_uris_mlflow_cannot_open_are_refused_everywhere(tmp_path, uri):
         assert result.exit_code == 2 and "Invalid value for '--tracking-uri'" in result.output
         result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, command)
         assert result.exit_code == 2 and "no tracking store" in result.output
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("game.ram.rewards[0].scale=3", lambda s: s.game.ram.rewards[0].scale == 3.0),
+        ("game.ram.start.until[2].value=5", lambda s: s.game.ram.start.until[2].value == 5),
+        (
+            'game.ram.rewards[1]={name: k2, address: "0xC00D", kind: increase}',
+            lambda s: s.game.ram.rewards[1].name == "k2",
+        ),
+    ],
+)
+def test_set_reaches_list_items_as_helm_does(override, expected):
+    assert expected(load_spec(ROOT / "configs" / "dungeon-ram.yaml", [override]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "game.ram.rewards[0].address=0x10000",
+            "--set game.ram.rewards[0].address=0x10000: game.ram.rewards.0.address: must be a "
+            "RAM address",
+        ),
+        ("game.ram.rewards[9].scale=3", "game.ram.rewards holds 6 item(s), no [9]; set the whole"),
+        ("game.ram.rewards[0].nope=1", "unknown key 'game.ram.rewards[0].nope'"),
+        ("env[0].x=1", "env is not a list"),
+        ("game.ram.rewards[x].scale=1", "malformed key 'game.ram.rewards[x].scale'"),
+    ],
+)
+def test_set_refuses_list_items_that_are_not_there(override, message):
+    with pytest.raises(SpecError) as info:
+        load_spec(ROOT / "configs" / "dungeon-ram.yaml", [override])
+    assert message in str(info.value)

@@ -48,7 +48,8 @@ set_option = click.option(
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override any spec key, e.g. --set ppo.total_steps=50000 (wins over TRAIN_* variables and the file).",
+    help="Override any spec key, e.g. --set ppo.total_steps=50000, or a list's item, "
+    "--set game.ram.rewards[0].scale=2 (wins over TRAIN_* variables and the file).",
 )
 
 

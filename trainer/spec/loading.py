@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -96,7 +96,7 @@ def load_spec(
         cli_pairs.append((key.strip(), value, f"--set {item}"))
     for key, raw, source in env_pairs + cli_pairs:
         set_dotted(data, key, _parse_scalar(raw), source)
-        sources[key] = source
+        sources[re.sub(r"\[(\d+)\]", r".\1", key)] = source  # errors name items as key.N
     return validate_spec(data, origin=str(path), lines=lines, sources=sources)
 
 
@@ -122,7 +122,11 @@ def _parse_scalar(raw: str) -> Any:
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, source: str = "override") -> None:
     """Set `data["a"]["b"] = value` for `key` "a.b", creating mappings on the way; `SpecError`
-    naming `source` for a key the spec does not have (with the nearest valid one)."""
+    naming `source` for a key the spec does not have (with the nearest valid one). An item of a
+    list is set as Helm's `--set` does: `game.ram.rewards[0].scale=2`."""
+    if "[" in key:
+        _set_indexed(data, key, value, source)
+        return
     parts = key.split(".")
     valid = _valid_paths()
     if key not in valid and not _is_free_map_key(key):
@@ -137,6 +141,68 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, source: str = "overri
             raise SpecError([f"{source}: {part!r} is not a mapping in the spec"])
         node = child
     node[parts[-1]] = value
+
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_PIECE = re.compile(rf"^({_NAME})((?:\[\d+\])*)$")
+
+
+def _indexed_parts(key: str) -> list[str | int] | None:
+    """'game.ram.rewards[0].scale' → ['game', 'ram', 'rewards', 0, 'scale']; None if malformed."""
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        match = _PIECE.match(piece)
+        if match is None:
+            return None
+        parts.append(match.group(1))
+        parts.extend(int(index) for index in re.findall(r"\d+", match.group(2)))
+    return parts
+
+
+def _join(parts: Sequence[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def _set_indexed(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """`set_dotted` for a key with list indices: each name must be a field of the spec's model
+    there, and each index an item the spec already holds (a list is not padded with nulls, as
+    Helm's `--set` would: set the whole list instead, `--set key='[…]'`)."""
+    parts = _indexed_parts(key)
+    if parts is None:
+        raise SpecError([f"{source}: malformed key {key!r}: use dotted.names and list[0] indices"])
+    model: type[BaseModel] | None = JobSpec
+    node: Any = data
+    is_list = False
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
+        here = _join(parts[: position + 1])
+        if isinstance(part, int):
+            if not is_list:
+                raise SpecError([f"{source}: {_join(parts[:position])} is not a list"])
+            if not isinstance(node, list) or part >= len(node):
+                held = len(node) if isinstance(node, list) else 0
+                raise SpecError(
+                    [
+                        f"{source}: {_join(parts[:position])} holds {held} item(s), no [{part}]; "
+                        f"set the whole list: --set {_join(parts[:position])}='[…]'"
+                    ]
+                )
+        else:
+            field = model.model_fields.get(part) if model is not None else None
+            if field is None:
+                raise SpecError([f"{source}: unknown key {here!r}"])
+            model = model_of(field.annotation)
+            is_list = any(
+                get_origin(t) is list for t in (field.annotation, *get_args(field.annotation))
+            )
+            if not isinstance(node, dict):
+                raise SpecError([f"{source}: {_join(parts[:position])} is not a mapping"])
+            if not last and node.get(part) is None and isinstance(parts[position + 1], str):
+                node[part] = {}
+        if last:
+            node[part] = value
+            return
+        node = node[part] if isinstance(part, int) else node.get(part)
 
 
 def _is_free_map_key(key: str) -> bool:
