@@ -35,14 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrainerError
-from trainer.spec import (
-    ENV_JOB_NAME,
-    ENV_SWEEP_ID,
-    JobSpec,
-    environment_tracking_uri,
-    spec_hash,
-    training_hash,
-)
+from trainer.spec import ENV_JOB_NAME, ENV_SWEEP_ID, JobSpec, spec_hash, training_hash
+from trainer.spec.tracking_uri import environment_tracking_uri
 from trainer.tracking.checkpoints import LATEST, CheckpointStore
 from trainer.tracking.client import (
     FAIL_FAST_HTTP,

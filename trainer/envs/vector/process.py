@@ -340,8 +340,7 @@ class ProcessVecEnv(VecEnv):
     def _send(self, worker: _Worker, command: bytes) -> None:
         try:
             os.write(worker.command.fileno(), command)
-        except OSError:  # BrokenPipeError: it died since its last answer
-            # An answer it left before dying (its error) is read by `_gather`, as on any command.
+        except OSError:  # it died since its last answer; `_gather` reads what it left (an error)
             if not worker.answers.poll():
                 self._dead.setdefault(worker.index, _exit_text(worker.process))
 
@@ -416,9 +415,8 @@ class ProcessVecEnv(VecEnv):
             kind, what, text = message
             label = worker.label
             self._finalizer()
-            if kind == "invalid":
-                raise InvalidInput(text)
-            raise WorkerError(f"vector env: {label} failed while {what}:\n{text}")
+            failure = WorkerError(f"vector env: {label} failed while {what}:\n{text}")
+            raise InvalidInput(text) if kind == "invalid" else failure
         return message
 
     def _check_answer(self, worker: _Worker, answer: bytes) -> list[dict[str, Any]]:
