@@ -125,3 +125,30 @@ def test_make_state_errors_exit_2(tmp_path):
     assert result.exit_code == 2
     assert "error: game.state: save state not found" in result.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ram-search", "builtin:cavern", "--steps", "20", "--format", "csv", "--out"],
+        ["bench", "--quick", "--envs", "1", "--no-train-sweep", "--json"],
+    ],
+    ids=["ram-search", "bench"],
+)
+def test_an_output_file_whose_folder_cannot_exist_is_refused_before_the_work(tmp_path, command):
+    """Found by probing: ram-search and bench wrote their file only at the end, and a missing
+    folder was a FileNotFoundError traceback after the whole run. The folder is made at once
+    (as play and make-state do), and one that cannot be is a usage error (exit 2)."""
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, [*command, str(blocker / "out.txt")])
+    assert result.exit_code == 2 and f"{blocker} is a file, not a folder" in result.output
+    if command[0] == "ram-search":  # the bench is slow: its refusal is what matters here
+        made = tmp_path / "new" / "deeper" / "out.csv"
+        result = CliRunner().invoke(main, [*command, str(made)])
+        assert result.exit_code == 0, result.output
+        assert made.read_text().startswith("address")

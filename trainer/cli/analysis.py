@@ -11,6 +11,7 @@ import click
 from trainer.cli.common import (
     env_counts_callback,
     handle_errors,
+    output_file_callback,
     read_spec,
     set_option,
     tracking_uri_option,
@@ -39,6 +40,7 @@ from trainer.spec import environment_tracking_uri
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, writable=True),
+    callback=output_file_callback,
     help="Also write the figures as JSON.",
 )
 @click.option(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -92,3 +94,20 @@ def tracking_uri_option(purpose: str = "") -> Callable[[F], F]:
         help=f"MLflow tracking URI{purpose} (default: $MLFLOW_TRACKING_URI, else MLflow's local "
         "default).",
     )
+
+
+def output_file_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """An output file's folder is made now (as `play` and `make-state` do), so a path that cannot
+    be written is a usage error before the work, not a traceback after it."""
+    if value is None:
+        return None
+    parent = Path(value).expanduser().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise click.BadParameter(f"{parent} is a file, not a folder") from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create its folder {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise click.BadParameter(f"its folder {parent} is not writable")
+    return value

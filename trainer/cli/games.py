@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from trainer.cli.common import handle_errors, read_spec, set_option, spec_argument
+from trainer.cli.common import (
+    handle_errors,
+    output_file_callback,
+    read_spec,
+    set_option,
+    spec_argument,
+)
 from trainer.errors import InvalidInput
 from trainer.spec import BUTTONS
 
@@ -72,7 +78,10 @@ def _rom_path(rom: str) -> Path:
     help="Output format.",
 )
 @click.option(
-    "--out", type=click.Path(dir_okay=False), help="Write to this file instead of the terminal."
+    "--out",
+    type=click.Path(dir_okay=False),
+    callback=output_file_callback,
+    help="Write to this file instead of the terminal.",
 )
 @handle_errors
 def ram_search(
