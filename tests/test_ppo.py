@@ -204,6 +204,24 @@ def test_agent_shapes(obs_type, shape, dtype):
     assert torch.all(ent <= math.log(5) + 1e-5)
 
 
+@pytest.mark.parametrize("downsample", range(1, 9))
+def test_pixel_agent_takes_every_downsample_the_spec_allows(downsample):
+    """Found by probing: downsample 5–8 (frames of 18×20 to 29×32) shrank to nothing in the
+    Nature-DQN convs and crashed the first rollout; small frames get padded stride-2 convs."""
+    from trainer.spec import validate_spec
+
+    spec = validate_spec({"name": "px", "env": {"obs": {"type": "pixels", "downsample": 5}}})
+    assert spec.env.obs.downsample == 5  # the spec's range is 1–8
+    shape = (2, -(-144 // downsample), -(-160 // downsample))  # what `screen[::n, ::n]` keeps
+    agent = Agent(shape, num_actions=4, obs_type="pixels", hidden=32)
+    obs = torch.randint(0, 256, (3, *shape)).to(torch.uint8)
+    _, logp, _, value = agent.get_action_and_value(obs)
+    logp.sum().backward()
+    assert value.shape == (3,) and all(p.grad is not None for p in agent.encoder.parameters())
+    with torch.inference_mode():
+        assert agent.act(obs)[0].shape == (3,)
+
+
 def test_update_moves_policy_towards_advantaged_action():
     torch.manual_seed(0)
     agent = Agent((1, 4, 4), num_actions=3, obs_type="tiles", hidden=16)

@@ -84,22 +84,29 @@ def native_convs(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+#: The smallest side the Nature-DQN convs (8/4, 4/2, 3/1) take: 36 pixels (downsample ≤ 4).
+NATURE_MIN_SIDE = 36
+
+
 class PixelEncoder(nn.Module):
     """Grayscale frames (B, C, H, W) uint8 → features: the Nature-DQN conv net (detail 7's
-    `/ 255` scaling), with strides that suit 72×80 or 144×160 inputs."""
+    `/ 255` scaling), with strides that suit 72×80 or 144×160 inputs. Frames smaller than
+    `NATURE_MIN_SIDE` (downsample 5–8: 18×20 to 29×32) would shrink to nothing there; they get
+    two padded 3×3 stride-2 convs instead, as the tile encoder's grid does."""
 
     def __init__(self, obs_shape: tuple[int, ...], hidden: int):
         super().__init__()
         stack, height, width = obs_shape
-        self.conv = nn.Sequential(
-            layer_init(nn.Conv2d(stack, 32, 8, stride=4)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        if min(height, width) >= NATURE_MIN_SIDE:
+            convs = [nn.Conv2d(stack, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2)]
+            convs.append(nn.Conv2d(64, 64, 3, stride=1))
+        else:
+            convs = [nn.Conv2d(stack, 32, 3, stride=2, padding=1)]
+            convs.append(nn.Conv2d(32, 64, 3, stride=2, padding=1))
+        layers: list[nn.Module] = []
+        for conv in convs:
+            layers += [layer_init(conv), nn.ReLU()]
+        self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, stack, height, width)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(flat, hidden)), nn.ReLU())
