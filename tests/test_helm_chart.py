@@ -193,6 +193,11 @@ def test_helm_lint_strict(name: str, args: list[str]) -> None:
         ),
         ("auto cannot size a pod", ["--set", "spec.env.num_envs=auto"], "'auto' cannot size a pod"),
         (
+            "workers of unequal size",
+            ["--set", "spec.env.envs_per_worker=2", "--set", "envs={2,3}"],
+            "env.envs_per_worker: 2 does not divide num_envs 3",
+        ),
+        (
             "no environments (the spec's ≥ 1 rule, in the schema)",
             ["--set", "spec.env.num_envs=0"],
             "/spec/env/num_envs': minimum: got 0, want 1",

@@ -155,6 +155,17 @@ BAD_SPECS = [
         + "sweep: {num_envs: [1, 2], replicas: [2]}\n",
         ["ppo.batch_size", "2 replicas × sweep.num_envs × ppo.rollout_steps", "got 512"],
     ),
+    (
+        "workers of unequal size (found by probing: a ValueError traceback at run time)",
+        GOOD.replace("num_envs: 2", "num_envs: 3\n  envs_per_worker: 2"),
+        ["env.envs_per_worker: 2 does not divide env.num_envs [3]", "or 'auto'"],
+    ),
+    (
+        "a swept count workers cannot share",
+        GOOD.replace("num_envs: 2", "num_envs: 2\n  envs_per_worker: 2")
+        + "sweep: {num_envs: [2, 4, 6, 7]}\n",
+        ["env.envs_per_worker: 2 does not divide sweep.num_envs [7]"],
+    ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
     (

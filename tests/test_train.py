@@ -315,3 +315,22 @@ def test_play_names_a_missing_checkpoint_file_rather_than_looking_for_an_mlflow_
         result.output
     )
     assert not list(tmp_path.iterdir()), "no MLflow store was created to look for a run"
+
+
+def _absent_cuda_devices() -> list[str]:
+    import torch
+
+    count = torch.cuda.device_count()
+    return [f"cuda:{count}", "cuda" if count == 0 else f"cuda:{count + 1}"]
+
+
+@pytest.mark.parametrize("device", _absent_cuda_devices())
+def test_a_cuda_device_this_machine_lacks_is_refused_before_the_emulators_start(tmp_path, device):
+    """Found by probing: `ppo.device: cuda` on a CPU-only PyTorch started the emulators, then
+    died on an AssertionError traceback (exit 1)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**small_spec(tmp_path), "ppo": {"device": device}}))
+    proc = run_cli(["run", str(spec)])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"ppo.device: {device}: this machine has" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Initializing" not in proc.stdout

@@ -7,6 +7,7 @@ import os
 import torch
 
 from trainer.envs.env import NUM_TILE_IDS
+from trainer.errors import InvalidInput
 from trainer.rl.ppo import Agent, LossConfig
 from trainer.spec import JobSpec, available_cpus
 
@@ -24,10 +25,20 @@ def set_torch_threads(spec: JobSpec) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`ppo.device`: `auto` is CUDA when present, else the CPU."""
+    """`ppo.device`: `auto` is CUDA when present, else the CPU. A CUDA device this machine does
+    not have is invalid input (exit 2), said before any emulator starts."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if torch.version.cuda else "a CPU-only PyTorch"
+            raise InvalidInput(
+                f"ppo.device: {name}: this machine has {have}; use auto (CUDA when present) or "
+                "cpu, or on Kubernetes request one with resources.gpu"
+            )
+    return device
 
 
 def build_agent(

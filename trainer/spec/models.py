@@ -684,6 +684,19 @@ class JobSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _workers_divide_envs(self) -> JobSpec:
+        per = self.env.envs_per_worker
+        where = "sweep.num_envs" if self.sweep.num_envs else "env.num_envs"
+        counts = self.sweep.num_envs or [self.env.num_envs]  # `auto` is checked when resolved
+        bad = [n for n in counts if isinstance(n, int) and isinstance(per, int) and n % per]
+        if bad:
+            raise ValueError(
+                f"env.envs_per_worker: {per} does not divide {where} {bad} (every worker process "
+                "steps the same number of environments); pick a divisor of each, or 'auto'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits_rollout(self) -> JobSpec:
         replicas = self.distributed.replicas
         sweep = self.sweep

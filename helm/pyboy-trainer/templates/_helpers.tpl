@@ -92,6 +92,10 @@ replicas). */}}
 {{- if gt (int $spec.ppo.batch_size) $rollout -}}
 {{- fail (printf "ppo.batch_size must not exceed replicas × num_envs × ppo.rollout_steps (%d × %d × %d = %d; got %d)" $replicas $count (int $spec.ppo.rollout_steps) $rollout (int $spec.ppo.batch_size)) -}}
 {{- end -}}
+{{- $perWorker := $spec.env.envs_per_worker | default "auto" -}}
+{{- if and (not (kindIs "string" $perWorker)) (mod $count (int $perWorker)) -}}
+{{- fail (printf "env.envs_per_worker: %d does not divide num_envs %d (every worker process steps the same number of environments); pick a divisor of each, or 'auto'" (int $perWorker) $count) -}}
+{{- end -}}
 {{- $_ := set $spec.env "num_envs" $count -}}
 {{- $_ := set $spec.distributed "replicas" $replicas -}}
 {{- $_ := set $spec "sweep" (dict "num_envs" (list) "replicas" (list)) -}}
