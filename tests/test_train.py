@@ -334,3 +334,24 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_the_emulators_start(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"ppo.device: {device}: this machine has" in proc.stderr
     assert "Traceback" not in proc.stderr and "Initializing" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "value, threads", [("", 0), ("3", 3), ("4,2", 4), (" 2 ", 2), ("abc", 0), ("0", 0), ("-1", 0)]
+)
+def test_omp_num_threads_is_read_as_openmp_reads_it(value, threads):
+    """Found by probing: OMP_NUM_THREADS=abc was a ValueError traceback, and OpenMP's nested
+    form "4,2" too; OpenMP takes the first level and ignores an invalid value."""
+    from trainer.rl.setup import omp_num_threads
+
+    assert omp_num_threads(value) == threads
+
+
+def test_a_pyboy_log_level_pyboy_lacks_is_refused_naming_the_variable(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**small_spec(tmp_path), "env": {"num_envs": 2}}))
+    proc = run_cli(["run", str(spec)], env={"PYBOY_LOG_LEVEL": "loud"})
+    assert proc.returncode == 2 and "$PYBOY_LOG_LEVEL: 'LOUD' is not a PyBoy log level" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import InvalidInput
 from trainer.games.base import GameAdapter, GameError
 
 
@@ -21,18 +22,24 @@ def import_pyboy() -> type:
     return PyBoy
 
 
+#: What PyBoy's `log_level` accepts (pyboy/logging/__init__.py).
+PYBOY_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "DISABLE")
+
+
 def start_pyboy(rom: bytes, window: str = "null") -> Any:
     """A PyBoy for `rom`, powered on (its boot ROM runs on the first ticks). A ROM PyBoy refuses
     is a `GameError` naming `game.rom` (the adapters' header check refuses most before this)."""
     pyboy_class = import_pyboy()  # first: it silences pysdl2's notice
     from pyboy.utils import PyBoyException
 
+    log_level = os.environ.get("PYBOY_LOG_LEVEL", "ERROR").upper()
+    if log_level not in PYBOY_LOG_LEVELS:
+        raise InvalidInput(
+            f"$PYBOY_LOG_LEVEL: {log_level!r} is not a PyBoy log level ({', '.join(PYBOY_LOG_LEVELS)})"
+        )
     try:
         pyboy = pyboy_class(
-            io.BytesIO(rom),
-            window=window,
-            sound_emulated=False,
-            log_level=os.environ.get("PYBOY_LOG_LEVEL", "ERROR"),
+            io.BytesIO(rom), window=window, sound_emulated=False, log_level=log_level
         )
     except (PyBoyException, KeyError) as exc:  # KeyError: a header code missing from its tables
         raise GameError(f"game.rom: PyBoy cannot run this ROM ({exc!r})") from None

@@ -19,9 +19,18 @@ def set_torch_threads(spec: JobSpec) -> int:
     Not the node's CPU count: idle OpenMP threads spin and steal the cores the emulator workers
     need; measured under load, 2 threads made a batch-2 policy call 100× slower than 1 thread.
     """
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or int(spec.resources.learner_cpu)
+    threads = omp_num_threads(os.environ.get("OMP_NUM_THREADS", "")) or int(
+        spec.resources.learner_cpu
+    )
     torch.set_num_threads(max(1, min(threads, available_cpus())))
     return torch.get_num_threads()
+
+
+def omp_num_threads(value: str) -> int:
+    """OMP_NUM_THREADS as OpenMP reads it: the first level of a nested list ("4,2"); 0 when unset
+    or invalid, which OpenMP ignores with a warning (libgomp's env.c) and so do we."""
+    first = value.split(",", 1)[0].strip()
+    return int(first) if first.isdigit() else 0
 
 
 def resolve_device(name: str) -> torch.device:
