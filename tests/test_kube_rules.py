@@ -25,7 +25,8 @@ from trainer import launcher
 from trainer.cli import main
 from trainer.kube import manifests as kube
 from trainer.kube.client import KubeClient
-from trainer.spec import kube_rules, validate_spec
+from trainer.spec import JobSpec, kube_rules, validate_spec
+from trainer.spec.kube_rules import IMAGE_REFERENCE, image_reference_problem
 
 LONG = "a" * 64  # one more than a label, a label value or a name part may have
 
@@ -115,8 +116,11 @@ INVALID = [
     ("backoffLimit beyond int32", kubernetes(backoff_limit=2**31), "kubernetes.backoff_limit",
      "≤ 2147483647", True),
     ("memory quantity", {"resources": {"memory_per_env": "lots"}}, "resources.memory_per_env",
-     "pattern", True),
-    ("shm size quantity", kubernetes(shm_size="1GB"), "kubernetes.shm_size", "pattern", True),
+     "must be a Kubernetes quantity", True),
+    ("shm size quantity", kubernetes(shm_size="1GB"), "kubernetes.shm_size",
+     "must be a Kubernetes quantity", True),
+    ("an image the kubelet cannot parse", kubernetes(image="Team/Trainer:1"), "kubernetes.image",
+     "must be an image reference", True),
     # the chart's template refuses it (tests/test_helm_chart.py), not its schema
     ("a Service name starting with a digit (several replicas)",
      {"name": "9lives", "ppo": {"batch_size": 64}, "distributed": {"replicas": 2}}, "name",
@@ -234,3 +238,43 @@ def test_label_rules_and_their_schema_agree(key: str) -> None:
     assert schema_accepts(kube_rules.schema_dns1123_label(), key) == (
         kube_rules.dns1123_label_problem(key) is None
     )
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "ghcr.io/pyboy-trainer/trainer:0.1.0",
+        "pyboy-trainer:0.1",
+        "busybox",
+        "library/busybox:1.36",
+        "registry.example.com:5000/team/trainer@sha256:" + "0" * 64,
+        "localhost:5000/a/b:c",
+        "127.0.0.1:5000/x:y",
+        "[::1]:5000/x",
+        "gcr.io/a/b-c_d.e:v1@sha256:" + "a" * 64,
+    ],
+)
+def test_image_references_the_kubelet_pulls_are_accepted(image):
+    assert image_reference_problem(image) is None
+    assert JobSpec.model_validate({"name": "x", "kubernetes": {"image": image}})
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["UPPER/case:tag", "Busybox", "ghcr.io/Org/x", "x:", "x@sha256:123", "-x", "a//b",
+     "x:tag:tag", "http://ghcr.io/x", "x y", "ghcr.io/"],
+)  # fmt: skip
+def test_image_references_the_kubelet_refuses_are_refused_by_the_spec_and_the_schema(image):
+    """Found by probing: `UPPER/case:tag` rendered a Job whose pod would never start
+    (ErrInvalidImageName); the rule is distribution/reference's grammar."""
+    assert image_reference_problem(image)
+    with pytest.raises(ValueError, match="must be an image reference like"):
+        JobSpec.model_validate({"name": "x", "kubernetes": {"image": image}})
+    assert not re.match(IMAGE_REFERENCE.pattern, image)  # what values.schema.json carries
+
+
+def test_render_refuses_an_image_option_the_kubelet_would_refuse():
+    result = CliRunner().invoke(
+        main, ["render", str(CHART.parents[1] / "configs/quickstart.yaml"), "--image", "A/B:1"]
+    )
+    assert result.exit_code == 2 and "Invalid value for '--image'" in result.output

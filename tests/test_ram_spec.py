@@ -66,7 +66,7 @@ BAD_RAM = [
     ("reserved name", variant("name: badges", "name: episode_return"),
      [":9:", "game.ram.rewards.2.name: 'episode_return' is reserved"]),
     ("bad name", variant("name: badges", "name: 2badges"),
-     [":9:", "game.ram.rewards.2.name: String should match pattern"]),
+     [":9:", "game.ram.rewards.2.name: must be a name of at most 40 letters, digits and"]),
     ("unknown key in a term", variant("kind: delta, scale", "kind: delta, scael"),
      [":7:", "game.ram.rewards.0.scael: unknown key (did you mean 'scale'?)"]),
     ("unknown key in done", variant("value: 0}", "value: 0, truncat: true}"),

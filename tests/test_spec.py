@@ -107,7 +107,7 @@ BAD_SPECS = [
     (
         "bad memory quantity",
         GOOD + "resources: {memory_per_env: 256MB}\n",
-        ["resources.memory_per_env", "256MB"],
+        ["resources.memory_per_env: must be a Kubernetes quantity such as 512Mi", "256MB"],
     ),
     (
         "bad namespace",

@@ -19,7 +19,7 @@ from trainer.cli.common import (
     set_option,
     spec_argument,
 )
-from trainer.spec import JobSpec
+from trainer.spec import JobSpec, kube_rules
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,9 +36,19 @@ _replicas_option = click.option(
     help="Replica counts (pods of one run), a Job per env count and replica count "
     "(default: the spec's sweep.replicas, else distributed.replicas).",
 )
+
+
+def _image_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    problem = value is not None and kube_rules.image_reference_problem(value)
+    if problem:
+        raise click.BadParameter(f"{problem} (got {value!r})")
+    return value
+
+
 _image_option = click.option(
     "--image",
     metavar="IMAGE",
+    callback=_image_callback,
     help="Trainer image (default: the spec's kubernetes.image, else the built-in default).",
 )
 _namespace_option = click.option(

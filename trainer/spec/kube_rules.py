@@ -214,6 +214,33 @@ def mount_path_problem(path: str) -> str | None:
     return None
 
 
+# ---- image references (distribution/reference's grammar, as containerd parses a pod's image) --
+_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][-A-Za-z0-9]*[A-Za-z0-9])"
+# A first component is a registry only with a '.', a port or as localhost (splitDockerDomain);
+# otherwise it belongs to the Docker Hub repository path, which is lowercase.
+_REGISTRY = (
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})+(?::[0-9]+)?|{_DOMAIN_PART}:[0-9]+|localhost"
+    r"|\[[0-9A-Fa-f:]+\](?::[0-9]+)?)"
+)
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:{_REGISTRY}/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$"
+)
+
+
+def image_reference_problem(image: str) -> str | None:
+    """Why the kubelet would refuse `image` (ErrInvalidImageName: the pod never starts)."""
+    if IMAGE_REFERENCE.match(image) and len(image.split("@")[0].rsplit(":", 1)[0]) <= 255:
+        return None
+    return (
+        "must be an image reference like registry.example.com/team/pyboy-trainer:1.0 or "
+        "name@sha256:<digest>: a lowercase repository path, an optional registry (with a '.' "
+        "or a port, or localhost), tag and digest; the kubelet refuses anything else"
+    )
+
+
 # ---- the same rules for JSON Schema (the chart's values.schema.json) ---------------------------
 def _bounded(part_max: int) -> str:
     # The name part with its length in the pattern: 1 + up to (max - 2) + 1 characters.

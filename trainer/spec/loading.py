@@ -18,6 +18,8 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from trainer.spec.game_ram import NAME
+from trainer.spec.kube_rules import QUANTITY
 from trainer.spec.models import JobSpec, SpecError
 
 #: The seed's Make variables → spec keys (the README documents them).
@@ -316,6 +318,12 @@ def _key_lines(text: str) -> tuple[dict[str, int], list[tuple[str, int, int]]]:
     return out, duplicates
 
 
+_PATTERN_MEANINGS = {
+    QUANTITY.pattern: "must be a Kubernetes quantity such as 512Mi, 1.5Gi, 2 or 500m",
+    NAME.pattern: "must be a name of at most 40 letters, digits and '_', starting with a letter",
+}
+
+
 def _format_errors(
     exc: ValidationError,
     data: Mapping[str, Any],
@@ -341,6 +349,8 @@ def _format_errors(
             message = "required key is missing"
         else:
             message = err["msg"].removeprefix("Value error, ")
+            if kind == "string_pattern_mismatch":  # a regex says nothing to a user: say what
+                message = _PATTERN_MEANINGS.get(err.get("ctx", {}).get("pattern"), message)
             message = re.sub(
                 r"^List should have at least (\d+) items? after validation, not \d+",
                 r"needs at least \1 item",

@@ -103,6 +103,14 @@ class ObsSpec(_Model):
     )
 
 
+def _string_branches(schema: dict[str, Any], pattern: str) -> None:
+    """A validator's pattern on the string branch of an optional field's JSON Schema (the
+    chart's values schema then refuses what the spec refuses)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch["pattern"] = pattern
+
+
 def _count_schema(schema: dict[str, Any]) -> None:
     """The `_count_or_auto` rule (≥ 1) in the JSON Schema too, so the chart refuses 0 as well."""
     for branch in schema.get("anyOf", []):
@@ -390,7 +398,9 @@ class KubernetesSpec(_Model):
         json_schema_extra=k8s.schema_dns1123_label(),
     )
     image: str | None = Field(
-        None, description="Trainer image; default: the launcher's built-in default."
+        None,
+        json_schema_extra=lambda schema: _string_branches(schema, k8s.IMAGE_REFERENCE.pattern),
+        description="Trainer image; default: the launcher's built-in default.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="Image pull policy."
@@ -552,6 +562,8 @@ class KubernetesSpec(_Model):
     def _image(cls, value: str | None) -> str | None:
         if value is not None and (not value or value != value.strip()):
             raise ValueError("must be an image reference without leading or trailing spaces")
+        if value is not None:
+            _raise(k8s.image_reference_problem(value))
         return value
 
     @field_validator("shm_size")
