@@ -186,3 +186,73 @@ def test_checkpoint_of_other_spec_is_refused_without_force(tmp_path, mlflow_serv
     )
     assert proc.returncode == 2
     assert "different spec" in proc.stderr and "--force" in proc.stderr
+
+
+# ---- one trainer per job folder -----------------------------------------------------------------
+def test_a_second_holder_of_a_job_folder_is_refused_naming_the_first_until_it_lets_go(tmp_path):
+    import threading
+
+    from trainer.tracking.checkpoints import CheckpointStore, RunInUse
+
+    first, second = CheckpointStore(tmp_path / "job"), CheckpointStore(tmp_path / "job")
+    first.lock()
+    with pytest.raises(RunInUse, match=rf"another trainer \(pid {os.getpid()} on "):
+        second.lock()
+    said: list[str] = []
+    threading.Timer(1.0, first.unlock).start()
+    second.lock(wait_s=30, warn=said.append)  # the replacement pod waits for the old one
+    assert len(said) == 1 and "waiting for it" in said[0]
+    second.unlock()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    from trainer.tracking.checkpoints import CheckpointStore
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from trainer.tracking.checkpoints import "
+         f"CheckpointStore; CheckpointStore({str(tmp_path / 'job')!r}).lock(); print('held', "
+         "flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    CheckpointStore(tmp_path / "job").lock()  # the kernel released it with the process
+
+
+def test_trainer_run_of_a_job_another_trainer_is_running_exits_1_before_anything_starts(tmp_path):
+    """Found by probing: the same `trainer run` twice trained twice into one folder (and would
+    into one MLflow run), interleaving checkpoints."""
+    from trainer.spec import load_spec, run_identity
+    from trainer.tracking.checkpoints import CheckpointStore
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {"name": "twice", "checkpoint": {"dir": str(tmp_path / "runs")},
+             "mlflow": {"enabled": False}, "ppo": {"total_steps": 256}}
+        )
+    )  # fmt: skip
+    running = CheckpointStore(tmp_path / "runs" / run_identity(load_spec(spec_path)))
+    running.lock()
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "run", str(spec_path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TRAINER_JOB_NAME": ""},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        "checkpoint.dir: another trainer (pid" in proc.stderr and "Initializing" not in proc.stdout
+    )
+    assert not (running.root / "checkpoints").exists()
+    running.unlock()
+
+
+def test_a_pod_waits_for_its_predecessor_a_terminal_does_not(monkeypatch):
+    from trainer.rl.train import lock_wait_s
+    from trainer.spec import validate_spec
+
+    spec = validate_spec({"name": "x", "kubernetes": {"termination_grace_period_seconds": 60}})
+    monkeypatch.delenv("TRAINER_JOB_NAME", raising=False)
+    assert lock_wait_s(spec) == 0
+    monkeypatch.setenv("TRAINER_JOB_NAME", "x-e2-1234abcd")
+    assert lock_wait_s(spec) == 60 + 90

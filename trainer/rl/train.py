@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from trainer.rl.loop import Counters, Trainer, TrainSummary
 from trainer.rl.seeding import seed_everything
 from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
 from trainer.rl.stopping import StopFlag, stop_on_signals
-from trainer.spec import JobSpec, run_identity, training_hash
+from trainer.spec import ENV_JOB_NAME, JobSpec, run_identity, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
 from trainer.tracking.tracker import UNSENT_METRICS, NullTracker, RunStatus, Tracker
 
@@ -53,10 +54,12 @@ def train(
         replicas = start_replicas(spec, resolve_device(spec.ppo.device))
         if not replicas.main:  # rank 0 speaks for the group; the others print their digest only
             console = Console(io.StringIO(), progress_bar=False)
-        tracker = make_tracker(spec, identity, rom, console) if replicas.main else NullTracker()
-        tracker.start()
         fresh = fresh and not is_restart()  # torchrun's restart of the group resumes
         try:
+            if replicas.main:  # the one writer of the job's checkpoints and MLflow run
+                store.lock(lock_wait_s(spec), warn=console.print)
+            tracker = make_tracker(spec, identity, rom, console) if replicas.main else NullTracker()
+            tracker.start()
             with tracked(tracker, console) as session:
                 checkpoint = shared_checkpoint(
                     replicas, lambda: load_checkpoint(spec, store, tracker, console, fresh, force)
@@ -70,7 +73,18 @@ def train(
                     raise Stopped(stop.signum)
                 return run_trainer(spec, checkpoint, tracker, store, console, stop, replicas)
         finally:
+            store.unlock()
             replicas.close()
+
+
+def lock_wait_s(spec: JobSpec) -> float:
+    """How long to wait for another trainer of this job to let go of its folder: not at all on
+    a terminal (a second `trainer run` of one job is a mistake, said at once); in a pod, the old
+    pod's grace period to write its last checkpoint, plus NFS's 90 s lease for a lock whose node
+    died (RFC 7530 §9.5)."""
+    if not os.environ.get(ENV_JOB_NAME):
+        return 0.0
+    return spec.kubernetes.termination_grace_period_seconds + 90.0
 
 
 def make_tracker(spec: JobSpec, identity: str, rom: Path, console: Console) -> Tracker:

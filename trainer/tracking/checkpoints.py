@@ -13,14 +13,17 @@ before the new one is complete. Files without `MAGIC` (older checkpoints) load a
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import logging
 import os
 import re
+import socket
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -42,6 +45,10 @@ class CheckpointWriteError(TrainerError):
     """Writing a checkpoint failed (full disk, I/O error); the previous one is intact."""
 
 
+class RunInUse(TrainerError):
+    """Another live process trains this job in the same folder (it holds the folder's lock)."""
+
+
 class CheckpointStore:
     """Checkpoints of one job under `root/checkpoints/`: `step_<n>.pt` (newest `keep`) + `latest.pt`."""
 
@@ -51,6 +58,61 @@ class CheckpointStore:
         self.root = Path(root)
         self.dir = self.root / "checkpoints"
         self.keep = keep
+        self._lock_handle: IO[str] | None = None  # open while this process holds root/.lock
+
+    def lock(self, wait_s: float = 0.0, warn: Callable[[str], None] = log.warning) -> None:
+        """Hold `root/.lock` until `unlock()`, waiting up to `wait_s` for another holder to end;
+        then `RunInUse` naming the holder.
+
+        Two trainers of one job (the same command run twice; a pod and its replacement, which a
+        Job starts while the old pod still writes its last checkpoint) would interleave their
+        checkpoints and their MLflow run. `flock` is released by the kernel when its holder
+        dies, so a killed run leaves no stale lock (on NFS, after its lease); a filesystem
+        without locks is said and not enforced."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held until unlock()
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"checkpoint.dir: cannot create {self.root}: {exc.strerror or exc}"
+            ) from None
+        deadline, said = time.monotonic() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise RunInUse(
+                        f"checkpoint.dir: another trainer ({holder}) is training this job in "
+                        f"{self.root}; two would interleave its checkpoints and its MLflow run: "
+                        "wait for it to end or stop it (its checkpoint is kept), or give this "
+                        "run another name"
+                    ) from None
+                if not said:
+                    warn(f"⏳ another trainer ({holder}) holds {self.root}: waiting for it")
+                    said = True
+                time.sleep(0.5)
+            except OSError as exc:  # ENOLCK / EOPNOTSUPP: no locks on this filesystem
+                warn(
+                    f"⚠️  {self.root}: cannot lock it ({exc.strerror}); a second run is not kept out"
+                )
+                handle.close()
+                return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        """Release `lock()` (a process that ends releases it anyway)."""
+        handle, self._lock_handle = self._lock_handle, None
+        if handle is not None:
+            handle.close()
 
     @property
     def latest_path(self) -> Path:
