@@ -256,3 +256,22 @@ def test_a_pod_waits_for_its_predecessor_a_terminal_does_not(monkeypatch):
     assert lock_wait_s(spec) == 0
     monkeypatch.setenv("TRAINER_JOB_NAME", "x-e2-1234abcd")
     assert lock_wait_s(spec) == 60 + 90
+
+
+def test_a_run_that_fails_at_start_leaves_no_job_folder(tmp_path):
+    """The lock makes the job's folder before MLflow starts; a run refused there (mlflow.required
+    and no server) must not leave it behind."""
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {"name": "nothing", "checkpoint": {"dir": str(tmp_path / "runs")},
+             "mlflow": {"tracking_uri": "http://127.0.0.1:9", "required": True},
+             "ppo": {"total_steps": 256}}
+        )
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "run", str(spec_path)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "mlflow.required is true" in proc.stderr, proc.stderr
+    assert not list((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else True

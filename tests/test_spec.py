@@ -166,6 +166,21 @@ BAD_SPECS = [
         + "sweep: {num_envs: [2, 4, 6, 7]}\n",
         ["env.envs_per_worker: 2 does not divide sweep.num_envs [7]"],
     ),
+    (
+        "an infinite learning rate (trained to NaN weights)",
+        GOOD + "  learning_rate: .inf\n",
+        ["ppo.learning_rate: must be a finite number"],
+    ),
+    (
+        "a NaN reward weight",
+        GOOD.replace("builtin:dungeon", "builtin:dungeon\n  reward: {coin: .nan}"),
+        ["game.reward.coin", "finite"],
+    ),
+    (
+        "a seed NumPy cannot take",
+        GOOD.replace("seed: 1", "seed: 4294967296"),
+        ["seed: must be ≤ 4294967295"],
+    ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
     (

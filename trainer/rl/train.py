@@ -29,7 +29,13 @@ from trainer.rl.loop import Counters, Trainer, TrainSummary
 from trainer.rl.seeding import seed_everything
 from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
 from trainer.rl.stopping import StopFlag, stop_on_signals
-from trainer.spec import ENV_JOB_NAME, JobSpec, run_identity, training_hash
+from trainer.spec import (
+    ENV_JOB_NAME,
+    JobSpec,
+    environment_tracking_uri,
+    run_identity,
+    training_hash,
+)
 from trainer.tracking.checkpoints import CheckpointStore
 from trainer.tracking.tracker import UNSENT_METRICS, NullTracker, RunStatus, Tracker
 
@@ -51,6 +57,8 @@ def train(
         identity = run_identity(spec)
         store = CheckpointStore(Path(spec.checkpoint.dir) / identity, keep=spec.checkpoint.keep)
         rom = check_game(spec)  # a bad game.* value: exit 2 before anything starts
+        if spec.mlflow.enabled and not spec.mlflow.tracking_uri:
+            environment_tracking_uri(os.environ)  # one MLflow cannot open: exit 2 here too
         replicas = start_replicas(spec, resolve_device(spec.ppo.device))
         if not replicas.main:  # rank 0 speaks for the group; the others print their digest only
             console = Console(io.StringIO(), progress_bar=False)

@@ -38,7 +38,8 @@ DEFAULT_PRESS_FRAMES = 4
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a reward `scale: inf` would make every return and loss NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def parse_int(value: Any) -> int:

@@ -367,7 +367,7 @@ def _format_errors(
             if named is not None:
                 # A cross-field check: its message starts with the key to change; point there.
                 dotted, message = named, message.split(" ", 1)[1]
-            elif "input" in err and not isinstance(err["input"], dict):
+            elif "input" in err and not isinstance(err["input"], dict) and "(got " not in message:
                 message += f" (got {_show(err['input'])})"
         where = origin
         source = next(

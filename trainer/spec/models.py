@@ -36,7 +36,10 @@ class SpecError(InvalidInput):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: `learning_rate: inf` (or .nan) would train to NaN weights.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
 
 
 def _check_quantity(value: str) -> str:
@@ -633,7 +636,10 @@ class JobSpec(_Model):
         json_schema_extra=k8s.schema_dns1123_label(40),
     )
     seed: int = Field(
-        1, ge=0, description="Seed for the policy, the action sampling and the environments."
+        1,
+        ge=0,
+        le=2**32 - 1,  # NumPy's seed range (np.random.seed); torch's is wider
+        description="Seed for the policy, the action sampling and the environments.",
     )
     game: GameSpec = Field(
         default_factory=GameSpec, description="Which game and how it is rewarded."

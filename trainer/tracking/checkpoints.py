@@ -59,6 +59,7 @@ class CheckpointStore:
         self.dir = self.root / "checkpoints"
         self.keep = keep
         self._lock_handle: IO[str] | None = None  # open while this process holds root/.lock
+        self._created_root = False
 
     def lock(self, wait_s: float = 0.0, warn: Callable[[str], None] = log.warning) -> None:
         """Hold `root/.lock` until `unlock()`, waiting up to `wait_s` for another holder to end;
@@ -69,6 +70,7 @@ class CheckpointStore:
         checkpoints and their MLflow run. `flock` is released by the kernel when its holder
         dies, so a killed run leaves no stale lock (on NFS, after its lease); a filesystem
         without locks is said and not enforced."""
+        self._created_root = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held until unlock()
@@ -109,10 +111,15 @@ class CheckpointStore:
         self._lock_handle = handle
 
     def unlock(self) -> None:
-        """Release `lock()` (a process that ends releases it anyway)."""
+        """Release `lock()` (a process that ends releases it anyway). A folder the lock created
+        and nothing else used (the run failed at start) is removed: nothing half-done stays."""
         handle, self._lock_handle = self._lock_handle, None
-        if handle is not None:
-            handle.close()
+        if handle is None:
+            return
+        if self._created_root and [p.name for p in self.root.iterdir()] == [".lock"]:
+            (self.root / ".lock").unlink()
+            self.root.rmdir()
+        handle.close()
 
     @property
     def latest_path(self) -> Path:
