@@ -62,7 +62,8 @@ def run(
 
     Resumes from the job's latest checkpoint when one exists, in the same MLflow run. SIGTERM
     writes a checkpoint and exits with 143 so the Job's retry continues from it; so does a first
-    Ctrl-C (exit 130), a second one stops at once.
+    Ctrl-C (exit 130), a second one stops at once. One trainer per job: while another one runs
+    it (the job folder's lock), this one exits 1 naming it; in a pod it waits for it first.
 
     With distributed.replicas > 1 it starts torchrun (all replicas on this machine, or in a
     multi-replica Job's pods one per pod, joined at $TRAINER_RDZV_ENDPOINT), which restarts the
