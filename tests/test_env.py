@@ -72,6 +72,24 @@ def test_screen_tiles_follow_scrolling_with_wraparound(scx, scy, other_map):
     env.close()
 
 
+def test_screen_tiles_read_the_tile_ids_on_a_game_boy_color_whatever_vram_bank_is_selected():
+    """Found by probing: on a Game Boy Color, plain VRAM reads follow VBK (0xFF4F); a game that
+    left bank 1 selected gave its tile attributes as the observation."""
+    from trainer.games.base import header_checksum
+    from trainer.games.emulator import start_pyboy
+
+    rom = bytearray(BUILTIN_ROMS["dungeon"].read_bytes())
+    rom[0x143] = 0x80  # "works on a Game Boy Color too": PyBoy runs it in CGB mode
+    rom[0x14D] = header_checksum(bytes(rom))
+    pyboy = start_pyboy(bytes(rom))
+    pyboy.tick(300, False)
+    on_bank_0 = screen_tiles(pyboy)
+    pyboy.memory[0xFF4F] = 1
+    assert pyboy.memory[0x9800 : 0x9800 + 32] != pyboy.memory[0, 0x9800 : 0x9800 + 32]
+    assert np.array_equal(screen_tiles(pyboy), on_bank_0) and on_bank_0.any()
+    pyboy.stop(save=False)
+
+
 def test_reset_restores_start_and_observation():
     env = env_for()
     first = env.reset()

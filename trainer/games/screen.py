@@ -25,11 +25,13 @@ def background_tiles(pyboy: Any) -> np.ndarray:
     base = TILEMAP_HIGH if lcdc & 0x08 else TILEMAP_LOW
     # Only the 18 visible rows (two reads when they wrap past row 31); memory slices come back
     # as lists, and bytes() → frombuffer is the cheapest way into numpy.
+    # VRAM bank 0 by name: on a Game Boy Color, plain addresses read the bank VBK selects, and
+    # bank 1 holds the tile attributes, not the ids (Pan Docs, VRAM Banks; PyBoy memory[bank, a]).
     top = scy >> 3
     first = min(SCREEN_TILES_H, 32 - top)
-    raw = bytes(mem[base + top * 32 : base + (top + first) * 32])
+    raw = bytes(mem[0, base + top * 32 : base + (top + first) * 32])
     if first < SCREEN_TILES_H:
-        raw += bytes(mem[base : base + (SCREEN_TILES_H - first) * 32])
+        raw += bytes(mem[0, base : base + (SCREEN_TILES_H - first) * 32])
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(SCREEN_TILES_H, 32)
     tiles = rows[:, ((scx >> 3) + _COLS) % 32].astype(np.uint16)
     if not lcdc & 0x10:  # tile data at 0x8800, signed ids: PyBoy maps them to 256–383
