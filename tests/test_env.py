@@ -75,8 +75,8 @@ def test_screen_tiles_follow_scrolling_with_wraparound(scx, scy, other_map):
 def test_screen_tiles_read_the_tile_ids_on_a_game_boy_color_whatever_vram_bank_is_selected():
     """Found by probing: on a Game Boy Color, plain VRAM reads follow VBK (0xFF4F); a game that
     left bank 1 selected gave its tile attributes as the observation."""
-    from trainer.games.base import header_checksum
     from trainer.games.emulator import start_pyboy
+    from trainer.spec.rom_header import header_checksum
 
     rom = bytearray(BUILTIN_ROMS["dungeon"].read_bytes())
     rom[0x143] = 0x80  # "works on a Game Boy Color too": PyBoy runs it in CGB mode

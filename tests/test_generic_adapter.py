@@ -8,15 +8,11 @@ import pytest
 
 from trainer.envs.env import make_env
 from trainer.games import BUILTIN_ROMS, GameError
-from trainer.games.base import (
-    OTHER_MAPPERS,
-    PYBOY_CARTRIDGE_TYPES,
-    check_game_boy_rom,
-    header_checksum,
-)
+from trainer.games.base import check_game_boy_rom
 from trainer.rl.console import Console
 from trainer.rl.train import train
 from trainer.spec import validate_spec
+from trainer.spec.rom_header import OTHER_MAPPERS, PYBOY_CARTRIDGE_TYPES, header_checksum
 
 RIGHT, LEFT, NOOP = 4, 3, 0
 

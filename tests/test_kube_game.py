@@ -18,13 +18,24 @@ from trainer.kube import game
 from trainer.kube import manifests as kube
 from trainer.spec import SpecError, run_id, validate_spec
 from trainer.spec.kube_rules import GAME_DIR
+from trainer.spec.rom_header import header_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def zelda(tmp_path: Path, rom: bytes = b"\x00" * 4096, state: bytes = b"state") -> dict:
+def rom_bytes(pattern: bytes, size: int = 0x8000) -> bytes:
+    """`size` bytes of `pattern` with a valid cartridge header (ROM only, no RAM): what render
+    accepts as a ROM to ship (a file that is no ROM is refused before anything is sent)."""
+    rom = bytearray((pattern * (size // len(pattern) + 1))[:size])
+    rom[0x147] = rom[0x149] = 0
+    rom[0x14D] = header_checksum(bytes(rom))
+    return bytes(rom)
+
+
+def zelda(tmp_path: Path, rom: bytes | None = None, state: bytes = b"state") -> dict:
     """configs/zelda.yaml with its ROM and save state given as files here."""
-    (tmp_path / "zelda.gb").write_bytes(rom)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "zelda.gb").write_bytes(rom_bytes(b"\x00") if rom is None else rom)
     (tmp_path / "zelda.gb.state").write_bytes(state)
     data = yaml.safe_load((ROOT / "configs/zelda.yaml").read_text())
     data["game"].update(rom=str(tmp_path / "zelda.gb"), state=str(tmp_path / "zelda.gb.state"))
@@ -36,7 +47,8 @@ def configmaps(manifests: list[dict]) -> dict[str, dict]:
 
 
 def test_rom_and_state_are_shipped_as_configmaps_and_mounted(tmp_path: Path) -> None:
-    data = zelda(tmp_path, rom=b"ROM" * 1000, state=b"STATE")
+    rom = rom_bytes(b"ROM")
+    data = zelda(tmp_path, rom=rom, state=b"STATE")
     manifests = kube.render(validate_spec(data), [2])
     assert [m["kind"] for m in manifests] == ["ConfigMap"] * 3 + ["Job"]
     job = manifests[-1]
@@ -44,7 +56,7 @@ def test_rom_and_state_are_shipped_as_configmaps_and_mounted(tmp_path: Path) -> 
     objects = configmaps(manifests)
     ((rom_key, rom_b64),) = objects[f"{name}-rom"]["binaryData"].items()
     ((state_key, state_b64),) = objects[f"{name}-state"]["binaryData"].items()
-    assert base64.b64decode(rom_b64) == b"ROM" * 1000 and base64.b64decode(state_b64) == b"STATE"
+    assert base64.b64decode(rom_b64) == rom and base64.b64decode(state_b64) == b"STATE"
     assert rom_key.endswith("-zelda.gb") and state_key.endswith("-zelda.gb.state")
     assert objects[f"{name}-rom"]["metadata"]["labels"] == objects[name]["metadata"]["labels"]
     # The pod's spec points at the mounted copies; the pod mounts both there, read-only.
@@ -68,9 +80,9 @@ def test_rom_and_state_are_shipped_as_configmaps_and_mounted(tmp_path: Path) -> 
 
 
 def test_another_rom_is_another_job_and_another_run(tmp_path: Path) -> None:
-    first = kube.plan_pods(validate_spec(zelda(tmp_path / "a", rom=b"one")), [2])[1][0]
-    second = kube.plan_pods(validate_spec(zelda(tmp_path / "b", rom=b"two")), [2])[1][0]
-    same = kube.plan_pods(validate_spec(zelda(tmp_path / "c", rom=b"one")), [2])[1][0]
+    first = kube.plan_pods(validate_spec(zelda(tmp_path / "a", rom=rom_bytes(b"one"))), [2])[1][0]
+    second = kube.plan_pods(validate_spec(zelda(tmp_path / "b", rom=rom_bytes(b"two"))), [2])[1][0]
+    same = kube.plan_pods(validate_spec(zelda(tmp_path / "c", rom=rom_bytes(b"one"))), [2])[1][0]
     assert first.job_name != second.job_name and run_id(first.spec) != run_id(second.spec)
     # The content, not where it was read, decides: the same ROM elsewhere is the same Job.
     assert first.job_name == same.job_name
@@ -83,14 +95,41 @@ def _dirs(tmp_path: Path) -> None:
 
 
 def test_a_rom_of_exactly_1_mib_fits_one_byte_more_is_refused(tmp_path: Path) -> None:
-    kube.render(validate_spec(zelda(tmp_path, rom=b"\x01" * game.MAX_BYTES)), [2])
-    data = zelda(tmp_path, rom=b"\x01" * (game.MAX_BYTES + 1))
+    kube.render(validate_spec(zelda(tmp_path, rom=rom_bytes(b"\x01", game.MAX_BYTES))), [2])
+    data = zelda(tmp_path, rom=rom_bytes(b"\x01", game.MAX_BYTES + 1))
     with pytest.raises(SpecError, match=r"game\.rom: .*zelda\.gb is 1,048,577 bytes.*volume"):
         kube.render(validate_spec(data), [2])
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(main, ["render", str(path)])
     assert result.exit_code == 2 and "game.rom:" in result.output and result.stdout == ""
+
+
+def _huc1() -> bytes:
+    rom = bytearray(rom_bytes(b"\x00"))
+    rom[0x147] = 0xFF  # HuC1: a valid header, a cartridge PyBoy does not emulate
+    rom[0x14D] = header_checksum(bytes(rom))
+    return bytes(rom)
+
+
+@pytest.mark.parametrize(
+    ("rom", "says"),
+    [(b"\x00" * 4096, "is not a Game Boy ROM"), (_huc1(), "needs a cartridge PyBoy")],
+    ids=["not-a-rom", "huc1"],
+)
+def test_a_rom_pyboy_cannot_run_is_refused_before_anything_is_sent(
+    tmp_path: Path, rom: bytes, says: str
+) -> None:
+    """Found by probing: render shipped any file as the ROM, and each pod then failed at start."""
+    data = zelda(tmp_path, rom=rom)
+    cluster = FakeCluster()
+    with pytest.raises(SpecError, match=f"game.rom: {tmp_path / 'zelda.gb'} {says}"):
+        launch(cluster, data, [2])
+    assert cluster.calls == []
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["render", str(path)])
+    assert result.exit_code == 2 and says in result.output and result.stdout == ""
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from test_zelda_adapter import FakePyBoy
 from trainer.envs.env import import_pyboy, make_env
 from trainer.games import BUILTIN_ROMS, GameError, make_adapter
 from trainer.games import zelda as z
-from trainer.games.base import header_checksum
 from trainer.spec import load_spec, validate_spec
 from trainer.spec.game_ram import RamSpec
+from trainer.spec.rom_header import header_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = 0xC800  # WRAM the dungeon never uses: free for bytes written by the tests

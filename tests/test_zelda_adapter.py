@@ -7,8 +7,8 @@ import pytest
 from trainer.envs.env import make_env
 from trainer.games import BUILTIN_ROMS, GameError, make_adapter
 from trainer.games import zelda as z
-from trainer.games.base import header_checksum
 from trainer.spec import validate_spec
+from trainer.spec.rom_header import header_checksum
 
 
 class FakeMemory:

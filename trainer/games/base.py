@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from trainer.errors import InvalidInput
+from trainer.spec.rom_header import rom_problem
 
 
 class GameError(InvalidInput):
@@ -99,50 +100,13 @@ def rom_sha1(rom: bytes) -> str:
     return hashlib.sha1(rom).hexdigest()
 
 
-def header_checksum(rom: bytes) -> int:
-    """The cartridge header checksum over 0x134–0x14C (Pan Docs, The Cartridge Header, 014D)."""
-    value = 0
-    for byte in rom[0x134:0x14D]:
-        value = (value - byte - 1) & 0xFF
-    return value
-
-
-#: Cartridge types (header byte 0x147) PyBoy emulates: the keys of its CARTRIDGE_TABLE
-#: (pyboy/core/cartridge/cartridge.py): ROM only, MBC1, MBC2, MBC3, MBC5 and their variants.
-PYBOY_CARTRIDGE_TYPES = frozenset(
-    {0x00, 0x01, 0x02, 0x03, 0x05, 0x06, 0x08, 0x09, 0x0F, 0x10, 0x11, 0x12, 0x13}
-    | {0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E}
-)
-#: Mappers PyBoy does not emulate, by name (Pan Docs, The Cartridge Header, 0147).
-OTHER_MAPPERS = {
-    0x0B: "MMM01", 0x0C: "MMM01", 0x0D: "MMM01", 0x20: "MBC6", 0x22: "MBC7",
-    0xFC: "Pocket Camera", 0xFD: "Bandai TAMA5", 0xFE: "HuC3", 0xFF: "HuC1",
-}  # fmt: skip
-#: RAM size codes (header byte 0x149) Pan Docs defines, and PyBoy's EXTERNAL_RAM_TABLE reads.
-RAM_SIZE_CODES = range(0x00, 0x06)
-
-
 def check_game_boy_rom(rom: bytes, path: Path, key: str = "game.rom") -> None:
     """GameError naming `key` and `path` unless it is a Game Boy ROM with a valid header, of a
     cartridge PyBoy can run (checked here, so the refusal is one line and not a crash of every
     emulator process)."""
-    if len(rom) < 0x8000 or header_checksum(rom) != rom[0x14D]:
-        raise GameError(
-            f"{key}: {path} is not a Game Boy ROM (too small or bad cartridge header checksum); "
-            "give the path of a .gb or .gbc file"
-        )
-    kind = rom[0x147]
-    if kind not in PYBOY_CARTRIDGE_TYPES:
-        raise GameError(
-            f"{key}: {path} needs a cartridge PyBoy does not emulate (header type 0x{kind:02X}: "
-            f"{OTHER_MAPPERS.get(kind, 'unknown')}); PyBoy runs ROM-only, MBC1, MBC2, MBC3 and "
-            "MBC5 games"
-        )
-    if rom[0x149] not in RAM_SIZE_CODES:
-        raise GameError(
-            f"{key}: {path} has an invalid cartridge header: RAM size code 0x{rom[0x149]:02X} at "
-            "0x149 (valid: 0x00-0x05); is the file a Game Boy ROM?"
-        )
+    problem = rom_problem(rom)
+    if problem:
+        raise GameError(f"{key}: {path} {problem}")
 
 
 def rom_title(rom: bytes) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from trainer.spec import JobSpec, SpecError
 from trainer.spec.kube_rules import GAME_DIR
+from trainer.spec.rom_header import rom_problem
 
 #: A ConfigMap's data and binaryData together (k8s.io/kubernetes core.MaxSecretSize).
 MAX_BYTES = 1024 * 1024
@@ -83,7 +84,11 @@ def local_game_files(spec: JobSpec) -> list[GameFile]:
                         "and give its path in the pod"
                     ]
                 )
-            found.append(GameFile(field, path, path.read_bytes()))
+            data = path.read_bytes()
+            problem = rom_problem(data) if field == "game.rom" else None
+            if problem:  # the pod would refuse it: say so before any Job is sent
+                raise SpecError([f"{field}: {path} {problem}"])
+            found.append(GameFile(field, path, data))
         elif not PurePosixPath(value).is_absolute():
             raise SpecError(
                 [
