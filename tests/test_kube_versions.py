@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_helm_chart import CHART
+from test_kube_game import rom_bytes
 from test_kube_render import FULL, GOLDEN_CASES
 from test_kube_tools import K8S_FILES, ROOT, assert_valid_manifests, require_tool, run_tool
 
@@ -77,7 +78,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         paths.append(path)
     # configs/zelda.yaml with its ROM and save state shipped from this machine (binaryData,
     # a projected volume)
-    (tmp_path / "zelda.gb").write_bytes(b"\x00" * 32768)
+    (tmp_path / "zelda.gb").write_bytes(rom_bytes(b"\x00"))  # render checks the header
     (tmp_path / "zelda.gb.state").write_bytes(b"\x01" * 1024)
     zelda = yaml.safe_load((ROOT / "configs/zelda.yaml").read_text())
     zelda["game"].update(rom=str(tmp_path / "zelda.gb"), state=str(tmp_path / "zelda.gb.state"))
