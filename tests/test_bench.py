@@ -119,3 +119,20 @@ def test_double_buffer_bench_runs_both_collections_on_each_game():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.endswith("×")]
     assert [row[0] for row in rows] == ["quickstart", "cavern"], proc.stdout
+
+
+def test_learner_variants_bench_times_each_variant_beside_eager():
+    """scripts/bench_learner_variants.py: the spec's update and policy call, eager on one
+    thread, on all CPUs and compiled (Inductor builds C++ kernels here), next to a spinning
+    neighbour; a row per variant with its ratio (a smoke run: figures not asserted)."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "bench_learner_variants.py"
+    args = ["--rounds", "1", "--updates", "1", "--calls", "5", "--busy", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.endswith("×")]
+    assert [row.split()[0] for row in rows] == ["update"] * 3 + ["policy"] * 2, proc.stdout
+    assert rows[0].endswith("1.00×") and "1 spinning neighbour" in proc.stdout

@@ -204,14 +204,15 @@ def _pss_mb(pid: int) -> float:
 
 
 # ---- 4. learner ----------------------------------------------------------------------------
-def bench_learner(
+def learner_pass(
     spec: JobSpec,
     samples: int,
     obs_shape: tuple[int, ...],
     num_actions: int,
     device_name: str | None = None,
-) -> float:
-    """Samples/s through forward + backward + Adam step for the configured network, on
+) -> tuple[Any, Callable[[], None], int]:
+    """(agent, one_pass, samples per pass): one epoch of the spec's PPO update (forward, backward,
+    Adam step per minibatch) over a random batch of at least `samples`' worth of one rollout, on
     `device_name` (default: the spec's `ppo.device`)."""
     import torch
 
@@ -223,7 +224,7 @@ def bench_learner(
     agent = build_agent(spec, obs_shape, num_actions, device)
     high = NUM_TILE_IDS if spec.env.obs.type == "tiles" else 256
     dtype = torch.int16 if spec.env.obs.type == "tiles" else torch.uint8
-    size = max(spec.ppo.batch_size, spec.ppo.rollout_steps * 2)
+    size = max(spec.ppo.batch_size, samples)
     obs = torch.randint(0, high, (size, *obs_shape), device=device).to(dtype)
     actions = torch.randint(0, num_actions, (size,), device=device)
     zeros = torch.zeros(size, device=device)
@@ -242,14 +243,28 @@ def bench_learner(
             target_kl=None,
             cfg=cfg,
         )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
+    return agent, one_pass, size
+
+
+def bench_learner(
+    spec: JobSpec,
+    samples: int,
+    obs_shape: tuple[int, ...],
+    num_actions: int,
+    device_name: str | None = None,
+) -> float:
+    """Samples/s through forward + backward + Adam step for the configured network, on
+    `device_name` (default: the spec's `ppo.device`)."""
+    size = spec.ppo.rollout_steps * 2
+    _, one_pass, size = learner_pass(spec, size, obs_shape, num_actions, device_name)
     one_pass()  # warm-up
     passes = max(1, samples // size)
     start = time.perf_counter()
     for _ in range(passes):
         one_pass()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
     return passes * size / (time.perf_counter() - start)
 
 
