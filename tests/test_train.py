@@ -355,3 +355,16 @@ def test_a_pyboy_log_level_pyboy_lacks_is_refused_naming_the_variable(tmp_path):
         proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "average, shown", [(float("nan"), "none yet (no episode ended)"), (1.5, "1.500")]
+)
+def test_summary_says_when_no_episode_ended_instead_of_nan(average, shown):
+    from trainer.rl.loop import TrainSummary
+    from trainer.rl.train import print_summary
+
+    stream = io.StringIO()
+    summary = TrainSummary(10, 0, 0.1, average, 2, 100.0, 0.0, 400.0, 0.5, 0, None, None, 0)
+    print_summary(Console(stream), summary, frame_skip=4)
+    assert f"Average reward (last 10): {shown}\n" in stream.getvalue()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -288,7 +289,9 @@ def print_summary(console: Console, s: TrainSummary, frame_skip: int) -> None:
     console.print(f"Final step: {s.final_step:,}")
     console.print(f"Total episodes: {s.total_episodes}")
     console.print(f"Training time: {s.training_seconds:.1f} seconds")
-    console.print(f"Average reward (last 10): {s.avg_reward_last10:.3f}")
+    average = s.avg_reward_last10
+    shown = "none yet (no episode ended)" if math.isnan(average) else f"{average:.3f}"
+    console.print(f"Average reward (last 10): {shown}")
     if s.replicas > 1:
         total = s.num_envs * s.replicas
         console.print(f"Environments used: {total} ({s.replicas} replicas × {s.num_envs})")
