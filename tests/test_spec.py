@@ -457,6 +457,41 @@ def test_tracking_uris_mlflow_cannot_open_are_refused_everywhere(tmp_path, uri):
 
 
 @pytest.mark.parametrize(
+    "uri, path",
+    [
+        ("sqlite:///mlflow.db", "mlflow.db"),
+        ("sqlite:////var/lib/mlflow.db?timeout=20", "/var/lib/mlflow.db"),
+        ("file:///var/lib/my%20runs", "/var/lib/my runs"),
+        ("mlruns", "mlruns"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("http://mlflow:5000", None),
+        ("postgresql://db/mlflow", None),
+    ],
+)
+def test_local_store_path_is_the_file_or_folder_mlflow_would_create(uri, path):
+    from trainer.spec.tracking_uri import local_store_path
+
+    assert local_store_path(uri) == (None if path is None else Path(path))
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///gone.db", "gone-runs", "file://{tmp}/gone", None])
+def test_commands_that_only_read_runs_refuse_a_store_that_does_not_exist(
+    tmp_path, monkeypatch, uri
+):
+    """compare and play on a mistyped store (or none where they run): exit 2 naming it, and
+    no empty store left behind (MLflow would create one and then find nothing in it)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner(env={"MLFLOW_TRACKING_URI": None})
+    option = [] if uri is None else ["--tracking-uri", uri.format(tmp=tmp_path)]
+    for command in (["compare", "some-sweep"], ["play", "0123456789abcdef0123456789abcdef"]):
+        result = runner.invoke(main, [*command, *option])
+        assert result.exit_code == 2, result.output
+        assert "no MLflow tracking store at " in result.output, result.output
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     "override, expected",
     [
         ("game.ram.rewards[0].scale=3", lambda s: s.game.ram.rewards[0].scale == 3.0),

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from trainer.errors import InvalidInput
 
@@ -59,3 +61,33 @@ def environment_tracking_uri(environ: Mapping[str, str]) -> str | None:
     if problem:
         raise InvalidInput(f"$MLFLOW_TRACKING_URI: {problem} (got {uri!r})")
     return uri
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder a local tracking store keeps its runs in: a SQLite database's file
+    (`sqlite:///mlflow.db`), a file store's folder (a plain path or `file:///…`). None for a
+    server, another database, or SQLite in memory or through a `file:` URI."""
+    scheme = tracking_uri_scheme(uri)
+    if scheme == "":
+        return Path(uri)
+    if scheme == "file":
+        return Path(unquote(urlparse(uri).path))
+    if scheme == "sqlite":
+        # sqlite:///relative.db, sqlite:////absolute.db (SQLAlchemy's URL form)
+        database = uri.split("://", 1)[1][1:].split("?", 1)[0] if "://" in uri else ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return Path(unquote(database))
+    return None
+
+
+def missing_store_problem(uri: str) -> str | None:
+    """What a command that only reads runs should say when `uri` is a local store that does
+    not exist: opening it would create an empty one (MLflow makes the database or folder on
+    first use) and then report nothing found, which hides a mistyped path."""
+    path = local_store_path(uri)
+    if path is None or path.exists():
+        return None
+    return (
+        f"no MLflow tracking store at {path} ({uri}): nothing was tracked there; run from the "
+        "folder you trained in, or point --tracking-uri or $MLFLOW_TRACKING_URI at the store"
+    )

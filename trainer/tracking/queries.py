@@ -14,6 +14,7 @@ from typing import Any
 
 from trainer import metrics
 from trainer.errors import InvalidInput
+from trainer.spec.tracking_uri import missing_store_problem
 from trainer.tracking.client import (
     TAG_NUM_ENVS,
     TAG_SWEEP_ID,
@@ -59,6 +60,20 @@ class RunRecord:
         return [(stamp - self.start_ms) / 60000 for _, _, stamp in self.returns]
 
 
+def reading_client(tracking_uri: str | None) -> Any:
+    """An MlflowClient for a command that only reads: `InvalidInput` when the URI (given, or
+    MLflow's default: `mlflow.db` or `mlruns` in the working directory) is a local store that
+    does not exist, instead of creating an empty one there and finding nothing in it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    problem = missing_store_problem(uri)
+    if problem:
+        raise InvalidInput(problem)
+    return MlflowClient(uri)
+
+
 def find_runs(
     tracking_uri: str | None,
     *,
@@ -70,9 +85,8 @@ def find_runs(
     `experiment` or in every experiment), every training run of `experiment`, or `run_ids`.
     Sorted by total env count (replicas × num_envs), then replicas, then name. The sweep's own parent run is never among them."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = reading_client(tracking_uri)
     if run_ids:
         try:
             runs = [client.get_run(run_id) for run_id in run_ids]
@@ -182,9 +196,8 @@ def download_latest_checkpoint(tracking_uri: str | None, run_id: str, dest_dir: 
     """The run's `checkpoints/latest.pt`, downloaded into `dest_dir`; `InvalidInput` naming the
     run when it has none (or does not exist)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = reading_client(tracking_uri)
     try:
         names = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     except MlflowException as exc:
