@@ -31,9 +31,7 @@ import torch
 
 from trainer.bench.report import machine_description
 from trainer.bench.stages import _make_pool
-from trainer.rl.rollout import obs_to_tensor
-from trainer.rl.seeding import generator
-from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
+from trainer.rl.setup import acting_policy, set_torch_threads
 from trainer.spec import JobSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,15 +40,7 @@ DEFAULT_SPECS = [ROOT / "configs" / "quickstart.yaml", ROOT / "configs" / "caver
 
 def policy(spec: JobSpec, pool: object) -> Callable[[np.ndarray], np.ndarray]:
     """The training loop's acting path: the spec's network, `Agent.act`, the sampler."""
-    device = resolve_device(spec.ppo.device)
-    agent = build_agent(spec, pool.observation_shape, pool.num_actions, device)
-    sampler = generator(spec.seed, device)
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        action, _, _ = agent.act(obs_to_tensor(obs).to(device), generator=sampler)
-        return action.cpu().numpy()
-
-    return act
+    return acting_policy(spec, pool.observation_shape, pool.num_actions)
 
 
 def timed(run: Callable[[int], None], steps: int) -> float:

@@ -136,3 +136,26 @@ def test_learner_variants_bench_times_each_variant_beside_eager():
     rows = [line for line in proc.stdout.splitlines() if line.endswith("×")]
     assert [row.split()[0] for row in rows] == ["update"] * 3 + ["policy"] * 2, proc.stdout
     assert rows[0].endswith("1.00×") and "1 spinning neighbour" in proc.stdout
+
+
+def test_backend_bench_trains_each_backend_on_each_game():
+    """scripts/bench_backend.py: real training with auto, serial and fastest on both built-in
+    games, a row per backend with its ratio and, for fastest, the backend kept (a smoke run:
+    figures not asserted)."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "bench_backend.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--steps", "256", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if "×" in line]
+    assert [(row[0], row[1]) for row in rows] == [
+        (game, backend)
+        for game in ("train-20k", "cavern")
+        for backend in ("auto", "serial", "fastest")
+    ], proc.stdout
+    assert all(row[-1] in ("serial", "process") for row in rows if row[1] == "fastest")

@@ -368,3 +368,16 @@ def test_summary_says_when_no_episode_ended_instead_of_nan(average, shown):
     summary = TrainSummary(10, 0, 0.1, average, 2, 100.0, 0.0, 400.0, 0.5, 0, None, None, 0)
     print_summary(Console(stream), summary, frame_skip=4)
     assert f"Average reward (last 10): {shown}\n" in stream.getvalue()
+
+
+def test_backend_fastest_trains_exactly_as_a_fixed_backend(tmp_path):
+    """The probe (its own network, its steps) leaves the run as it was: the same episodes and
+    returns as with the serial backend, whichever backend the probe keeps."""
+    summaries, stream = {}, io.StringIO()
+    for backend in ("serial", "fastest"):
+        spec = small_spec(tmp_path / backend)
+        spec["env"]["backend"] = backend
+        summaries[backend] = train(validate_spec(spec), console=Console(stream))
+    assert "⚖️  Fastest backend here: " in stream.getvalue()
+    assert summaries["fastest"].total_episodes == summaries["serial"].total_episodes == 10
+    assert summaries["fastest"].returns == summaries["serial"].returns

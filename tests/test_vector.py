@@ -577,6 +577,54 @@ def test_measure_steps_per_second(backend):
         assert measure_steps_per_second(venv, steps=20) > 0
 
 
+# ---- backend "fastest": both timed, the faster kept ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env_kwargs, winner",
+    [
+        ({}, SerialVecEnv),  # no work per step: a worker's round trip is all a process adds
+        ({"step_sleep_us": 3000}, ProcessVecEnv),  # 4 envs waiting 3 ms: in parallel 4× less
+    ],
+)
+def test_fastest_keeps_the_faster_backend_which_steps_as_the_others_do(env_kwargs, winner):
+    ready, closed, probed = [], [], []
+
+    def policy(shape, num_actions):
+        probed.append((shape, num_actions))
+        return lambda obs: np.zeros(len(obs), dtype=int)
+
+    fns = toy_fns(4, **env_kwargs)
+    pool = make_vec_env(
+        fns,
+        backend="fastest",
+        envs_per_worker=1,
+        on_env_ready=ready.append,
+        on_env_closed=closed.append,
+        probe_policy=policy,
+    )
+    with pool:
+        assert isinstance(pool, winner), pool.backend_choice
+        assert pool.backend_choice.backend == {SerialVecEnv: "serial"}.get(winner, "process")
+        assert probed == [((6, 5), ToyEnv.num_actions)]  # the policy saw the envs' shapes
+        assert sorted(ready) == [0, 1, 2, 3] and closed == []  # one line per env, none closed
+        with make("serial", num_envs=4) as reference:
+            # The probe's steps leave no trace: a reset restores every env's start.
+            assert_same_results(reference, pool, action_sequence(30, 4, seed=3))
+    assert sorted(closed) == [0, 1, 2, 3]
+
+
+def test_fastest_with_one_env_is_serial_without_probing():
+    with make_vec_env(toy_fns(1), backend="fastest") as pool:
+        assert isinstance(pool, SerialVecEnv) and pool.backend_choice is None
+
+
+def test_fastest_closes_both_pools_when_an_env_fails_during_the_probe():
+    with pytest.raises(RuntimeError, match="failing at step 3 as asked"):
+        make_vec_env(toy_fns(2, fail_at_step=3), backend="fastest", envs_per_worker=1)
+    assert mp.active_children() == []
+
+
 # ---- real emulators (the built-in game) ---------------------------------------------------
 
 

@@ -32,6 +32,7 @@ class ToyEnv:
         max_steps: int = 7,
         dtype: str = "uint8",
         step_cost_us: float = 0.0,
+        step_sleep_us: float = 0.0,
         fail_on_create: bool = False,
         refuse_input: bool = False,
         fail_at_step: int | None = None,
@@ -46,6 +47,7 @@ class ToyEnv:
         self.size = size
         self.max_steps = max_steps
         self.step_cost_us = step_cost_us
+        self.step_sleep_us = step_sleep_us
         self.observation_dtype = np.dtype(dtype)
         self.observation_shape = (size + 1, size)
         self.start = (index % size, (2 * index + 1) % size)
@@ -81,6 +83,8 @@ class ToyEnv:
             end = time.perf_counter() + self.step_cost_us * 1e-6
             while time.perf_counter() < end:
                 pass
+        if self.step_sleep_us:  # an env that waits (I/O, a server): parallel whatever the CPUs
+            time.sleep(self.step_sleep_us * 1e-6)
         dy, dx = MOVES[action]
         y = min(max(self.pos[0] + dy, 0), self.size - 1)
         x = min(max(self.pos[1] + dx, 0), self.size - 1)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from trainer.envs.env import NUM_TILE_IDS
 from trainer.errors import InvalidInput
 from trainer.rl.ppo import Agent, LossConfig
+from trainer.rl.rollout import obs_to_tensor
+from trainer.rl.seeding import generator
 from trainer.spec import JobSpec, available_cpus
 
 
@@ -56,6 +60,26 @@ def build_agent(
     """The policy network the spec describes, on `device`."""
     agent = Agent(obs_shape, num_actions, spec.env.obs.type, spec.ppo.hidden_size, NUM_TILE_IDS)
     return agent.to(device)
+
+
+def acting_policy(
+    spec: JobSpec, observation_shape: tuple[int, ...], num_actions: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The spec's network with fresh weights, acting on a batch of observations as the
+    collector does (`Agent.act` under inference mode, a sampler of its own): to time pools and
+    collection with the policy's real cost between steps. Torch's global random state is left
+    as it was, so the run's own network starts from the same weights."""
+    device = resolve_device(spec.ppo.device)
+    with torch.random.fork_rng(devices=[]):
+        agent = build_agent(spec, observation_shape, num_actions, device)
+    sampler = generator(spec.seed, device)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            action, _, _ = agent.act(obs_to_tensor(obs).to(device), generator=sampler)
+        return action.cpu().numpy()
+
+    return act
 
 
 def loss_config(spec: JobSpec) -> LossConfig:

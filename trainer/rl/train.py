@@ -28,7 +28,7 @@ from trainer.rl.console import Console
 from trainer.rl.distributed import Replicas, is_restart, start_replicas, weights_digest
 from trainer.rl.loop import Counters, Trainer, TrainSummary
 from trainer.rl.seeding import seed_everything
-from trainer.rl.setup import build_agent, resolve_device, set_torch_threads
+from trainer.rl.setup import acting_policy, build_agent, resolve_device, set_torch_threads
 from trainer.rl.stopping import StopFlag, stop_on_signals
 from trainer.spec import (
     ENV_JOB_NAME,
@@ -212,20 +212,24 @@ def start_envs(spec: JobSpec, console: Console, first_index: int = 0) -> VecEnv:
     what = "parallel environments" if count > 1 else "environment"
     console.print(f"🔧 Initializing {count} {what}...")
     restarts = {}
-    if resolve_backend(env.backend, count) == "process":
+    if resolve_backend(env.backend, count) != "serial":
         restarts = {
             "worker_timeout": env.worker_timeout_s,
             "max_restarts": env.max_worker_restarts,
             "restart_window": env.restart_window_s,
         }
-    return make_vec_env(
+    pool = make_vec_env(
         [functools.partial(make_env, spec, first_index + i) for i in range(count)],
         backend=env.backend,
         envs_per_worker=env.envs_per_worker,
         on_env_ready=lambda i: console.print(f"✅ Environment {i + 1}/{count} initialized"),
         on_env_closed=lambda i: console.print(f"✅ Environment {i + 1} closed"),
+        probe_policy=functools.partial(acting_policy, spec),
         **restarts,
     )
+    if pool.backend_choice is not None:
+        console.print(f"⚖️  Fastest backend here: {pool.backend_choice.describe()}")
+    return pool
 
 
 def already_trained(

@@ -146,10 +146,12 @@ class EnvSpec(_Model):
         description=f"Discrete action set, each one button (or noop); allowed: {', '.join(BUTTONS)}.",
     )
     obs: ObsSpec = Field(default_factory=ObsSpec, description="Observation settings.")
-    backend: Literal["auto", "serial", "process"] = Field(
+    backend: Literal["auto", "serial", "process", "fastest"] = Field(
         "auto",
         description="Vector backend: `process` runs emulators in worker processes over shared "
-        "memory, `serial` in this process; `auto` picks serial for 1 env, process otherwise.",
+        "memory (a dead or hung worker is replaced), `serial` in this process; `auto` picks "
+        "serial for 1 env, process otherwise; `fastest` times both on the game for a few "
+        "steps at start-up and keeps the faster (serial wins on cheap games and few CPUs).",
     )
     envs_per_worker: int | Literal["auto"] = Field(
         "auto",

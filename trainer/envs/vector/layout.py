@@ -8,13 +8,18 @@ from trainer.spec import available_cpus
 
 
 def resolve_backend(
-    backend: Literal["auto", "serial", "process"], num_envs: int
-) -> Literal["serial", "process"]:
-    """`auto`: serial for one env (nothing to overlap), process otherwise."""
-    if backend not in ("auto", "serial", "process"):
-        raise ValueError(f"backend: must be 'auto', 'serial' or 'process', got {backend!r}")
+    backend: Literal["auto", "serial", "process", "fastest"], num_envs: int
+) -> Literal["serial", "process", "fastest"]:
+    """`auto`: serial for one env (nothing to overlap), process otherwise. `fastest` stays
+    (both are timed when the pool starts) unless there is one env: serial."""
+    if backend not in ("auto", "serial", "process", "fastest"):
+        raise ValueError(
+            f"backend: must be 'auto', 'serial', 'process' or 'fastest', got {backend!r}"
+        )
+    if backend in ("auto", "fastest") and num_envs == 1:
+        return "serial"
     if backend == "auto":
-        return "serial" if num_envs == 1 else "process"
+        return "process"
     return backend
 
 

@@ -17,6 +17,7 @@ from trainer.errors import TrainerError
 
 if TYPE_CHECKING:
     from trainer.envs.vector.buffers import Buffers
+    from trainer.envs.vector.fastest import BackendChoice
 
 
 class Env(Protocol):
@@ -80,6 +81,8 @@ class VecEnv(ABC):
     observation_dtype: np.dtype
     num_actions: int
     worker_restarts: int = 0
+    #: With `backend="fastest"`: what the start-up probe measured, and the backend it kept.
+    backend_choice: BackendChoice | None = None
 
     # The call protocol (reset before stepping, step_async then step_wait, actions validated) is
     # checked here once; a backend implements `_reset`, `_step_async` and `_step_wait`.
