@@ -381,3 +381,18 @@ def test_backend_fastest_trains_exactly_as_a_fixed_backend(tmp_path):
     assert "⚖️  Fastest backend here: " in stream.getvalue()
     assert summaries["fastest"].total_episodes == summaries["serial"].total_episodes == 10
     assert summaries["fastest"].returns == summaries["serial"].returns
+
+
+def test_backend_fastest_with_async_collection_is_the_process_pool_without_a_probe(tmp_path):
+    """The probe times collection alone; async collection overlaps it with the update, which
+    only worker processes can do, so `fastest` does not probe there."""
+    from trainer.envs.vector import ProcessVecEnv
+    from trainer.rl.train import start_envs
+
+    spec = small_spec(tmp_path)
+    spec["env"]["backend"] = "fastest"
+    spec["ppo"]["async_rollout"] = True
+    stream = io.StringIO()
+    with start_envs(validate_spec(spec), Console(stream)) as pool:
+        assert isinstance(pool, ProcessVecEnv) and pool.backend_choice is None
+    assert "Fastest backend here" not in stream.getvalue()

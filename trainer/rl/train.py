@@ -211,8 +211,13 @@ def start_envs(spec: JobSpec, console: Console, first_index: int = 0) -> VecEnv:
     env, count = spec.env, int(spec.env.num_envs)
     what = "parallel environments" if count > 1 else "environment"
     console.print(f"🔧 Initializing {count} {what}...")
+    backend = env.backend
+    if backend == "fastest" and spec.ppo.async_rollout:
+        # The probe times collection alone; with async collection the workers step while the
+        # learner works, which a pool in this process (one GIL) cannot do.
+        backend = "process"
     restarts = {}
-    if resolve_backend(env.backend, count) != "serial":
+    if resolve_backend(backend, count) != "serial":
         restarts = {
             "worker_timeout": env.worker_timeout_s,
             "max_restarts": env.max_worker_restarts,
@@ -220,7 +225,7 @@ def start_envs(spec: JobSpec, console: Console, first_index: int = 0) -> VecEnv:
         }
     pool = make_vec_env(
         [functools.partial(make_env, spec, first_index + i) for i in range(count)],
-        backend=env.backend,
+        backend=backend,
         envs_per_worker=env.envs_per_worker,
         on_env_ready=lambda i: console.print(f"✅ Environment {i + 1}/{count} initialized"),
         on_env_closed=lambda i: console.print(f"✅ Environment {i + 1} closed"),

@@ -151,7 +151,8 @@ class EnvSpec(_Model):
         description="Vector backend: `process` runs emulators in worker processes over shared "
         "memory (a dead or hung worker is replaced), `serial` in this process; `auto` picks "
         "serial for 1 env, process otherwise; `fastest` times both on the game for a few "
-        "steps at start-up and keeps the faster (serial wins on cheap games and few CPUs).",
+        "steps at start-up and keeps the faster (serial wins on cheap games and few CPUs; "
+        "with `ppo.async_rollout` it is process, whose workers step while the learner works).",
     )
     envs_per_worker: int | Literal["auto"] = Field(
         "auto",
