@@ -396,3 +396,31 @@ def test_backend_fastest_with_async_collection_is_the_process_pool_without_a_pro
     with start_envs(validate_spec(spec), Console(stream)) as pool:
         assert isinstance(pool, ProcessVecEnv) and pool.backend_choice is None
     assert "Fastest backend here" not in stream.getvalue()
+
+
+def test_sigterm_inside_an_import_exits_143_even_if_a_library_swallows_it(tmp_path):
+    """The entrypoint's handler, hit while a module imports (a pod deleted 0.5 s in): exit 143
+    at once. Raising SystemExit there left half-imported modules that a library swallowing it
+    then imported again (numpy's lazy `dtypes` recursed until RecursionError: exit 1, seen in CI);
+    the module below swallows it the same way."""
+    import subprocess
+    import sys
+
+    (tmp_path / "swallows.py").write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "except BaseException:\n"
+        "    pass  # an import-time fallback that catches everything\n"
+        "raise RuntimeError('the import went on after SIGTERM')\n"
+    )
+    code = (
+        "import signal, sys; sys.path.insert(0, sys.argv[1]); from trainer import entrypoint; "
+        "signal.signal(signal.SIGTERM, entrypoint._exit_now); import swallows"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert "SIGTERM before training started: exiting" in proc.stderr

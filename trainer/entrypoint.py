@@ -11,13 +11,30 @@ what any process without a handler reports outside a container. Imports nothing 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
 
 
+def _in_import(frame: FrameType | None) -> bool:
+    """Whether the interrupted code is a module being imported (importlib's frames below it)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _exit_now(signum: int, frame: FrameType | None) -> None:
     sys.stderr.write(f"{signal.Signals(signum).name} before training started: exiting\n")
+    if _in_import(frame):
+        # Raised inside an import, SystemExit leaves modules half-initialised, and a library
+        # that swallows it imports them again: in CI (a pod's SIGTERM 0.5 s in) numpy's lazy
+        # `numpy.dtypes` then recursed until RecursionError, exit 1 instead of 143. An import
+        # starts nothing that needs cleaning up: leave now.
+        sys.stderr.flush()
+        os._exit(128 + signum)
     raise SystemExit(128 + signum)
 
 
