@@ -7,8 +7,9 @@ wake-up per worker and step (measured by scripts/bench_pool.py: ~130 µs a round
 game and few CPUs the serial pool is faster (scripts/bench_backend.py, the dungeon with 2 envs:
 1.18–1.33× end to end); on a heavier one it depends on the machine (the cavern: 0.82–1.20×).
 
-The probe steps with random actions, then the kept pool is `reset()` by its user: a reset
-restores each env's start state, so training is the same whichever wins. The serial backend
+The probe steps with the caller's policy (random actions without one), then the kept pool is
+`reset()` by its user: a reset restores each env's start state, so training is the same
+whichever wins. The serial backend
 has no worker restarts: a crash in an env ends the run (a pod resumes from its checkpoint).
 """
 
@@ -70,16 +71,15 @@ class _Relay:
         self.pending: list[int] = []
 
     def __call__(self, index: int) -> None:
-        if self.live and self.target is not None:
-            self.target(index)
-        elif not self.live:
+        if not self.live:
             self.pending.append(index)
+        elif self.target is not None:
+            self.target(index)
 
     def go_live(self) -> None:
         self.live = True
         for index in self.pending:
-            if self.target is not None:
-                self.target(index)
+            self(index)
         self.pending.clear()
 
 
