@@ -154,6 +154,7 @@ def test_custom_action_set():
     [
         ({"rom": "/nonexistent/zelda.gb"}, "game.rom: ROM file not found: /nonexistent/zelda.gb"),
         ({"rom": "builtin:tetris"}, "unknown built-in ROM 'builtin:tetris'"),
+        ({"rom": "/"}, "game.rom: / is a directory; give the ROM file's path"),
         # Caught by the spec already (trainer validate), before any emulator:
         ({"adapter": "mario"}, "game.adapter: must be one of dungeon, generic, ram, zelda"),
         ({"reward": {"gold": 1.0}}, "game.reward.gold: names no reward term of adapter 'dungeon'"),

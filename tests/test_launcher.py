@@ -608,6 +608,8 @@ def write_spec(tmp_path: Path, text: str) -> str:
         ("invalid value", "name: s\nppo:\n  update_epochs: 0\n", [], "ppo.update_epochs"),
         ("unknown key", "name: s\nppo:\n  epochs: 3\n", [], "unknown key"),
         ("bad --envs", "name: s\n", ["--envs", "0,1"], "--envs"),
+        ("empty --envs item", "name: s\n", ["--envs", "1,,2"], "an item is empty"),
+        ("empty --envs", "name: s\n", ["--envs", ""], "an item is empty"),
         (
             "batch too large for an env count",
             "name: s\nppo:\n  batch_size: 256\n",

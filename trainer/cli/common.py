@@ -62,9 +62,10 @@ def env_counts_callback(
     if value is None:
         return None
     try:
-        counts = [int(part) for part in value.split(",") if part.strip()]
-        if not counts:
-            raise ValueError("no count given")
+        parts = value.split(",")
+        if not all(part.strip() for part in parts):
+            raise ValueError("an item is empty")
+        counts = [int(part) for part in parts]
         return tuple(check_env_counts(counts))
     except ValueError as exc:
         raise click.BadParameter(

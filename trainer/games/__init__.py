@@ -59,6 +59,10 @@ def resolve_rom(rom: str) -> Path:
             )
         return BUILTIN_ROMS[key]
     path = Path(rom).expanduser()
+    if path.is_dir():
+        roms = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".gb", ".gbc"))
+        hint = f" (it holds {', '.join(roms)})" if roms else ""
+        raise GameError(f"game.rom: {path} is a directory; give the ROM file's path{hint}")
     if not path.is_file():
         raise GameError(
             f"game.rom: ROM file not found: {path} — mount your ROM into the pod (volume) or bake it "
