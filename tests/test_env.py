@@ -159,6 +159,7 @@ def test_custom_action_set():
         ({"adapter": "mario"}, "game.adapter: must be one of dungeon, generic, ram, zelda"),
         ({"reward": {"gold": 1.0}}, "game.reward.gold: names no reward term of adapter 'dungeon'"),
         ({"state": "/nonexistent.state"}, "game.state: save state not found"),
+        ({"state": "/"}, "game.state: / is a directory; give the save state file's path"),
     ],
 )
 def test_bad_game_settings_name_the_key(game, message):

@@ -194,6 +194,12 @@ BAD_SPECS = [
         ["spec.yaml:10: ppo.total_steps: given twice (first on line 8)", "keeps only the last"],
     ),
     ("section of wrong type", GOOD + "mlflow: yes\n", ["mlflow", "valid dictionary"]),
+    ("empty ROM", GOOD.replace("rom: builtin:dungeon", "rom: ''"), ["game.rom: must not be empty"]),
+    (
+        "empty save state",
+        GOOD.replace("rom: builtin:dungeon", "rom: builtin:dungeon\n  state: ''"),
+        ["game.state: must not be empty"],
+    ),
 ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from trainer.games import GameError, adapter_for, resolve_rom
-from trainer.games.emulator import import_pyboy, play_to_start, start_pyboy
+from trainer.games.emulator import check_state_file, import_pyboy, play_to_start, start_pyboy
 from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
 
@@ -179,8 +179,8 @@ def check_game(spec: JobSpec) -> Path:
     adapter.check_rom(rom_path.read_bytes(), rom_path)
     if adapter.requires_state and not spec.game.state:
         raise GameError(adapter.requires_state)
-    if spec.game.state and not Path(spec.game.state).is_file():
-        raise GameError(f"game.state: save state not found: {spec.game.state}")
+    if spec.game.state:
+        check_state_file(Path(spec.game.state).expanduser())
     return rom_path
 
 

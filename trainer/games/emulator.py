@@ -53,18 +53,25 @@ def play_to_start(pyboy: Any, adapter: GameAdapter, state: str | None) -> None:
     else the adapter's boot (e.g. `game.ram.start`)."""
     adapter.configure(pyboy)
     if state:
-        load_state_file(pyboy, Path(state))
+        load_state_file(pyboy, Path(state).expanduser())
     else:
         adapter.boot(pyboy)
 
 
+def check_state_file(path: Path) -> None:
+    """GameError naming `game.state` unless `path` is a file."""
+    if path.is_dir():
+        raise GameError(f"game.state: {path} is a directory; give the save state file's path")
+    if not path.is_file():
+        raise GameError(f"game.state: save state not found: {path}")
+
+
 def load_state_file(pyboy: Any, path: Path) -> None:
     """`pyboy.load_state` from `path`; GameError naming `game.state` when it cannot be."""
+    check_state_file(path)
     try:
         with path.open("rb") as f:
             pyboy.load_state(f)
-    except FileNotFoundError:
-        raise GameError(f"game.state: save state not found: {path}") from None
     except Exception as exc:  # PyBoy raises various errors on a foreign state
         raise GameError(
             f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"

@@ -351,6 +351,8 @@ def _format_errors(
             message = err["msg"].removeprefix("Value error, ")
             if kind == "string_pattern_mismatch":  # a regex says nothing to a user: say what
                 message = _PATTERN_MEANINGS.get(err.get("ctx", {}).get("pattern"), message)
+            if kind == "string_too_short" and err.get("ctx", {}).get("min_length") == 1:
+                message = "must not be empty"
             message = re.sub(
                 r"^List should have at least (\d+) items? after validation, not \d+",
                 r"needs at least \1 item",

@@ -59,6 +59,7 @@ Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
 class GameSpec(_Model):
     rom: str = Field(
         "builtin:dungeon",
+        min_length=1,
         description="ROM to run: `builtin:<name>` for a game shipped with the trainer, or a path to "
         "your own .gb/.gbc file: a file here is shipped to the pod by `trainer launch`/`render` "
         "(≤ 1 MiB); an absolute path that is no file here must exist in the pod (a volume or a "
@@ -71,6 +72,7 @@ class GameSpec(_Model):
     )
     state: str | None = Field(
         None,
+        min_length=1,
         description="Optional PyBoy save state to start every episode from (a file here is "
         "shipped to the pod like `game.rom`); by default the adapter plays from power-on to its "
         "start position and saves a state itself.",
