@@ -159,3 +159,27 @@ def test_backend_bench_trains_each_backend_on_each_game():
         for backend in ("auto", "serial", "fastest")
     ], proc.stdout
     assert all(row[-1] in ("serial", "process") for row in rows if row[1] == "fastest")
+
+
+def test_gif_bench_writes_each_games_episode_both_ways_with_the_same_pixels():
+    """scripts/bench_gif.py: a recorded episode of each built-in game written by the writer
+    before and ours, decoded and compared (the script exits non-zero if the pixels differ); a
+    row per writer and game (a smoke run: figures not asserted)."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "bench_gif.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--steps", "5", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.endswith("×")]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("builtin:dungeon", "quantized"),
+        ("builtin:dungeon", "palette"),
+        ("builtin:cavern", "quantized"),
+        ("builtin:cavern", "palette"),
+    ], proc.stdout
+    assert all(row[2] == "6" for row in rows), proc.stdout  # the start screen and 5 steps

@@ -85,20 +85,50 @@ def play_episode(
 
 def write_gif(recording: Recording, path: Path, scale: int = 2) -> Path:
     """The frames as an animated GIF at the game's real speed (one frame per env step), scaled
-    up `scale`× with nearest-neighbour so the pixels stay sharp."""
+    up `scale`× with nearest-neighbour so the pixels stay sharp. Frames with at most 256 colours
+    in all (every DMG game: 4 shades) are written exactly, through one shared palette; more (a
+    Color game's changing palettes) are quantized by Pillow frame by frame."""
     from PIL import Image
 
     # GIF delays are in 10 ms units: round to the nearest that keeps real-time speed.
     delay_ms = max(20, int(round(1000 * recording.frame_skip / GAME_BOY_FPS / 10)) * 10)
-    images = [
-        Image.fromarray(frame).resize(
-            (frame.shape[1] * scale, frame.shape[0] * scale), Image.Resampling.NEAREST
-        )
-        for frame in recording.frames
-    ]
+    indexed = palette_frames(recording.frames)
+    if indexed is not None:
+        indices, palette = indexed
+        images = [Image.fromarray(frame, "P") for frame in indices]
+        for image in images:
+            image.putpalette(palette)
+    else:
+        images = [Image.fromarray(frame) for frame in recording.frames]
+    size = (images[0].width * scale, images[0].height * scale)
+    images = [image.resize(size, Image.Resampling.NEAREST) for image in images]
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=delay_ms, loop=0)
     return path
+
+
+def palette_frames(frames: list[np.ndarray]) -> tuple[list[np.ndarray], bytes] | None:
+    """RGB frames (H, W, 3) → (palette indices (H, W) uint8 per frame, the RGB palette), exact;
+    None when they hold more than 256 colours. Saves Pillow's per-frame quantizing (median cut):
+    the end-of-training GIF of a 750-step episode took 2.3 s, now 0.29 s (`scripts/bench_gif.py`,
+    the dungeon; 7.9× there, 4.6× on the scrolling cavern)."""
+    lookup = np.full(1 << 24, -1, dtype=np.int16)  # packed 0xRRGGBB → palette index
+    colors: list[int] = []
+    indices = []
+    for frame in frames:
+        rgb = frame.astype(np.int32)
+        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        index = lookup[packed]
+        if (index < 0).any():
+            new = np.unique(packed[index < 0])
+            if len(colors) + len(new) > 256:
+                return None
+            lookup[new] = np.arange(len(colors), len(colors) + len(new))
+            colors.extend(int(c) for c in new)
+            index = lookup[packed]
+        indices.append(index.astype(np.uint8))
+    palette = bytes(b for c in colors for b in ((c >> 16) & 255, (c >> 8) & 255, c & 255))
+    return indices, palette
 
 
 def open_checkpoint(path: Path) -> tuple[dict, JobSpec]:
