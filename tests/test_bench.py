@@ -48,7 +48,7 @@ def test_bench_quick_prints_tables_writes_json_and_logs_to_mlflow(tmp_path, mlfl
     # Every device present: here the CPU (a GPU machine adds cuda:N rows).
     assert "cpu" in report["learner_by_device"] and report["learner_by_device"]["cpu"] > 0
     assert 0 < report["memory_per_env_mb"] < 1024
-    assert report["startup_seconds"] > 0
+    assert report["startup_seconds"] > 0 and report["trainer_startup_seconds"] > 0
 
     from mlflow.tracking import MlflowClient
 
@@ -183,3 +183,18 @@ def test_gif_bench_writes_each_games_episode_both_ways_with_the_same_pixels():
         ("builtin:cavern", "palette"),
     ], proc.stdout
     assert all(row[2] == "6" for row in rows), proc.stdout  # the start screen and 5 steps
+
+
+def test_startup_bench_starts_trainer_run_with_and_without_the_preload():
+    """scripts/bench_startup.py: fresh `trainer run` processes to their first rollout, the
+    baseline without the preload; a row per way with its ratio (figures not asserted)."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "bench_startup.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.endswith("×")]
+    assert [row.split("  ")[0] for row in rows] == ["import at the optimizer", "preloaded"]
+    assert rows[0].endswith("1.00×"), proc.stdout

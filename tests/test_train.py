@@ -439,3 +439,34 @@ def test_sigterm_inside_an_import_exits_143_even_if_a_library_swallows_it(tmp_pa
     )
     assert proc.returncode == 143, proc.stderr
     assert "SIGTERM before training started: exiting" in proc.stderr
+
+
+def test_torch_optim_imports_torch_dynamo_which_the_preload_imports_beforehand():
+    """Why `preload_optimizer_imports` exists: our modules leave `torch._dynamo` unimported, and
+    building the optimizer imports it (~1 s). The preload's thread imports it; after it, the
+    optimizer imports nothing more of it. Fresh interpreters: this one has imported it long ago."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "import trainer.rl.train, trainer.rl.setup as setup\n"
+        "from trainer.rl.ppo import make_optimizer\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "preload = sys.argv[1] == 'preload'\n"
+        "if preload:\n"
+        "    setup.preload_optimizer_imports().join()\n"
+        "    assert 'torch._dynamo' in sys.modules\n"
+        "before = set(sys.modules)\n"
+        "make_optimizer(torch.nn.Linear(2, 2), 1e-3)\n"
+        "new = sorted(m for m in set(sys.modules) - before if m.startswith('torch._dynamo'))\n"
+        "print(len(new))\n"
+    )
+    counts = {}
+    for way in ("preload", "plain"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, way], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        counts[way] = int(proc.stdout.split()[-1])
+    assert counts["preload"] == 0 and counts["plain"] > 10, counts

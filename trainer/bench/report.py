@@ -41,6 +41,7 @@ class BenchReport:
     end_to_end: dict[str, float] = field(default_factory=dict)
     memory_per_env_mb: float = float("nan")
     startup_seconds: float = float("nan")
+    trainer_startup_seconds: float = float("nan")
     peer: list[PeerFigures] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -68,6 +69,7 @@ class BenchReport:
             "learner_samples_per_second": self.learner_samples_per_second,
             "memory_per_env_mb": self.memory_per_env_mb,
             "startup_seconds": self.startup_seconds,
+            "trainer_startup_seconds": self.trainer_startup_seconds,
             **{f"end_to_end_{k}": v for k, v in self.end_to_end.items()},
             **{
                 f"learner_samples_per_second_{d.replace(':', '')}": v
@@ -177,7 +179,15 @@ def render_tables(report: BenchReport) -> list[Any]:
     for device, rate in report.learner_by_device.items():
         single.add_row(f"  on {device}", f"{rate:,.0f} samples/s")
     single.add_row("Memory per environment (worker PSS)", f"{report.memory_per_env_mb:.1f} MB")
-    single.add_row("Start-up, spec to first step (2 envs)", f"{report.startup_seconds:.2f} s")
+    emulators = f"{report.startup_seconds:.2f} s"
+    if report.trainer_startup_seconds == report.trainer_startup_seconds:  # NaN: not measured
+        single.add_row(
+            "Start-up, `trainer run` to its first rollout (2 envs, no MLflow)",
+            f"{report.trainer_startup_seconds:.2f} s",
+        )
+        single.add_row("  of which the emulators (spec to the pool's first step)", emulators)
+    else:
+        single.add_row("Start-up, emulators: spec to the pool's first step (2 envs)", emulators)
     return [scaling, ratios, single, *([peer_table(report)] if report.peer else [])]
 
 

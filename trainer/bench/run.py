@@ -15,6 +15,7 @@ from trainer.bench.stages import (
     bench_raw_emulator,
     bench_rollout,
     bench_startup,
+    bench_trainer_startup,
     learner_devices,
 )
 from trainer.spec import JobSpec, available_cpus, validate_spec
@@ -117,6 +118,7 @@ def run_bench(
     say("memory and start-up")
     report.memory_per_env_mb = bench_memory(spec)
     report.startup_seconds = bench_startup(spec)
+    report.trainer_startup_seconds = bench_trainer_startup(spec)
     for game, section in peer_games().items() if peer_seeds else ():
         point = spec.updated({"game": section, "ppo.total_steps": e2e_steps})
         say(f"{game}: raw emulator × {point.resolved_num_envs()}")

@@ -11,7 +11,7 @@ import io
 import multiprocessing as mp
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,9 @@ pool.close()
 
 
 def bench_startup(spec: JobSpec, num_envs: int = 2) -> float:
-    """Seconds from a fresh Python process reading the spec to the pool's first step (imports,
-    worker start, emulator boot, reset): what a pod pays before training, measured cold."""
+    """Seconds from a fresh Python process reading the spec to the pool's first step (the env
+    modules' imports, worker start, emulator boot, reset), measured cold: the emulators' share
+    of a pod's start-up (`bench_trainer_startup` is the whole of it)."""
     import subprocess
     import sys
 
@@ -177,6 +178,49 @@ def bench_startup(spec: JobSpec, num_envs: int = 2) -> float:
         check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_trainer_startup(
+    spec: JobSpec, num_envs: int = 2, command: Sequence[str] | None = None
+) -> float:
+    """Seconds from launching `trainer run` on `spec` in a fresh process to its first rollout:
+    the interpreter, every import (torch, PyBoy), the spec, the emulators (and `fastest`'s
+    probe), the network and its optimizer. What a pod pays before it trains, less MLflow (off:
+    its start depends on the server). `bench_startup` is the emulators' share of it. `command`:
+    what stands for `python -m trainer` (a benchmark's baseline)."""
+    import subprocess
+    import sys
+
+    from trainer.rl.loop import TRAINING_STARTS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        point = spec.with_num_envs(num_envs).updated(
+            {
+                "mlflow.enabled": False,
+                "checkpoint.dir": tmp,
+                "checkpoint.resume": False,
+                "checkpoint.video": False,
+                "ppo.total_steps": spec.ppo.rollout_steps * num_envs,  # one rollout
+            }
+        )
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(point.to_yaml())
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [*(command or [sys.executable, "-m", "trainer"]), "run", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        seconds, output = float("nan"), []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if TRAINING_STARTS in line and seconds != seconds:
+                seconds = time.perf_counter() - start
+            output.append(line)
+        if proc.wait() != 0 or seconds != seconds:
+            raise RuntimeError(f"trainer run failed to start:\n{''.join(output[-20:])}")
+    return seconds
 
 
 def bench_memory(spec: JobSpec, num_envs: int = 2) -> float:

@@ -60,6 +60,9 @@ from trainer.spec import JobSpec, training_hash
 from trainer.tracking.checkpoints import CheckpointStore
 from trainer.tracking.tracker import UNSENT_METRICS, LoggedSteps, Tracker
 
+#: Printed just before the first rollout: where `trainer bench` stops its start-up clock.
+TRAINING_STARTS = "🏃 Starting parallel training..."
+
 
 @dataclass
 class Counters:
@@ -172,7 +175,7 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainSummary:
-        self.console.print("🏃 Starting parallel training...")
+        self.console.print(TRAINING_STARTS)
         self.console.start_progress(self.spec.ppo.total_steps, self.counters.global_step)
         self.collector.start = time.perf_counter()
         try:

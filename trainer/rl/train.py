@@ -28,7 +28,13 @@ from trainer.rl.console import Console
 from trainer.rl.distributed import Replicas, is_restart, start_replicas, weights_digest
 from trainer.rl.loop import Counters, Trainer, TrainSummary
 from trainer.rl.seeding import seed_everything
-from trainer.rl.setup import acting_policy, build_agent, resolve_device, set_torch_threads
+from trainer.rl.setup import (
+    acting_policy,
+    build_agent,
+    preload_optimizer_imports,
+    resolve_device,
+    set_torch_threads,
+)
 from trainer.rl.stopping import StopFlag, stop_on_signals
 from trainer.spec import (
     ENV_JOB_NAME,
@@ -168,8 +174,10 @@ def run_trainer(
     """Start the emulators, train, print the summary, log the policy; always close the pool."""
     seed_everything(spec.seed)
     device = resolve_device(spec.ppo.device)
+    preload = preload_optimizer_imports()  # while the emulators start
     envs = start_envs(spec, console, first_index=replicas.rank * int(spec.env.num_envs))
     try:
+        preload.join()
         agent = build_agent(spec, envs.observation_shape, envs.num_actions, device)
         replicas.broadcast_module(agent)  # one start for all (a checkpoint overrides it)
         trainer = Trainer(
