@@ -81,15 +81,8 @@ def run_bench(
         pool = bench_pool(spec, n, max(1, steps // n))
         say(f"rollout × {n}")
         rollout = bench_rollout(spec, n, max(1, steps // n))
-        row = EnvCountFigures(
-            n,
-            raw,
-            pool,
-            pool * spec.env.frame_skip,
-            pool * spec.env.frame_skip / raw,
-            rollout,
-            rollout / pool,
-        )
+        fps = pool * spec.env.frame_skip
+        row = EnvCountFigures(n, raw, pool, fps, fps / raw, rollout, rollout / pool)
         if end_to_end_all or n == spec.resolved_num_envs():
             say(f"end to end × {n}")
             e2e = bench_end_to_end(spec, n, e2e_steps)
