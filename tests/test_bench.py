@@ -14,6 +14,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`scripts/<name>` with `args` in a fresh interpreter, its output captured."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / name
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_bench_quick_prints_tables_writes_json_and_logs_to_mlflow(tmp_path, mlflow_server):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -107,14 +117,8 @@ def test_bench_peer_rejects_bad_seeds():
 def test_double_buffer_bench_runs_both_collections_on_each_game():
     """scripts/bench_double_buffer.py: the real games, both ways of collecting, a ratio row per
     game (a smoke run: a few steps, figures not asserted)."""
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "scripts" / "bench_double_buffer.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--envs", "2", "--steps", "5", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_script(
+        "bench_double_buffer.py", "--envs", "2", "--steps", "5", "--rounds", "1", timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.endswith("×")]
@@ -125,13 +129,8 @@ def test_learner_variants_bench_times_each_variant_beside_eager():
     """scripts/bench_learner_variants.py: the spec's update and policy call, eager on one
     thread, on all CPUs and compiled (Inductor builds C++ kernels here), next to a spinning
     neighbour; a row per variant with its ratio (a smoke run: figures not asserted)."""
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "scripts" / "bench_learner_variants.py"
     args = ["--rounds", "1", "--updates", "1", "--calls", "5", "--busy", "1"]
-    proc = subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=600
-    )
+    proc = run_script("bench_learner_variants.py", *args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.endswith("×")]
     assert [row.split()[0] for row in rows] == ["update"] * 3 + ["policy"] * 2, proc.stdout
@@ -142,15 +141,7 @@ def test_backend_bench_trains_each_backend_on_each_game():
     """scripts/bench_backend.py: real training with auto, serial and fastest on both built-in
     games, a row per backend with its ratio and, for fastest, the backend kept (a smoke run:
     figures not asserted)."""
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "scripts" / "bench_backend.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--steps", "256", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_script("bench_backend.py", "--steps", "256", "--rounds", "1", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if "×" in line]
     assert [(row[0], row[1]) for row in rows] == [
@@ -165,15 +156,7 @@ def test_gif_bench_writes_each_games_episode_both_ways_with_the_same_pixels():
     """scripts/bench_gif.py: a recorded episode of each built-in game written by the writer
     before and ours, decoded and compared (the script exits non-zero if the pixels differ); a
     row per writer and game (a smoke run: figures not asserted)."""
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "scripts" / "bench_gif.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--steps", "5", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_script("bench_gif.py", "--steps", "5", "--rounds", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.endswith("×")]
     assert [(row[0], row[1]) for row in rows] == [
@@ -188,12 +171,7 @@ def test_gif_bench_writes_each_games_episode_both_ways_with_the_same_pixels():
 def test_startup_bench_starts_trainer_run_with_and_without_the_preload():
     """scripts/bench_startup.py: fresh `trainer run` processes to their first rollout, the
     baseline without the preload; a row per way with its ratio (figures not asserted)."""
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "scripts" / "bench_startup.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, timeout=300
-    )
+    proc = run_script("bench_startup.py", "--rounds", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.endswith("×")]
     assert [row.split("  ")[0] for row in rows] == ["import at the optimizer", "preloaded"]

@@ -194,15 +194,8 @@ def bench_trainer_startup(
     from trainer.rl.loop import TRAINING_STARTS
 
     with tempfile.TemporaryDirectory() as tmp:
-        point = spec.with_num_envs(num_envs).updated(
-            {
-                "mlflow.enabled": False,
-                "checkpoint.dir": tmp,
-                "checkpoint.resume": False,
-                "checkpoint.video": False,
-                "ppo.total_steps": spec.ppo.rollout_steps * num_envs,  # one rollout
-            }
-        )
+        one_rollout = spec.ppo.rollout_steps * num_envs
+        point = scratch_run(spec, num_envs, one_rollout, tmp).updated({"checkpoint.video": False})
         path = Path(tmp) / "spec.yaml"
         path.write_text(point.to_yaml())
         start = time.perf_counter()
@@ -320,19 +313,25 @@ def learner_devices() -> list[str]:
 
 
 # ---- 5. end to end ---------------------------------------------------------------------------
+def scratch_run(spec: JobSpec, num_envs: int, total_steps: int, folder: str) -> JobSpec:
+    """`spec` as a throwaway run: `num_envs` envs, `total_steps`, no MLflow, checkpoints in
+    `folder` and never resumed."""
+    return spec.with_num_envs(num_envs).updated(
+        {
+            "ppo.total_steps": total_steps,
+            "mlflow.enabled": False,
+            "checkpoint.dir": folder,
+            "checkpoint.resume": False,
+        }
+    )
+
+
 def bench_end_to_end(spec: JobSpec, num_envs: int, total_steps: int) -> dict[str, float]:
     from trainer.rl.console import Console
     from trainer.rl.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        point = spec.with_num_envs(num_envs).updated(
-            {
-                "ppo.total_steps": total_steps,
-                "mlflow.enabled": False,
-                "checkpoint.dir": tmp,
-                "checkpoint.resume": False,
-            }
-        )
+        point = scratch_run(spec, num_envs, total_steps, tmp)
         summary = train(point, console=Console(io.StringIO()))
     return {
         "num_envs": float(num_envs),
