@@ -302,6 +302,32 @@ def test_bad_override_names_its_source(tmp_path, overrides, environ, expected):
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        # YAML's booleans: Pydantic's lax mode took `true` as 1 and `false` as 0.0 (found by probing)
+        ("env.num_envs=true", "env.num_envs: must be a number, not true/false (got true)"),
+        ("ppo.learning_rate=false", "ppo.learning_rate: must be a number, not true/false"),
+        ("ppo.update_epochs=yes", "ppo.update_epochs: must be a number, not true/false"),
+        ("sweep.num_envs=[1,true]", "sweep.num_envs: must be a number, not true/false"),
+        # A value no branch of `int | 'auto'` takes: one line, not one per branch.
+        ("env.num_envs=abc", "env.num_envs: must be an integer or 'auto' (got 'abc')"),
+        ("env.envs_per_worker=1.5", "env.envs_per_worker: must be an integer or 'auto' (got 1.5)"),
+    ],
+)
+def test_a_wrong_type_is_one_line_naming_what_the_key_takes(tmp_path, override, expected):
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, GOOD), [override])
+    message = str(info.value)
+    assert message.startswith(f"--set {override}: ") and expected in message, message
+    assert len(message.splitlines()) == 1, message
+
+
+def test_booleans_still_fill_boolean_keys(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD), ["checkpoint.video=false", "ppo.norm_adv=false"])
+    assert spec.checkpoint.video is False and spec.ppo.norm_adv is False
+
+
 def test_every_seed_variable_maps_to_a_real_key():
     from trainer.spec.loading import _valid_paths
 

@@ -14,13 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     model_validator,
 )
+
+from trainer.spec.base import SpecModel
 
 RAM_START, BUS_END = 0x8000, 0x10000
 #: Regions where `bank` selects a bank, with the banks that exist (Pan Docs, Memory Map).
@@ -35,11 +35,6 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 #: Frames a bare button in `start.buttons` is held (then released): long enough for games that
 #: read the joypad every other frame or only on a press edge.
 DEFAULT_PRESS_FRAMES = 4
-
-
-class _Model(BaseModel):
-    # allow_inf_nan=False: a reward `scale: inf` would make every return and loss NaN.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def parse_int(value: Any) -> int:
@@ -90,7 +85,7 @@ Byte = Annotated[int, _parse, AfterValidator(_byte)]
 Name = Annotated[str, Field(pattern=NAME.pattern)]
 
 
-class RamValue(_Model):
+class RamValue(SpecModel):
     """Where a number lives in RAM and how to decode it (shared by rewards and conditions)."""
 
     address: Address | None = Field(
@@ -298,7 +293,7 @@ class RewardTerm(RamValue):
 StartButton = Literal["up", "down", "left", "right", "a", "b", "start", "select"]
 
 
-class StartStep(_Model):
+class StartStep(SpecModel):
     """One step of `start.buttons`: a button held for `frames`, or a wait."""
 
     press: StartButton | None = Field(
@@ -335,7 +330,7 @@ StartStepInput = Annotated[
 ]
 
 
-class RamStart(_Model):
+class RamStart(SpecModel):
     """How to get from power-on to the first playable frame (instead of `game.state`)."""
 
     buttons: list[StartStepInput] = Field(
@@ -363,7 +358,7 @@ class RamStart(_Model):
         return self
 
 
-class RamSpec(_Model):
+class RamSpec(SpecModel):
     """`game.ram`: the `ram` adapter's reward terms, episode ends and start of play."""
 
     rewards: list[RewardTerm] = Field(

@@ -332,13 +332,8 @@ def _format_errors(
     sources: Mapping[str, str],
 ) -> list[str]:
     problems = []
-    for err in exc.errors(include_url=False):
-        # Drop union/tag branch names Pydantic adds (e.g. 'int', "literal['auto']").
-        loc = [
-            p
-            for p in err["loc"]
-            if not (isinstance(p, str) and (p in ("int", "str", "float") or "[" in p))
-        ]
+    for err in _merge_union_branches(exc.errors(include_url=False)):
+        loc = _user_loc(err["loc"])
         dotted = ".".join(str(p) for p in loc)
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -385,6 +380,43 @@ def _format_errors(
         problems.append(f"{where}: {label}{message}")
     # One message per problem, in file order, without repeats (unions can report twice).
     return list(dict.fromkeys(problems))
+
+
+def _user_loc(loc: Sequence[str | int]) -> list[str | int]:
+    """`loc` without the union/tag branch names Pydantic adds (e.g. 'int', "literal['auto']")."""
+    return [p for p in loc if not (isinstance(p, str) and (p in _BRANCHES or "[" in p))]
+
+
+_BRANCHES = ("int", "str", "float", "bool")
+
+
+def _merge_union_branches(errors: Sequence[Any]) -> list[Any]:
+    """One error per key for a value no branch of a union takes: `num_envs: abc` says "must be an
+    integer or 'auto'" once, not once per branch."""
+    branches: dict[tuple[str | int, ...], list[Any]] = {}
+    for err in errors:
+        if len(_user_loc(err["loc"])) < len(err["loc"]):
+            branches.setdefault(tuple(_user_loc(err["loc"])), []).append(err)
+    merged: list[Any] = []
+    for err in errors:
+        group = branches.get(tuple(_user_loc(err["loc"])), [])
+        if len(group) < 2:
+            merged.append(err)
+        elif err is group[0]:
+            wanted = " or ".join(dict.fromkeys(_branch_expects(e) for e in group))
+            merged.append({"type": "union", "loc": err["loc"], "msg": f"must be {wanted}"})
+            merged[-1]["input"] = err.get("input")
+    return merged
+
+
+def _branch_expects(err: Any) -> str:
+    kind = err["type"]
+    if kind == "literal_error":
+        return str(err.get("ctx", {}).get("expected", "a listed value"))
+    for prefix, what in (("int", "an integer"), ("float", "a number"), ("string", "a string")):
+        if kind.startswith(prefix):
+            return what
+    return str(err["msg"]).removeprefix("Input should be ")
 
 
 def _nearest_line(dotted: str, lines: Mapping[str, int]) -> int | None:

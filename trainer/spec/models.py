@@ -15,11 +15,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from trainer.errors import InvalidInput
 from trainer.spec import kube_rules as k8s
 from trainer.spec.adapters import check_game_settings
+from trainer.spec.base import SpecModel
 from trainer.spec.cpus import available_cpus
 from trainer.spec.game_ram import RamSpec
 from trainer.spec.kube_rules import QUANTITY, parse_quantity
@@ -33,13 +34,6 @@ Button = Literal["noop", "up", "down", "left", "right", "a", "b", "start", "sele
 class SpecError(InvalidInput):
     """An invalid spec or override. `str()` is the user-facing message, one problem per line
     (`file:line: dotted.key: what is wrong`)."""
-
-
-class _Model(BaseModel):
-    # allow_inf_nan=False: `learning_rate: inf` (or .nan) would train to NaN weights.
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
-    )
 
 
 def _check_quantity(value: str) -> str:
@@ -56,7 +50,7 @@ def _raise(problem: str | None) -> None:
 Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
 
 
-class GameSpec(_Model):
+class GameSpec(SpecModel):
     rom: str = Field(
         "builtin:dungeon",
         min_length=1,
@@ -94,7 +88,7 @@ class GameSpec(_Model):
         return self
 
 
-class ObsSpec(_Model):
+class ObsSpec(SpecModel):
     type: Literal["tiles", "pixels"] = Field(
         "tiles",
         description="`tiles`: the screen's background tile ids (PyBoy game_area), a small integer "
@@ -123,7 +117,7 @@ def _count_schema(schema: dict[str, Any]) -> None:
             branch["minimum"] = 1
 
 
-class EnvSpec(_Model):
+class EnvSpec(SpecModel):
     num_envs: int | Literal["auto"] = Field(
         2,
         json_schema_extra=_count_schema,
@@ -208,7 +202,7 @@ class EnvSpec(_Model):
         return self.press_frames if self.press_frames is not None else max(1, self.frame_skip // 2)
 
 
-class PPOSpec(_Model):
+class PPOSpec(SpecModel):
     total_steps: int = Field(
         20000, ge=1, description="Environment steps to train for, summed over environments."
     )
@@ -254,7 +248,7 @@ class PPOSpec(_Model):
         return value
 
 
-class CheckpointSpec(_Model):
+class CheckpointSpec(SpecModel):
     dir: str = Field(
         "training_runs",
         description="Directory for checkpoints and run outputs (a PVC in a pod). An absolute dir "
@@ -287,7 +281,7 @@ class CheckpointSpec(_Model):
         return value
 
 
-class MlflowSpec(_Model):
+class MlflowSpec(SpecModel):
     enabled: bool = Field(
         True, description="Track the run in MLflow; false: nothing talks to MLflow."
     )
@@ -344,7 +338,7 @@ class MlflowSpec(_Model):
     )
 
 
-class ResourcesSpec(_Model):
+class ResourcesSpec(SpecModel):
     cpu_per_env: float = Field(1.0, gt=0, description="CPU cores requested per environment.")
     learner_cpu: float = Field(1.0, gt=0, description="CPU cores requested for the learner.")
     memory_per_env: Quantity = Field(
@@ -361,7 +355,7 @@ class ResourcesSpec(_Model):
         return _check_quantity(value)
 
 
-class TolerationSpec(_Model):
+class TolerationSpec(SpecModel):
     """A pod toleration, checked as the API server does (`ValidateTolerations`)."""
 
     model_config = ConfigDict(json_schema_extra={"allOf": k8s.schema_toleration_rules()})
@@ -397,7 +391,7 @@ class TolerationSpec(_Model):
         return self
 
 
-class KubernetesSpec(_Model):
+class KubernetesSpec(SpecModel):
     namespace: str | None = Field(
         None,
         description="Namespace for the Job and its ConfigMaps (a DNS-1123 label); unset: the "
@@ -580,7 +574,7 @@ class KubernetesSpec(_Model):
         return _check_quantity(value)
 
 
-class DistributedSpec(_Model):
+class DistributedSpec(SpecModel):
     replicas: int = Field(
         1,
         ge=1,
@@ -609,7 +603,7 @@ class DistributedSpec(_Model):
     )
 
 
-class SweepSpec(_Model):
+class SweepSpec(SpecModel):
     num_envs: list[int] = Field(
         default_factory=list,
         description="Environment counts to compare; the launcher makes one Job per value.",
@@ -632,7 +626,7 @@ class SweepSpec(_Model):
         return check_env_counts(value)
 
 
-class JobSpec(_Model):
+class JobSpec(SpecModel):
     """One training job. `name` is a DNS-1123 label: it names the Job and the MLflow run."""
 
     name: str = Field(

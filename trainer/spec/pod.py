@@ -7,7 +7,7 @@ the kinds Pod Security "restricted" admits (the trainer pod passes it): configMa
 persistentVolumeClaim, emptyDir typed; csi, projected, downwardAPI and ephemeral passed as given
 and checked by the API server (the launcher's dry run) and, in tests, the official schemas.
 
-Imports nothing of ours but `kube_rules`.
+Imports nothing of ours but `kube_rules` and `base`.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from __future__ import annotations
 import posixpath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from trainer.spec import kube_rules as k8s
+from trainer.spec.base import SpecModel
 
 
 def _raise(problem: str | None) -> None:
     if problem:
         raise ValueError(problem)
-
-
-class _K8s(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _object_name(value: str) -> str:
@@ -41,7 +38,7 @@ ObjectName = Annotated[
 FileMode = Annotated[int, Field(ge=0, le=0o777)]
 
 
-class KeyToPath(_K8s):
+class KeyToPath(SpecModel):
     key: str = Field(..., min_length=1, description="Key of the ConfigMap or Secret.")
     path: str = Field(..., min_length=1, description="Relative file path in the volume.")
     mode: FileMode | None = Field(None, description="File mode (octal 0644 is 420).")
@@ -53,26 +50,26 @@ class KeyToPath(_K8s):
         return value
 
 
-class ConfigMapVolume(_K8s):
+class ConfigMapVolume(SpecModel):
     name: ObjectName = Field(..., description="ConfigMap name.")
     items: list[KeyToPath] | None = Field(None, description="Keys to project (default: all).")
     defaultMode: FileMode | None = Field(None, description="File mode.")  # noqa: N815
     optional: bool | None = Field(None, description="Start the pod without it.")
 
 
-class SecretVolume(_K8s):
+class SecretVolume(SpecModel):
     secretName: ObjectName = Field(..., description="Secret name.")  # noqa: N815
     items: list[KeyToPath] | None = Field(None, description="Keys to project (default: all).")
     defaultMode: FileMode | None = Field(None, description="File mode.")  # noqa: N815
     optional: bool | None = Field(None, description="Start the pod without it.")
 
 
-class PersistentVolumeClaimVolume(_K8s):
+class PersistentVolumeClaimVolume(SpecModel):
     claimName: ObjectName = Field(..., description="PersistentVolumeClaim name.")  # noqa: N815
     readOnly: bool | None = Field(None, description="Mount it read-only.")  # noqa: N815
 
 
-class EmptyDirVolume(_K8s):
+class EmptyDirVolume(SpecModel):
     medium: Literal["", "Memory"] | None = Field(None, description="'' (node disk) or Memory.")
     sizeLimit: str | None = Field(  # noqa: N815
         None, description="Size limit (a quantity).", pattern=k8s.QUANTITY.pattern
@@ -92,7 +89,7 @@ VOLUME_SOURCES = (
 )
 
 
-class Volume(_K8s):
+class Volume(SpecModel):
     """A pod volume: a name and exactly one source."""
 
     name: str = Field(
@@ -137,7 +134,7 @@ class Volume(_K8s):
         return self
 
 
-class VolumeMount(_K8s):
+class VolumeMount(SpecModel):
     name: str = Field(..., description="Name of a volume of `kubernetes.volumes`.")
     mountPath: str = Field(  # noqa: N815
         ...,
@@ -163,18 +160,18 @@ class VolumeMount(_K8s):
         return value
 
 
-class KeySelector(_K8s):
+class KeySelector(SpecModel):
     name: ObjectName = Field(..., description="Secret or ConfigMap name.")
     key: str = Field(..., min_length=1, description="Key in it.")
     optional: bool | None = Field(None, description="Start the pod without it.")
 
 
-class FieldSelector(_K8s):
+class FieldSelector(SpecModel):
     fieldPath: str = Field(..., description="e.g. metadata.name, spec.nodeName.")  # noqa: N815
     apiVersion: str | None = Field(None, description="Default v1.")  # noqa: N815
 
 
-class EnvVarSource(_K8s):
+class EnvVarSource(SpecModel):
     secretKeyRef: KeySelector | None = Field(None, description="A Secret's key.")  # noqa: N815
     configMapKeyRef: KeySelector | None = Field(None, description="A ConfigMap's key.")  # noqa: N815
     fieldRef: FieldSelector | None = Field(None, description="A field of the pod.")  # noqa: N815
@@ -190,7 +187,7 @@ class EnvVarSource(_K8s):
         return self
 
 
-class EnvVar(_K8s):
+class EnvVar(SpecModel):
     name: str = Field(
         ...,
         description="Variable name (not one the trainer sets itself).",
@@ -220,7 +217,7 @@ class EnvVar(_K8s):
         return self
 
 
-class Affinity(_K8s):
+class Affinity(SpecModel):
     """Pod affinity rules, each as in core/v1 (checked by the API server and the official
     schemas)."""
 
