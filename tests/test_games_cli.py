@@ -78,10 +78,12 @@ def test_ram_search_command_formats(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["missing.gb"], "error: ROM: no such file: missing.gb"),
+        (["missing.gb"], "error: ROM: ROM file not found: missing.gb; give a .gb/.gbc file"),
+        (["trainer/games/roms"], "error: ROM: trainer/games/roms is a directory; give the ROM"),
+        (["~/missing.gb"], "ROM file not found: " + str(Path.home() / "missing.gb")),
         (["README.md"], "error: ROM: README.md is not a Game Boy ROM"),
         (["builtin:tetris"], "unknown built-in ROM 'builtin:tetris'"),
-        (["builtin:dungeon", "--state", "missing.state"], "error: --state: no such file"),
+        (["builtin:dungeon", "--state", "missing.state"], "error: --state: save state not found"),
         (["builtin:dungeon", "--state", "README.md"], "error: --state: not a PyBoy save state"),
         (["builtin:dungeon", "--press", "jump"], "Invalid value for '--press'"),
     ],

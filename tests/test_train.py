@@ -317,6 +317,23 @@ def test_play_refuses_a_file_that_is_no_usable_checkpoint_with_exit_2(tmp_path, 
     assert not (tmp_path / "a.gif").exists()
 
 
+def test_play_names_a_checkpoint_directory_and_the_checkpoints_in_it(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["play", "checkpoints"])
+    assert result.exit_code == 2, result.output
+    assert (
+        "error: CHECKPOINT: checkpoints is a directory; give the checkpoint file's path "
+        "(it holds latest.pt)" in result.output
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"], "no MLflow store made"
+
+
 def test_play_names_a_missing_checkpoint_file_rather_than_looking_for_an_mlflow_run(
     tmp_path, monkeypatch
 ):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Sequence
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -60,3 +61,18 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, TrainerError):
         return int(exc.exit_code)
     return ExitCode.FAILURE
+
+
+def directory_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | None:
+    """ "PATH is a directory; give the WHAT file's path (it holds a.gb, …)" when `path` is a
+    directory, naming the files in it that end with one of `suffixes`; else None."""
+    if not path.is_dir():
+        return None
+    try:
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in suffixes)
+    except OSError:
+        found = []
+    shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+    return f"{path} is a directory; give the {what} file's path" + (
+        f" (it holds {shown})" if found else ""
+    )

@@ -23,7 +23,6 @@ from trainer.cli.common import (
     set_option,
     spec_argument,
 )
-from trainer.errors import InvalidInput
 from trainer.spec import BUTTONS
 
 
@@ -32,9 +31,7 @@ def _rom_path(rom: str) -> Path:
     from trainer.games import resolve_rom
     from trainer.games.base import check_game_boy_rom
 
-    if not rom.startswith("builtin:") and not Path(rom).is_file():
-        raise InvalidInput(f"ROM: no such file: {rom}; give a .gb/.gbc file or builtin:dungeon")
-    path = resolve_rom(rom)
+    path = resolve_rom(rom, key="ROM", missing_hint="; give a .gb/.gbc file or builtin:dungeon")
     check_game_boy_rom(path.read_bytes(), path, key="ROM")
     return path
 
@@ -105,15 +102,17 @@ def ram_search(
     trainer ram-search mygame.gb --steps 5000
     trainer ram-search mygame.gb --state start.state --press left --press right --format csv
     """
+    from trainer.games.emulator import check_state_file
     from trainer.games.ram_search import DEFAULT_BUTTONS, search
 
     path = _rom_path(rom)
-    if state is not None and not Path(state).is_file():
-        raise InvalidInput(f"--state: no such file: {state}")
+    state_path = Path(state).expanduser() if state else None
+    if state_path is not None:
+        check_state_file(state_path, key="--state")
     with _progress(steps, f"Playing {steps:,} steps") as advance:
         found = search(
             path,
-            Path(state) if state else None,
+            state_path,
             steps,
             buttons or DEFAULT_BUTTONS,
             seed,

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from trainer.errors import directory_problem
 from trainer.games.base import GameAdapter, GameError
 from trainer.spec.game_ram import RamSpec
 from trainer.spec.models import GameSpec
@@ -49,25 +50,26 @@ def adapter_for(game: GameSpec) -> GameAdapter:
     return make_adapter(game.adapter, game.reward, game.ram)
 
 
-def resolve_rom(rom: str) -> Path:
-    """`builtin:<name>` or a file path → an existing ROM file (GameError naming `game.rom` otherwise)."""
+#: What a missing `game.rom` file most likely means: the pod cannot see it.
+MOUNT_HINT = " — mount your ROM into the pod (volume) or bake it into a derived image, and give its path here"
+
+
+def resolve_rom(rom: str, key: str = "game.rom", missing_hint: str = MOUNT_HINT) -> Path:
+    """`builtin:<name>` or a file path → an existing ROM file (GameError naming `key` otherwise:
+    the spec's `game.rom`, or a command's ROM argument)."""
     if rom.startswith("builtin:"):
-        key = rom.removeprefix("builtin:")
-        if key not in BUILTIN_ROMS:
+        name = rom.removeprefix("builtin:")
+        if name not in BUILTIN_ROMS:
             raise GameError(
-                f"game.rom: unknown built-in ROM {rom!r}; built-in: {', '.join('builtin:' + k for k in BUILTIN_ROMS)}"
+                f"{key}: unknown built-in ROM {rom!r}; built-in: {', '.join('builtin:' + k for k in BUILTIN_ROMS)}"
             )
-        return BUILTIN_ROMS[key]
+        return BUILTIN_ROMS[name]
     path = Path(rom).expanduser()
-    if path.is_dir():
-        roms = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".gb", ".gbc"))
-        hint = f" (it holds {', '.join(roms)})" if roms else ""
-        raise GameError(f"game.rom: {path} is a directory; give the ROM file's path{hint}")
+    problem = directory_problem(path, "ROM", (".gb", ".gbc"))
+    if problem:
+        raise GameError(f"{key}: {problem}")
     if not path.is_file():
-        raise GameError(
-            f"game.rom: ROM file not found: {path} — mount your ROM into the pod (volume) or bake it "
-            "into a derived image, and give its path here"
-        )
+        raise GameError(f"{key}: ROM file not found: {path}{missing_hint}")
     return path
 
 

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import InvalidInput
+from trainer.errors import InvalidInput, directory_problem
 from trainer.games.base import GameAdapter, GameError
 
 
@@ -58,12 +58,14 @@ def play_to_start(pyboy: Any, adapter: GameAdapter, state: str | None) -> None:
         adapter.boot(pyboy)
 
 
-def check_state_file(path: Path) -> None:
-    """GameError naming `game.state` unless `path` is a file."""
-    if path.is_dir():
-        raise GameError(f"game.state: {path} is a directory; give the save state file's path")
+def check_state_file(path: Path, key: str = "game.state") -> None:
+    """GameError naming `key` (the spec's `game.state`, or a command's `--state`) unless `path`
+    is a file."""
+    problem = directory_problem(path, "save state", (".state",))
+    if problem:
+        raise GameError(f"{key}: {problem}")
     if not path.is_file():
-        raise GameError(f"game.state: save state not found: {path}")
+        raise GameError(f"{key}: save state not found: {path}")
 
 
 def load_state_file(pyboy: Any, path: Path) -> None:
