@@ -513,13 +513,23 @@ CHILD = textwrap.dedent(
             raise KeyboardInterrupt
         if mode == "self-sigkill":
             os.kill(os.getpid(), 9)
+        if mode == "group-sigterm":  # the parent's to handle, as `trainer run` does (a checkpoint)
+            import signal
+
+            def stop(signum, frame):
+                time.sleep(0.5)  # a checkpoint's time: the signal has reached the whole group
+                alive = [open(f"/proc/{{pid}}/stat").read().split()[2] != "Z" for pid in venv.worker_pids()]
+                print("workers alive when the parent handles SIGTERM:", all(alive), flush=True)
+                raise SystemExit(143)
+
+            signal.signal(signal.SIGTERM, stop)
         while True:  # wait for Ctrl-C while stepping
             venv.step(np.zeros(4, dtype=int))
     """
 )
 
 
-@pytest.mark.parametrize("mode", ["exit-without-close", "ctrl-c", "self-sigkill"])
+@pytest.mark.parametrize("mode", ["exit-without-close", "ctrl-c", "self-sigkill", "group-sigterm"])
 def test_parent_exit_interrupt_or_crash_leaves_nothing_behind(mode, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(TESTS_DIR)))
@@ -536,6 +546,9 @@ def test_parent_exit_interrupt_or_crash_leaves_nothing_behind(mode, tmp_path):
         if mode == "ctrl-c":
             time.sleep(0.3)
             os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        if mode == "group-sigterm":
+            time.sleep(0.3)
+            os.killpg(child.pid, signal.SIGTERM)  # `timeout`, `kill -- -PGID`, Slurm's scancel
         child.wait(timeout=15)
     finally:
         if child.poll() is None:
@@ -547,6 +560,10 @@ def test_parent_exit_interrupt_or_crash_leaves_nothing_behind(mode, tmp_path):
     assert "Process trainer-vec-worker" not in stderr, stderr  # no worker tracebacks
     if mode != "self-sigkill":
         assert "leaked shared_memory" not in stderr, stderr  # closed by us, not the tracker
+    if mode == "group-sigterm":
+        assert child.returncode == 143, stderr
+        assert "workers alive when the parent handles SIGTERM: True" in child.stdout.read()
+        assert "starting a new one" not in stderr, stderr  # no worker restarted as crashed
 
 
 def test_two_workers_start_as_separate_processes():

@@ -158,6 +158,12 @@ def _ensure_forkserver(ctx: Any) -> None:
     pysdl2 prints a "Using SDL2 binaries" notice when pyboy is imported; `trainer.env` hides it
     with a warnings filter, which the server does not inherit, so pass one through the
     environment for the moment it starts (its forked workers keep it; they never open a window).
+
+    It starts with SIGTERM blocked, a mask it and its workers inherit (sigprocmask(2)): a SIGTERM
+    sent to the whole process group (`timeout`, `kill -- -PGID`, Slurm) is the parent's to
+    handle. Killed with it, the forkserver took every worker's exit status along, and the pool
+    restarted them all as crashed (code 255) while the parent checkpointed. Here the signal
+    stays pending for this thread, delivered when the mask is restored: none is lost.
     """
     from multiprocessing import forkserver
 
@@ -166,9 +172,11 @@ def _ensure_forkserver(ctx: Any) -> None:
     os.environ["PYTHONWARNINGS"] = ",".join(
         filter(None, [saved, "ignore:Using SDL2 binaries:UserWarning"])
     )
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         forkserver.ensure_running()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if saved is None:
             del os.environ["PYTHONWARNINGS"]
         else:
