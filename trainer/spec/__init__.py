@@ -2,6 +2,7 @@
 
 - `models`: the Pydantic models (every field described, unknown keys rejected);
 - `base`: their base, `SpecModel` (unknown keys and booleans given for numbers are errors);
+- `kube_settings`: the `resources` and `kubernetes` sections (the Job's pod);
 - `loading`: YAML → `JobSpec` with overrides and errors that name file, line and key;
 - `identity`: Job names, the canonical document and its digest (shared with the Helm chart),
   the training hash, the sweep id and the run id (the training settings' identity);

@@ -44,3 +44,10 @@ def _leaf_types(annotation: Any) -> set[Any]:
     if origin is dict:  # a map's values; its keys are strings
         return _leaf_types(args[1])
     return set().union(*(_leaf_types(arg) for arg in args))
+
+
+def raise_problem(problem: str | None) -> None:
+    """A rule's problem (`kube_rules`, `pod`, …) → the ValueError Pydantic reports under the
+    field's key; None passes."""
+    if problem:
+        raise ValueError(problem)

@@ -6,25 +6,26 @@ the chart's values.yaml); `extra="forbid"` makes a typo an error. Loading from Y
 line-numbered errors is `trainer.spec.loading`; names and hashes are `trainer.spec.identity`.
 
 Longer than 500 lines because the spec is one tree of models read top to bottom, each field with
-its description; the rules behind the fields live elsewhere (`kube_rules`, `game_ram`, `adapters`).
+its description; the `resources` and `kubernetes` sections are `kube_settings`, and the rules
+behind the fields live elsewhere (`kube_rules`, `pod`, `game_ram`, `adapters`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainer.errors import InvalidInput
 from trainer.spec import kube_rules as k8s
 from trainer.spec.adapters import check_game_settings
-from trainer.spec.base import SpecModel
+from trainer.spec.base import SpecModel, raise_problem
 from trainer.spec.cpus import available_cpus
 from trainer.spec.game_ram import RamSpec
-from trainer.spec.kube_rules import QUANTITY, parse_quantity
-from trainer.spec.pod import Affinity, EnvVar, Volume, VolumeMount, mounts_problem, nested_path
+from trainer.spec.kube_settings import KubernetesSpec, ResourcesSpec
+from trainer.spec.pod import nested_path
 from trainer.spec.tracking_uri import tracking_uri_problem
 
 BUTTONS = ("noop", "up", "down", "left", "right", "a", "b", "start", "select")
@@ -34,20 +35,6 @@ Button = Literal["noop", "up", "down", "left", "right", "a", "b", "start", "sele
 class SpecError(InvalidInput):
     """An invalid spec or override. `str()` is the user-facing message, one problem per line
     (`file:line: dotted.key: what is wrong`)."""
-
-
-def _check_quantity(value: str) -> str:
-    parse_quantity(value)
-    return value
-
-
-def _raise(problem: str | None) -> None:
-    """A `kube_rules` problem → the ValueError Pydantic reports under the field's key."""
-    if problem:
-        raise ValueError(problem)
-
-
-Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
 
 
 class GameSpec(SpecModel):
@@ -100,14 +87,6 @@ class ObsSpec(SpecModel):
     frame_stack: int = Field(
         1, ge=1, le=8, description="Number of past observations stacked as channels."
     )
-
-
-def _string_branches(schema: dict[str, Any], pattern: str) -> None:
-    """A validator's pattern on the string branch of an optional field's JSON Schema (the
-    chart's values schema then refuses what the spec refuses)."""
-    for branch in schema.get("anyOf", [schema]):
-        if branch.get("type") == "string":
-            branch["pattern"] = pattern
 
 
 def _count_schema(schema: dict[str, Any]) -> None:
@@ -277,7 +256,7 @@ class CheckpointSpec(SpecModel):
     @field_validator("dir")
     @classmethod
     def _mountable(cls, value: str) -> str:
-        _raise(k8s.mount_path_problem(value))
+        raise_problem(k8s.mount_path_problem(value))
         return value
 
 
@@ -320,7 +299,7 @@ class MlflowSpec(SpecModel):
     @classmethod
     def _usable_uri(cls, value: str | None) -> str | None:
         if value:
-            _raise(tracking_uri_problem(value))
+            raise_problem(tracking_uri_problem(value))
         # The spec is logged as params and lands in a ConfigMap: credentials go elsewhere.
         if value is not None and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@", value):
             raise ValueError(
@@ -336,242 +315,6 @@ class MlflowSpec(SpecModel):
         description="Log MLflow's system metrics (CPU, memory, disk, network, GPU as "
         "`system/...`) every this many seconds; null: off.",
     )
-
-
-class ResourcesSpec(SpecModel):
-    cpu_per_env: float = Field(1.0, gt=0, description="CPU cores requested per environment.")
-    learner_cpu: float = Field(1.0, gt=0, description="CPU cores requested for the learner.")
-    memory_per_env: Quantity = Field(
-        "256Mi", description="Memory requested per environment (Kubernetes quantity)."
-    )
-    learner_memory: Quantity = Field(
-        "1Gi", description="Memory requested for the learner (Kubernetes quantity)."
-    )
-    gpu: int = Field(0, ge=0, description="NVIDIA GPUs (`nvidia.com/gpu`) for the learner.")
-
-    @field_validator("memory_per_env", "learner_memory")
-    @classmethod
-    def _memory_quantity(cls, value: str) -> str:
-        return _check_quantity(value)
-
-
-class TolerationSpec(SpecModel):
-    """A pod toleration, checked as the API server does (`ValidateTolerations`)."""
-
-    model_config = ConfigDict(json_schema_extra={"allOf": k8s.schema_toleration_rules()})
-
-    key: str | None = Field(
-        None,
-        description="Taint key (a label key); empty: every taint, with operator Exists.",
-        json_schema_extra=k8s.schema_qualified_name(),
-    )
-    operator: Literal["Exists", "Equal"] = Field(
-        "Equal", description="Equal (key and value match) or Exists (the key is there)."
-    )
-    value: str | None = Field(
-        None,
-        description="Taint value with Equal (a label value); empty with Exists.",
-        json_schema_extra={"pattern": k8s.schema_labels()["additionalProperties"]["pattern"]},
-    )
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        None, description="Taint effect; empty: every effect."
-    )
-    tolerationSeconds: int | None = Field(  # noqa: N815
-        None,
-        description="With effect NoExecute only: how long the pod stays bound after the taint.",
-    )
-
-    @model_validator(mode="after")
-    def _api_rules(self) -> TolerationSpec:
-        _raise(
-            k8s.toleration_problem(
-                self.key, self.operator, self.value, self.effect, self.tolerationSeconds
-            )
-        )
-        return self
-
-
-class KubernetesSpec(SpecModel):
-    namespace: str | None = Field(
-        None,
-        description="Namespace for the Job and its ConfigMaps (a DNS-1123 label); unset: the "
-        "kubeconfig context's namespace (a pod's own when launched from a pod), else "
-        f"`{k8s.DEFAULT_NAMESPACE}`, where `k8s/` installs; the chart uses the release namespace.",
-        json_schema_extra=k8s.schema_dns1123_label(),
-    )
-    image: str | None = Field(
-        None,
-        json_schema_extra=lambda schema: _string_branches(schema, k8s.IMAGE_REFERENCE.pattern),
-        description="Trainer image; default: the launcher's built-in default.",
-    )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="Image pull policy."
-    )
-    backoff_limit: int = Field(
-        3, ge=0, le=k8s.INT32_MAX, description="Pod retries before the Job fails."
-    )
-    ttl_seconds_after_finished: int | None = Field(
-        86400,
-        ge=0,
-        le=k8s.INT32_MAX,
-        description="Delete the finished Job after this many seconds.",
-    )
-    active_deadline_seconds: int | None = Field(
-        None, ge=1, description="Fail the Job after this much wall time."
-    )
-    termination_grace_period_seconds: int = Field(
-        60, ge=5, description="Time between SIGTERM and SIGKILL (the trainer checkpoints then)."
-    )
-    service_account: str | None = Field(
-        None,
-        description="ServiceAccount for the pod (a DNS-1123 subdomain).",
-        json_schema_extra=k8s.schema_dns1123_subdomain(),
-    )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict,
-        description="Node selector: node label keys and values.",
-        json_schema_extra=k8s.schema_labels(),
-    )
-    tolerations: list[TolerationSpec] = Field(default_factory=list, description="Tolerations.")
-    checkpoint_pvc: str | None = Field(
-        None,
-        description="PersistentVolumeClaim mounted at checkpoint.dir (keeps checkpoints across "
-        "pods; a DNS-1123 subdomain).",
-        json_schema_extra=k8s.schema_dns1123_subdomain(),
-    )
-    mlflow_secret: str | None = Field(
-        None,
-        description="Secret whose keys (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD) become env vars; "
-        "values never appear in the spec (a DNS-1123 subdomain).",
-        json_schema_extra=k8s.schema_dns1123_subdomain(),
-    )
-    shm_size: Quantity = Field("1Gi", description="Size limit of the in-memory /dev/shm volume.")
-    labels: dict[str, str] = Field(
-        default_factory=dict,
-        description="Extra labels on the Job and pod (Kubernetes label keys and values).",
-        json_schema_extra=k8s.schema_labels(),
-    )
-    annotations: dict[str, str] = Field(
-        default_factory=dict,
-        description="Annotations on the Job and pod, e.g. "
-        '`cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`.',
-        json_schema_extra=k8s.schema_annotations(),
-    )
-    pod_annotations: dict[str, str] = Field(
-        default_factory=dict,
-        description="Annotations on the pod only (over `annotations` for the same key), e.g. "
-        "for a service mesh or a log collector.",
-        json_schema_extra=k8s.schema_annotations(),
-    )
-    volumes: list[Volume] = Field(
-        default_factory=list,
-        description="Extra pod volumes, as in core/v1 (configMap, secret, persistentVolumeClaim, "
-        "emptyDir, csi, projected, downwardAPI, ephemeral: the kinds Pod Security 'restricted' "
-        "admits), e.g. a PVC holding your ROMs.",
-    )
-    volume_mounts: list[VolumeMount] = Field(
-        default_factory=list,
-        description="Mounts of `kubernetes.volumes` into the trainer container, as in core/v1 "
-        "(`name`, `mountPath`, `readOnly`, `subPath`).",
-    )
-    env: list[EnvVar] = Field(
-        default_factory=list,
-        description="Extra environment variables of the trainer container, as in core/v1 "
-        "(`value`, or `valueFrom` a secretKeyRef, configMapKeyRef or fieldRef); not the ones the "
-        "trainer sets itself.",
-    )
-    image_pull_secrets: list[str] = Field(
-        default_factory=list,
-        description="Secrets (docker-registry) to pull a private image with, by name.",
-        json_schema_extra={"items": k8s.schema_dns1123_subdomain()},
-    )
-    affinity: Affinity | None = Field(
-        None,
-        description="Pod affinity (nodeAffinity, podAffinity, podAntiAffinity), as in core/v1.",
-    )
-    distributed_backend: Literal["job", "pytorchjob"] | None = Field(
-        None,
-        description="What runs the pods of one run: unset or `job`, a batch/v1 Job (with several "
-        "replicas an Indexed Job plus a headless Service: plain Kubernetes); `pytorchjob`, a "
-        "Kubeflow PyTorchJob (kubeflow.org/v1: one Master and replicas - 1 Workers; needs the "
-        "Kubeflow training operator). `trainer launch` creates Jobs only: apply a PyTorchJob "
-        "with `trainer render SPEC | kubectl apply -f -` or the Helm chart.",
-    )
-    queue: str | None = Field(
-        None,
-        description="Kueue LocalQueue to submit to (label `kueue.x-k8s.io/queue-name`, a DNS-1123 "
-        "label): the Job is created suspended and Kueue starts it when the queue admits it.",
-        json_schema_extra=k8s.schema_dns1123_label(),
-    )
-    priority_class: str | None = Field(
-        None,
-        description="PriorityClass of the pod (`priorityClassName`, a DNS-1123 subdomain): who "
-        "is preempted first on a full cluster.",
-        json_schema_extra=k8s.schema_dns1123_subdomain(),
-    )
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace_dns(cls, value: str | None) -> str | None:
-        if value is not None:
-            _raise(k8s.dns1123_label_problem(value))
-        return value
-
-    @field_validator("queue")
-    @classmethod
-    def _queue_name(cls, value: str | None) -> str | None:
-        if value is not None:
-            _raise(k8s.dns1123_label_problem(value))
-        return value
-
-    @field_validator("service_account", "checkpoint_pvc", "mlflow_secret", "priority_class")
-    @classmethod
-    def _object_name(cls, value: str | None) -> str | None:
-        if value is not None:
-            _raise(k8s.dns1123_subdomain_problem(value))
-        return value
-
-    @field_validator("image_pull_secrets")
-    @classmethod
-    def _secret_names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            _raise(k8s.dns1123_subdomain_problem(name))
-        return value
-
-    @model_validator(mode="after")
-    def _volumes_and_env(self) -> KubernetesSpec:
-        _raise(mounts_problem(self.volumes, self.volume_mounts))
-        names = [e.name for e in self.env]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"kubernetes.env: duplicate names: {', '.join(dupes)}")
-        return self
-
-    @field_validator("labels", "node_selector")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        _raise(k8s.labels_problem(value))
-        return value
-
-    @field_validator("annotations", "pod_annotations")
-    @classmethod
-    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
-        _raise(k8s.annotations_problem(value))
-        return value
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        if value is not None and (not value or value != value.strip()):
-            raise ValueError("must be an image reference without leading or trailing spaces")
-        if value is not None:
-            _raise(k8s.image_reference_problem(value))
-        return value
-
-    @field_validator("shm_size")
-    @classmethod
-    def _shm_quantity(cls, value: str) -> str:
-        return _check_quantity(value)
 
 
 class DistributedSpec(SpecModel):
@@ -666,7 +409,7 @@ class JobSpec(SpecModel):
     def _name_dns(cls, value: str) -> str:
         # 40 leaves room for the "-e<envs>-<hash>" suffix within the 63-character label limit.
         problem = k8s.dns1123_label_problem(value, max_length=40)
-        _raise(problem and f"{problem} (e.g. 'zelda-ppo')")
+        raise_problem(problem and f"{problem} (e.g. 'zelda-ppo')")
         return value
 
     @model_validator(mode="after")

@@ -18,16 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from trainer.spec import kube_rules as k8s
-from trainer.spec.base import SpecModel
-
-
-def _raise(problem: str | None) -> None:
-    if problem:
-        raise ValueError(problem)
+from trainer.spec.base import SpecModel, raise_problem
 
 
 def _object_name(value: str) -> str:
-    _raise(k8s.dns1123_subdomain_problem(value))
+    raise_problem(k8s.dns1123_subdomain_problem(value))
     return value
 
 
@@ -46,7 +41,7 @@ class KeyToPath(SpecModel):
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
-        _raise(_relative_path_problem(value))
+        raise_problem(_relative_path_problem(value))
         return value
 
 
@@ -115,7 +110,7 @@ class Volume(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        _raise(k8s.dns1123_label_problem(value))
+        raise_problem(k8s.dns1123_label_problem(value))
         if value in k8s.POD_VOLUMES:
             raise ValueError(
                 f"{value!r} is one of the pod's own volumes ({', '.join(k8s.POD_VOLUMES)}); "
@@ -149,14 +144,14 @@ class VolumeMount(SpecModel):
     def _mount_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("must be an absolute path (e.g. /roms)")
-        _raise(k8s.mount_path_problem(value))
+        raise_problem(k8s.mount_path_problem(value))
         return value
 
     @field_validator("subPath")
     @classmethod
     def _sub_path(cls, value: str | None) -> str | None:
         if value is not None:
-            _raise(_relative_path_problem(value))
+            raise_problem(_relative_path_problem(value))
         return value
 
 
@@ -202,7 +197,7 @@ class EnvVar(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        _raise(k8s.env_var_name_problem(value))
+        raise_problem(k8s.env_var_name_problem(value))
         if value in k8s.POD_ENV or value.startswith(("TRAIN_", "TRAINER_")):
             raise ValueError(
                 f"{value!r} is set by the trainer itself (reserved: {', '.join(k8s.POD_ENV)}, "

@@ -1,5 +1,8 @@
 """The process backend: envs in worker processes over shared memory.
 
+Longer than 500 lines because a pool's whole life (start, step, restart, signals, close) is one
+state machine, read top to bottom.
+
 `ProcessVecEnv` runs worker processes that each own `envs_per_worker` envs. Each worker
 creates its envs itself (PyBoy is not thread- or fork-safe to share) and writes observations,
 rewards, flags and final observations in place into one shared-memory block; nothing but a
@@ -159,11 +162,10 @@ def _ensure_forkserver(ctx: Any) -> None:
     with a warnings filter, which the server does not inherit, so pass one through the
     environment for the moment it starts (its forked workers keep it; they never open a window).
 
-    It starts with SIGTERM blocked, a mask it and its workers inherit (sigprocmask(2)): a SIGTERM
-    sent to the whole process group (`timeout`, `kill -- -PGID`, Slurm) is the parent's to
-    handle. Killed with it, the forkserver took every worker's exit status along, and the pool
-    restarted them all as crashed (code 255) while the parent checkpointed. Here the signal
-    stays pending for this thread, delivered when the mask is restored: none is lost.
+    SIGTERM is blocked while it starts, a mask it and its workers inherit (sigprocmask(2)): a
+    SIGTERM to the whole group (`timeout`, Slurm) is the parent's to handle. Killed by it, the
+    forkserver took the workers' exit statuses along and the pool restarted them all as crashed
+    (code 255) while the parent checkpointed. Pending here meanwhile, none is lost.
     """
     from multiprocessing import forkserver
 
