@@ -44,7 +44,23 @@ def sweep(mlflow_server):
 
 
 def compare(*args: str):
-    return CliRunner(env={"COLUMNS": "200"}).invoke(main, ["compare", *args])
+    # No $COLUMNS: output to a pipe, as a script or CI log gets it (tables uncut).
+    return CliRunner(env={"COLUMNS": None}).invoke(main, ["compare", *args])
+
+
+def test_tables_on_a_pipe_are_not_cut_to_80_columns(monkeypatch, capsys):
+    from rich.table import Table
+
+    from trainer.cli.common import stdout_console
+
+    table = Table("Run", "Status")
+    table.add_row("quickstart-e1-r" + "0123456789abcdef" * 5, "FINISHED")
+    monkeypatch.delenv("COLUMNS", raising=False)
+    stdout_console().print(table)
+    assert "0123456789abcdef" * 5 in capsys.readouterr().out  # Rich's default: 80, cut with …
+    monkeypatch.setenv("COLUMNS", "60")  # the user's own width still wins
+    stdout_console().print(table)
+    assert "0123456789abcdef" * 5 not in capsys.readouterr().out
 
 
 def test_compare_prints_table_writes_plots_and_logs_to_the_sweep_run(

@@ -14,6 +14,7 @@ from trainer.cli.common import (
     output_file_callback,
     read_spec,
     set_option,
+    stdout_console,
     tracking_uri_option,
 )
 from trainer.spec import environment_tracking_uri
@@ -92,7 +93,6 @@ def bench(
     benchmark instead (docs/reliability.json holds the README's figures); with --replicas: how
     one run scales over replicas.
     """
-    from rich.console import Console as RichConsole
 
     if reliability:
         if spec_path or overrides or envs or mlflow_experiment or no_train_sweep or peer_seeds:
@@ -122,7 +122,7 @@ def bench(
                 "(set the envs per replica and the steps in SPEC or with --set)"
             )
         return bench_replica_scaling(spec, replica_counts, json_path)
-    console = RichConsole()
+    console = stdout_console()
     with console.status("benchmarking…") as status:
         report = run_bench(
             spec,
@@ -151,7 +151,6 @@ def bench(
 
 def bench_reliability(quick: bool, json_path: str | None) -> None:
     """`trainer bench --reliability` (`--quick`: 60,000 steps, server down 6 s after 4 s)."""
-    from rich.console import Console as RichConsole
 
     from trainer.bench.reliability import QUICKSTART_LONG, bench_mlflow_outage, outage_tables
 
@@ -159,7 +158,7 @@ def bench_reliability(quick: bool, json_path: str | None) -> None:
     if quick:
         data = {**data, "ppo": {**data["ppo"], "total_steps": 60000}}
         timing = {"kill_after_s": 4.0, "outage_s": 6.0}
-    console = RichConsole()
+    console = stdout_console()
     with console.status("benchmarking an MLflow outage…") as status:
         figures = bench_mlflow_outage(
             data, progress=lambda m: status.update(f"MLflow outage: {m}"), **timing
@@ -173,11 +172,10 @@ def bench_reliability(quick: bool, json_path: str | None) -> None:
 
 def bench_replica_scaling(spec, counts: tuple[int, ...], json_path: str | None) -> None:
     """`trainer bench --replicas 1,2,4`."""
-    from rich.console import Console as RichConsole
 
     from trainer.bench.replicas import bench_replicas, scaling_table
 
-    console = RichConsole()
+    console = stdout_console()
     with console.status("benchmarking replicas…") as status:
         scaling = bench_replicas(spec, counts, progress=lambda m: status.update(f"replicas: {m}"))
     console.print(scaling_table(scaling))
@@ -239,7 +237,6 @@ def compare(
     trainer compare --experiment X    every training run of an experiment
     trainer compare RUN_ID RUN_ID…    these runs
     """
-    from rich.console import Console as RichConsole
 
     from trainer.errors import InvalidInput, TrainerError
     from trainer.report import (
@@ -262,7 +259,7 @@ def compare(
         )
     rows = comparison_rows(records)
     title = f"Sweep {sweep}: runs side by side" if sweep else "Runs side by side"
-    console = RichConsole()
+    console = stdout_console()
     if fmt == "markdown":
         click.echo(comparison_markdown(rows, title), nl=False)
     else:

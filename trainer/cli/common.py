@@ -112,3 +112,19 @@ def output_file_callback(ctx: click.Context, param: click.Parameter, value: str 
     if not os.access(parent, os.W_OK):
         raise click.BadParameter(f"its folder {parent} is not writable")
     return value
+
+
+#: Width of a console whose output is not a terminal: wide enough for any of our tables. Rich
+#: tables take only the width they need, so nothing is padded to it.
+UNBOUNDED_WIDTH = 1000
+
+
+def stdout_console() -> Any:
+    """The rich console a command prints its tables with. On a terminal, the terminal's width;
+    redirected or piped (a file, a CI log, `| grep`), no column is cut to 80 characters, as
+    kubectl's tables are never cut. `$COLUMNS`, when set, wins as it does for Rich."""
+    from rich.console import Console as RichConsole
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return RichConsole()
+    return RichConsole(width=UNBOUNDED_WIDTH)

@@ -18,6 +18,7 @@ from trainer.cli.common import (
     read_spec,
     set_option,
     spec_argument,
+    stdout_console,
 )
 from trainer.spec import JobSpec, kube_rules
 
@@ -257,7 +258,6 @@ def status(
     context: str | None,
 ) -> None:
     """Table of Jobs and their pods: of SPEC's sweep, of --sweep ID, or (--all / neither) of all."""
-    from rich.console import Console as RichConsole
     from rich.table import Table
 
     from trainer import launcher
@@ -300,7 +300,7 @@ def status(
             row.pods,
             row.why or "-",
         )
-    console = RichConsole()
+    console = stdout_console()
     console.print(table if rows else f"no trainer Jobs found in namespace {ns} ({label_selector})")
     for row in rows:
         if row.events:
