@@ -146,3 +146,43 @@ def test_unknown_sweep_and_experiment_fail_clearly(tmp_path, mlflow_server):
         ],
     )
     assert result.exit_code == 2 and "--experiment: no experiment named 'missing'" in result.output
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again on exit: nothing listens there
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "sw-1234"],
+        ["compare", "--experiment", "x"],
+        ["play", "0123456789abcdef0123456789abcdef"],
+    ],
+)
+def test_a_server_that_does_not_answer_is_said_at_once(tmp_path, monkeypatch, args):
+    # MLflow's client retried each request for ~4 minutes, then said "no MLflow run".
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [*args, "--tracking-uri", uri])
+    assert result.exit_code == 1, result.output
+    assert f"error: MLflow at {uri} is unreachable (connection refused)" in result.output
+
+
+def test_any_http_answer_counts_as_a_reachable_server():
+    import http.server
+    import threading
+
+    from trainer.tracking.client import check_server_reachable
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:  # no /health behind this proxy-like server: a 501 answer, still a server
+        check_server_reachable(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    check_server_reachable("sqlite:///nowhere.db")  # not a server: nothing to reach

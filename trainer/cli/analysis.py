@@ -100,8 +100,12 @@ def bench(
                 "--reliability takes no SPEC, --set, --envs, --mlflow, --no-train-sweep or --peer"
             )
         return bench_reliability(quick, json_path)
-    if mlflow_experiment:
-        environment_tracking_uri(os.environ)  # refused now, not after minutes of measuring
+    if mlflow_experiment:  # refused now, not after minutes of measuring
+        uri = environment_tracking_uri(os.environ)
+        if uri:
+            from trainer.tracking.client import check_server_reachable
+
+            check_server_reachable(uri)
 
     from trainer.bench import render_tables, run_bench
     from trainer.spec import validate_spec

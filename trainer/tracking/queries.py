@@ -18,6 +18,7 @@ from trainer.spec.tracking_uri import missing_store_problem
 from trainer.tracking.client import (
     TAG_NUM_ENVS,
     TAG_SWEEP_ID,
+    check_server_reachable,
     experiment_id,
     log_batch,
     quote,
@@ -63,7 +64,8 @@ class RunRecord:
 def reading_client(tracking_uri: str | None) -> Any:
     """An MlflowClient for a command that only reads: `InvalidInput` when the URI (given, or
     MLflow's default: `mlflow.db` or `mlruns` in the working directory) is a local store that
-    does not exist, instead of creating an empty one there and finding nothing in it."""
+    does not exist, instead of creating an empty one there and finding nothing in it;
+    `TrainerError` at once when it is a server that does not answer."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -71,6 +73,7 @@ def reading_client(tracking_uri: str | None) -> Any:
     problem = missing_store_problem(uri)
     if problem:
         raise InvalidInput(problem)
+    check_server_reachable(uri)
     return MlflowClient(uri)
 
 
