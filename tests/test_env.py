@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.envs.env import GameBoyEnv, make_env
+from trainer.envs.env import GameBoyEnv, check_game, make_env
 from trainer.errors import InvalidInput
 from trainer.games import BUILTIN_ROMS, GameError, make_adapter
 from trainer.games.screen import screen_tiles
@@ -166,6 +166,20 @@ def test_bad_game_settings_name_the_key(game, message):
     with pytest.raises(InvalidInput) as info:
         make_env(validate_spec({"name": "bad", "game": game}))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("adapter", ["dungeon", "generic"])
+def test_a_rom_pyboy_would_refuse_is_refused_before_the_emulators_for_every_adapter(
+    tmp_path, adapter
+):
+    # A dump one byte too long: the dungeon adapter checked only its title and signature, and
+    # every worker's PyBoy then refused the file.
+    path = tmp_path / "long.gb"
+    path.write_bytes(BUILTIN_ROMS["dungeon"].read_bytes() + b"\x00")
+    spec = validate_spec({"name": "bad", "game": {"rom": str(path), "adapter": adapter}})
+    with pytest.raises(GameError, match="not a whole number of 16 KiB ROM banks") as info:
+        check_game(spec)
+    assert str(info.value).startswith(f"game.rom: {path} is 32,769 bytes")
 
 
 def test_the_adapter_registry_refuses_unknown_names_too():

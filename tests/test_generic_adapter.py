@@ -59,7 +59,8 @@ def test_step_weight_and_episode_stats():
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda rom: rom[:0x4000], "is not a Game Boy ROM"),
+        (lambda rom: rom[:0x4000], "16,384 bytes; a ROM is at least 32 KiB"),
+        (lambda rom: rom + bytes(1000), "33,768 bytes, not a whole number of 16 KiB ROM banks"),
         (
             lambda rom: rom[:0x14D] + bytes([rom[0x14D] ^ 0xFF]) + rom[0x14E:],
             "bad cartridge header checksum",

@@ -15,6 +15,8 @@ OTHER_MAPPERS = {
     0x0B: "MMM01", 0x0C: "MMM01", 0x0D: "MMM01", 0x20: "MBC6", 0x22: "MBC7",
     0xFC: "Pocket Camera", 0xFD: "Bandai TAMA5", 0xFE: "HuC3", 0xFF: "HuC1",
 }  # fmt: skip
+#: A ROM bank: PyBoy splits the file into these and refuses a remainder (cartridge/rom.py).
+ROM_BANK = 16 * 1024
 #: RAM size codes (header byte 0x149) Pan Docs defines, and PyBoy's EXTERNAL_RAM_TABLE reads.
 RAM_SIZE_CODES = range(0x00, 0x06)
 
@@ -29,10 +31,20 @@ def header_checksum(rom: bytes) -> int:
 
 def rom_problem(rom: bytes) -> str | None:
     """Why PyBoy cannot run `rom` (a phrase to follow the file's path), or None."""
-    if len(rom) < 0x8000 or header_checksum(rom) != rom[0x14D]:
+    if len(rom) < ROM_BANK * 2:
         return (
-            "is not a Game Boy ROM (too small or bad cartridge header checksum); give the path "
+            f"is not a Game Boy ROM ({len(rom):,} bytes; a ROM is at least 32 KiB); give the path "
             "of a .gb or .gbc file"
+        )
+    if header_checksum(rom) != rom[0x14D]:
+        return (
+            "is not a Game Boy ROM (bad cartridge header checksum at 0x14D); give the path of a "
+            ".gb or .gbc file"
+        )
+    if len(rom) % ROM_BANK:
+        return (
+            f"is {len(rom):,} bytes, not a whole number of 16 KiB ROM banks: a truncated or "
+            "padded dump, which PyBoy refuses; dump the cartridge again"
         )
     kind = rom[0x147]
     if kind not in PYBOY_CARTRIDGE_TYPES:
