@@ -64,8 +64,8 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def directory_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | None:
-    """ "PATH is a directory; give the WHAT file's path (it holds a.gb, …)" when `path` is a
-    directory, naming the files in it that end with one of `suffixes`; else None."""
+    """When `path` is a directory: "PATH is a directory; give the WHAT file's path (it holds
+    a.gb, …)", naming the files in it that end with one of `suffixes`. Else None."""
     if not path.is_dir():
         return None
     try:

@@ -404,8 +404,14 @@ def _merge_union_branches(errors: Sequence[Any]) -> list[Any]:
             merged.append(err)
         elif err is group[0]:
             wanted = " or ".join(dict.fromkeys(_branch_expects(e) for e in group))
-            merged.append({"type": "union", "loc": err["loc"], "msg": f"must be {wanted}"})
-            merged[-1]["input"] = err.get("input")
+            merged.append(
+                {
+                    "type": "union",
+                    "loc": err["loc"],
+                    "msg": f"must be {wanted}",
+                    "input": err["input"],
+                }
+            )
     return merged
 
 
