@@ -323,6 +323,21 @@ def test_a_wrong_type_is_one_line_naming_what_the_key_takes(tmp_path, override, 
     assert len(message.splitlines()) == 1, message
 
 
+@pytest.mark.parametrize(
+    "written, steps", [("1e6", 1_000_000), ("2E4", 20_000), ("1.5e3", 1500), ("1e+06", 1_000_000)]
+)
+def test_exponent_numbers_are_numbers_as_in_yaml_1_2(tmp_path, written, steps):
+    # PyYAML (YAML 1.1) read `1e6` as a string: "must be a valid integer (got '1e6')". Helm's
+    # YAML and JSON read a number, and Go writes 1e+06 for a float it renders.
+    text = GOOD.replace("total_steps: 20000", f"total_steps: {written}")
+    assert f"total_steps: {written}" in text
+    assert load_spec(write(tmp_path, text)).ppo.total_steps == steps
+    spec = load_spec(
+        write(tmp_path, GOOD), [f"ppo.total_steps={written}", "ppo.learning_rate=3e-4"]
+    )
+    assert (spec.ppo.total_steps, spec.ppo.learning_rate) == (steps, 3e-4)
+
+
 def test_booleans_still_fill_boolean_keys(tmp_path):
     spec = load_spec(write(tmp_path, GOOD), ["checkpoint.video=false", "ppo.norm_adv=false"])
     assert spec.checkpoint.video is False and spec.ppo.norm_adv is False

@@ -33,6 +33,19 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 
 
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, which reads YAML 1.1, plus YAML 1.2's exponent floats (`1e6`,
+    `1.5e3`: YAML 1.1 needs a dot and a signed exponent): `total_steps: 1e6` is a number to Helm,
+    JSON and YAML 1.2, but was a string here, refused as "not a valid integer"."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
 def load_spec(
     path: str | os.PathLike[str],
     overrides: Sequence[str] = (),
@@ -57,7 +70,7 @@ def load_spec(
             [f"{path}: not UTF-8 text (byte {exc.start}): pass the path of a job spec YAML"]
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, SpecLoader)  # noqa: S506 - a SafeLoader subclass
         lines, duplicates = _key_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -117,7 +130,7 @@ def validate_spec(
 
 def _parse_scalar(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else raw
+        return yaml.load(raw, SpecLoader) if raw.strip() else raw  # noqa: S506 - SafeLoader
     except yaml.YAMLError:
         return raw
 
