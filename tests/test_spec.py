@@ -181,6 +181,11 @@ BAD_SPECS = [
         GOOD.replace("seed: 1", "seed: 4294967296"),
         ["seed: must be ≤ 4294967295"],
     ),
+    (
+        "a CPU request under Kubernetes' 1m (rendered as cpu: '0')",
+        GOOD + "resources: {cpu_per_env: 0.0001}\n",
+        ["resources.cpu_per_env: must be ≥ 0.001 (got 0.0001)"],
+    ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
     (

@@ -15,6 +15,8 @@ from trainer.spec.kube_rules import QUANTITY, parse_quantity
 from trainer.spec.pod import Affinity, EnvVar, Volume, VolumeMount, mounts_problem
 
 Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
+#: The smallest CPU amount Kubernetes expresses: 1m ("precision finer than 1m is not allowed").
+MIN_CPU = 0.001
 
 
 def check_quantity(value: str) -> str:
@@ -31,8 +33,13 @@ def string_branches(schema: dict[str, Any], pattern: str) -> None:
 
 
 class ResourcesSpec(SpecModel):
-    cpu_per_env: float = Field(1.0, gt=0, description="CPU cores requested per environment.")
-    learner_cpu: float = Field(1.0, gt=0, description="CPU cores requested for the learner.")
+    # ≥ 1m: Kubernetes counts CPU in millicores, and less rendered as a request of '0'.
+    cpu_per_env: float = Field(
+        1.0, ge=MIN_CPU, description="CPU cores requested per environment (at least 0.001)."
+    )
+    learner_cpu: float = Field(
+        1.0, ge=MIN_CPU, description="CPU cores requested for the learner (at least 0.001)."
+    )
     memory_per_env: Quantity = Field(
         "256Mi", description="Memory requested per environment (Kubernetes quantity)."
     )
