@@ -186,6 +186,16 @@ BAD_SPECS = [
         GOOD + "resources: {cpu_per_env: 0.0001}\n",
         ["resources.cpu_per_env: must be ≥ 0.001 (got 0.0001)"],
     ),
+    (
+        "memory as a bare YAML number (said 'must be a valid string')",
+        GOOD + "resources: {memory_per_env: 512}\n",
+        ["resources.memory_per_env: must be a Kubernetes quantity with its unit", "(got 512)"],
+    ),
+    (
+        "memory in thousandths of a byte (rendered as memory: '0')",
+        GOOD + "kubernetes: {shm_size: 1m}\n",
+        ["kubernetes.shm_size: must be at least 1 byte"],
+    ),
     ("not a mapping", "- just\n- a list\n", ["spec.yaml:1:", "must be a mapping"]),
     ("invalid yaml", "name: [unclosed\n", ["spec.yaml:", "invalid YAML"]),
     (

@@ -7,21 +7,47 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from trainer.spec import kube_rules as k8s
 from trainer.spec.base import SpecModel, raise_problem
 from trainer.spec.kube_rules import QUANTITY, parse_quantity
 from trainer.spec.pod import Affinity, EnvVar, Volume, VolumeMount, mounts_problem
 
-Quantity = Annotated[str, Field(pattern=QUANTITY.pattern)]
 #: The smallest CPU amount Kubernetes expresses: 1m ("precision finer than 1m is not allowed").
 MIN_CPU = 0.001
 
 
-def check_quantity(value: str) -> str:
-    parse_quantity(value)
+def _quantity_text(value: Any) -> Any:
+    """A YAML number where a memory quantity goes: said plainly, not "must be a valid string"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            "must be a Kubernetes quantity with its unit, such as 512Mi or 1.5Gi (a bare number "
+            "would be bytes: quote it if that is meant)"
+        )
     return value
+
+
+def _at_least_a_byte(value: str) -> str:
+    if parse_quantity(value) < 1:  # e.g. '1m': a thousandth of a byte, rendered as '0'
+        raise ValueError(f"must be at least 1 byte, such as 512Mi or 1.5Gi (got {value!r})")
+    return value
+
+
+#: Memory (`resources.*_memory*`, `kubernetes.shm_size`): a Kubernetes quantity of bytes.
+MemoryQuantity = Annotated[
+    str,
+    Field(pattern=QUANTITY.pattern),
+    BeforeValidator(_quantity_text),
+    AfterValidator(_at_least_a_byte),
+]
 
 
 def string_branches(schema: dict[str, Any], pattern: str) -> None:
@@ -40,18 +66,13 @@ class ResourcesSpec(SpecModel):
     learner_cpu: float = Field(
         1.0, ge=MIN_CPU, description="CPU cores requested for the learner (at least 0.001)."
     )
-    memory_per_env: Quantity = Field(
+    memory_per_env: MemoryQuantity = Field(
         "256Mi", description="Memory requested per environment (Kubernetes quantity)."
     )
-    learner_memory: Quantity = Field(
+    learner_memory: MemoryQuantity = Field(
         "1Gi", description="Memory requested for the learner (Kubernetes quantity)."
     )
     gpu: int = Field(0, ge=0, description="NVIDIA GPUs (`nvidia.com/gpu`) for the learner.")
-
-    @field_validator("memory_per_env", "learner_memory")
-    @classmethod
-    def _memory_quantity(cls, value: str) -> str:
-        return check_quantity(value)
 
 
 class TolerationSpec(SpecModel):
@@ -144,7 +165,9 @@ class KubernetesSpec(SpecModel):
         "values never appear in the spec (a DNS-1123 subdomain).",
         json_schema_extra=k8s.schema_dns1123_subdomain(),
     )
-    shm_size: Quantity = Field("1Gi", description="Size limit of the in-memory /dev/shm volume.")
+    shm_size: MemoryQuantity = Field(
+        "1Gi", description="Size limit of the in-memory /dev/shm volume."
+    )
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Extra labels on the Job and pod (Kubernetes label keys and values).",
@@ -266,8 +289,3 @@ class KubernetesSpec(SpecModel):
         if value is not None:
             raise_problem(k8s.image_reference_problem(value))
         return value
-
-    @field_validator("shm_size")
-    @classmethod
-    def _shm_quantity(cls, value: str) -> str:
-        return check_quantity(value)
