@@ -317,6 +317,20 @@ def test_play_refuses_a_file_that_is_no_usable_checkpoint_with_exit_2(tmp_path, 
     assert not (tmp_path / "a.gif").exists()
 
 
+@pytest.mark.parametrize("name", ["episode.mp4", "episode"])
+def test_play_refuses_an_out_file_that_is_not_a_gif_before_playing(tmp_path, name):
+    # Pillow picks the format from the extension: `.mp4` was a ValueError traceback after the
+    # whole episode had been played.
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    result = CliRunner().invoke(main, ["play", "missing.pt", "--out", str(tmp_path / name)])
+    assert result.exit_code == 2, result.output
+    assert "give a file name ending in .gif (an animated GIF)" in result.output
+    assert not list(tmp_path.iterdir())
+
+
 def test_play_names_a_checkpoint_directory_and_the_checkpoints_in_it(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -114,6 +114,14 @@ def output_file_callback(ctx: click.Context, param: click.Parameter, value: str 
     return value
 
 
+def gif_file_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """An animated GIF to write: a name ending in .gif (Pillow picks the format from the
+    extension: `.mp4` was a traceback after the episode, `.png` an APNG), its folder made now."""
+    if value is not None and Path(value).suffix.lower() != ".gif":
+        raise click.BadParameter(f"{value}: give a file name ending in .gif (an animated GIF)")
+    return output_file_callback(ctx, param, value)
+
+
 #: Width of a console whose output is not a terminal: wide enough for any of our tables. Rich
 #: tables take only the width they need, so nothing is padded to it.
 UNBOUNDED_WIDTH = 1000

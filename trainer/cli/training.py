@@ -8,6 +8,7 @@ import sys
 import click
 
 from trainer.cli.common import (
+    gif_file_callback,
     handle_errors,
     read_spec,
     set_option,
@@ -91,7 +92,8 @@ def run(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True),
-    help="Write the episode as an animated GIF (default when there is no display).",
+    callback=gif_file_callback,
+    help="Write the episode as an animated GIF, FILE.gif (default when there is no display).",
 )
 @click.option(
     "--window/--no-window",
