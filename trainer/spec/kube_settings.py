@@ -232,16 +232,9 @@ class KubernetesSpec(SpecModel):
         json_schema_extra=k8s.schema_dns1123_subdomain(),
     )
 
-    @field_validator("namespace")
+    @field_validator("namespace", "queue")
     @classmethod
-    def _namespace_dns(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise_problem(k8s.dns1123_label_problem(value))
-        return value
-
-    @field_validator("queue")
-    @classmethod
-    def _queue_name(cls, value: str | None) -> str | None:
+    def _dns_label(cls, value: str | None) -> str | None:
         if value is not None:
             raise_problem(k8s.dns1123_label_problem(value))
         return value
