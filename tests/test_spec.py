@@ -353,6 +353,16 @@ def test_exponent_numbers_are_numbers_as_in_yaml_1_2(tmp_path, written, steps):
     assert (spec.ppo.total_steps, spec.ppo.learning_rate) == (steps, 3e-4)
 
 
+def test_a_spec_read_from_standard_input_with_dash(tmp_path):
+    text = GOOD.replace("total_steps: 20000", "total_steps: -5")
+    result = CliRunner().invoke(main, ["validate", "-"], input=GOOD)
+    assert result.exit_code == 0 and "total_steps: 20000" in result.output, result.output
+    result = CliRunner().invoke(main, ["validate", "-"], input=text)
+    assert result.exit_code == 2 and "error: <stdin>:8: ppo.total_steps: must be ≥ 1" in (
+        result.output
+    ), result.output
+
+
 def test_booleans_still_fill_boolean_keys(tmp_path):
     spec = load_spec(write(tmp_path, GOOD), ["checkpoint.video=false", "ppo.norm_adv=false"])
     assert spec.checkpoint.video is False and spec.ppo.norm_adv is False

@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -56,19 +57,7 @@ def load_spec(
     Raises `SpecError` whose message names the file, the line, the dotted key, the bad value and
     what is allowed (e.g. `configs/x.yaml:12: ppo.update_epochs: must be ≥ 1 (got -1)`).
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(
-            [f"{path}: no such file; pass the path of a job spec YAML (see configs/)"]
-        ) from None
-    except OSError as exc:
-        raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            [f"{path}: not UTF-8 text (byte {exc.start}): pass the path of a job spec YAML"]
-        ) from None
+    path, text = _read_spec_text(path)
     try:
         data = yaml.load(text, SpecLoader)  # noqa: S506 - a SafeLoader subclass
         lines, duplicates = _key_lines(text)
@@ -113,6 +102,34 @@ def load_spec(
         set_dotted(data, key, _parse_scalar(raw), source)
         sources[re.sub(r"\[(\d+)\]", r".\1", key)] = source  # errors name items as key.N
     return validate_spec(data, origin=str(path), lines=lines, sources=sources)
+
+
+#: `-` as the spec's path: read it from standard input, as `kubectl apply -f -` does.
+STDIN = "-"
+
+
+def _read_spec_text(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """(the name errors give the spec, its text): a file, or standard input for `-`."""
+    if str(path) == STDIN:
+        try:
+            return Path("<stdin>"), sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise SpecError([f"<stdin>: not UTF-8 text (byte {exc.start})"]) from None
+    path = Path(path)
+    try:
+        return path, path.read_text()
+    except FileNotFoundError:
+        raise SpecError(
+            [
+                f"{path}: no such file; pass the path of a job spec YAML (see configs/), or - to read it from standard input"
+            ]
+        ) from None
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [f"{path}: not UTF-8 text (byte {exc.start}): pass the path of a job spec YAML"]
+        ) from None
 
 
 def validate_spec(
