@@ -395,7 +395,10 @@ def test_unreachable_cluster_is_a_clear_error(
         main, ["launch", str(ROOT / "configs/quickstart.yaml"), "--backend", "kubernetes"]
     )
     assert result.exit_code == 1, result.output
-    assert "cannot reach the Kubernetes API server" in result.output
+    assert (
+        "cannot reach the Kubernetes API server at http://127.0.0.1:9 (list Jobs: connection "
+        "refused); check the kubeconfig's cluster and context" in result.output
+    ), result.output
     assert "run the same command again" in result.output
     assert time.monotonic() - started < 60
 

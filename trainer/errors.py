@@ -76,3 +76,23 @@ def directory_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | N
     return f"{path} is a directory; give the {what} file's path" + (
         f" (it holds {shown})" if found else ""
     )
+
+
+#: What a failed request's long message boils down to, for one console line.
+_FAILURE_GIST = (
+    ("Connection refused", "connection refused"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "unknown host"),
+    ("Temporary failure in name resolution", "name resolution failed"),
+    ("RemoteDisconnected", "connection closed by the server"),
+    ("Connection reset", "connection reset"),
+)
+
+
+def describe_failure(exc: BaseException, limit: int = 160) -> str:
+    """A short description of a failed call: "connection refused", or its first words."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for needle, gist in _FAILURE_GIST:
+        if needle in text:
+            return gist
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, describe_failure
 from trainer.kube.manifests import (
     APP_NAME,
     CONTAINER_NAME,
@@ -196,7 +196,12 @@ class KubeClient:
             if status is not None:
                 raise ApiError(what, status, _api_reason(exc)) from exc
             if _unreachable(exc):
-                raise KubeError(f"cannot reach the Kubernetes API server ({what}): {exc}") from exc
+                host = getattr(getattr(self._serializer, "configuration", None), "host", None)
+                raise KubeError(
+                    f"cannot reach the Kubernetes API server{f' at {host}' if host else ''} "
+                    f"({what}: {describe_failure(exc)}); check the kubeconfig's cluster and "
+                    "context (`kubectl cluster-info`)"
+                ) from exc
             raise
 
     # -- create --

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from trainer.errors import describe_failure
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -113,26 +115,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, MlflowException):  # a failed connection arrives as INTERNAL_ERROR (500)
         return exc.get_http_status_code() in TRANSIENT_HTTP_STATUS
     return False
-
-
-#: What a failed request's long message boils down to, for one console line.
-_FAILURE_GIST = (
-    ("Connection refused", "connection refused"),
-    ("timed out", "timed out"),
-    ("Name or service not known", "unknown host"),
-    ("Temporary failure in name resolution", "name resolution failed"),
-    ("RemoteDisconnected", "connection closed by the server"),
-    ("Connection reset", "connection reset"),
-)
-
-
-def describe_failure(exc: BaseException, limit: int = 160) -> str:
-    """A short description of a failed call: "connection refused", or its first words."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for needle, gist in _FAILURE_GIST:
-        if needle in text:
-            return gist
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def retrying(call: Callable[[], T], attempts: int = 3, first_wait_s: float = 0.5) -> T:
