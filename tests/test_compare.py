@@ -183,6 +183,8 @@ def test_any_http_answer_counts_as_a_reachable_server():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:  # no /health behind this proxy-like server: a 501 answer, still a server
         check_server_reachable(f"http://127.0.0.1:{server.server_port}")
+        # A TLS handshake that fails answered too: MLflow's TLS settings decide, not this probe.
+        check_server_reachable(f"https://127.0.0.1:{server.server_port}")
     finally:
         server.shutdown()
     check_server_reachable("sqlite:///nowhere.db")  # not a server: nothing to reach

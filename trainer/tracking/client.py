@@ -159,8 +159,15 @@ def check_server_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
     if not uri.lower().startswith(("http://", "https://")):
         return
+
+    def probe() -> None:
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+        except requests.exceptions.SSLError:
+            pass  # it answered; trusting it is MLflow's call (MLFLOW_TRACKING_INSECURE_TLS, …)
+
     try:
-        retrying(lambda: requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s))
+        retrying(probe)
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise TrainerError(
             f"MLflow at {uri} is unreachable ({describe_failure(exc)}): start the server, or "
