@@ -127,13 +127,14 @@ def test_double_buffer_bench_runs_both_collections_on_each_game():
 
 def test_learner_variants_bench_times_each_variant_beside_eager():
     """scripts/bench_learner_variants.py: the spec's update and policy call, eager on one
-    thread, on all CPUs and compiled (Inductor builds C++ kernels here), next to a spinning
-    neighbour; a row per variant with its ratio (a smoke run: figures not asserted)."""
+    thread, on all CPUs, compiled (Inductor builds C++ kernels here) and under bf16 autocast,
+    next to a spinning neighbour; a row per variant with its ratio (a smoke run: figures not
+    asserted)."""
     args = ["--rounds", "1", "--updates", "1", "--calls", "5", "--busy", "1"]
     proc = run_script("bench_learner_variants.py", *args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.endswith("×")]
-    assert [row.split()[0] for row in rows] == ["update"] * 3 + ["policy"] * 2, proc.stdout
+    assert [row.split()[0] for row in rows] == ["update"] * 4 + ["policy"] * 2, proc.stdout
     assert rows[0].endswith("1.00×") and "1 spinning neighbour" in proc.stdout
 
 
