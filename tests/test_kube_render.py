@@ -178,6 +178,18 @@ def test_k8s_examples_are_trainer_render_output(example: str, config: str) -> No
     )
 
 
+@pytest.mark.parametrize(("example", "config"), EXAMPLES)
+def test_render_json_is_one_list_of_the_same_objects(example: str, config: str) -> None:
+    """`trainer render -o json`: the YAML stream's objects as one v1 List (kubectl's form)."""
+    args = ["render", str(ROOT / config), "-n", "pyboy-trainer"]
+    as_yaml = CliRunner().invoke(main, args, env={"TRAIN_STEPS": ""})
+    as_json = CliRunner().invoke(main, [*args, "-o", "json"], env={"TRAIN_STEPS": ""})
+    assert as_json.exit_code == 0, as_json.output
+    listed = json.loads(as_json.output)
+    assert (listed["apiVersion"], listed["kind"]) == ("v1", "List")
+    assert listed["items"] == list(yaml.safe_load_all(as_yaml.output))
+
+
 def objects(manifests: list[dict]) -> dict[tuple[str, str], dict]:
     return {(m["kind"], m["metadata"]["name"]): m for m in manifests}
 

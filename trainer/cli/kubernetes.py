@@ -6,6 +6,7 @@ they start fast.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -101,6 +102,15 @@ def _settle_namespace(spec: JobSpec, context: str | None) -> JobSpec:
 @click.command()
 @_sweep_options
 @_context_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="yaml: a multi-document stream, as `helm template` prints; json: one v1 List, as "
+    "`kubectl get -o json` prints (both go to `kubectl apply -f -`).",
+)
 @handle_errors
 def render(
     spec_path: str,
@@ -110,6 +120,7 @@ def render(
     image: str | None,
     namespace: str | None,
     context: str | None,
+    output: str,
 ) -> None:
     """Print the Kubernetes manifests of SPEC: per env count a ConfigMap and a Job (with more
     than one replica, an Indexed Job and its headless Service).
@@ -117,12 +128,16 @@ def render(
     \b
     trainer render configs/sweep.yaml | kubectl apply -f -
     trainer render configs/distributed.yaml --replicas 1,2
+    trainer render configs/sweep.yaml -o json | jq '.items[].metadata.name'
     """
     from trainer.kube import manifests
 
     spec = _kube_spec(spec_path, overrides, namespace, context)
     objects = manifests.render(spec, envs, image, replicas_list=replicas)
-    click.echo(manifests.to_yaml_stream(objects), nl=False)
+    if output == "json":
+        click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
+    else:
+        click.echo(manifests.to_yaml_stream(objects), nl=False)
 
 
 @click.command()
