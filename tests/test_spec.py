@@ -325,6 +325,7 @@ def test_bad_override_names_its_source(tmp_path, overrides, environ, expected):
         ("ppo.learning_rate=false", "ppo.learning_rate: must be a number, not true/false"),
         ("ppo.update_epochs=yes", "ppo.update_epochs: must be a number, not true/false"),
         ("sweep.num_envs=[1,true]", "sweep.num_envs: must be a number, not true/false"),
+        ("game.reward={coin: true}", "game.reward: must be a number, not true/false"),
         # A value no branch of `int | 'auto'` takes: one line, not one per branch.
         ("env.num_envs=abc", "env.num_envs: must be an integer or 'auto' (got 'abc')"),
         ("env.envs_per_worker=1.5", "env.envs_per_worker: must be an integer or 'auto' (got 1.5)"),

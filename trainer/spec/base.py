@@ -21,6 +21,7 @@ class SpecModel(BaseModel):
     @classmethod
     def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         items = value if isinstance(value, list) else [value]
+        items = list(value.values()) if isinstance(value, dict) else items  # a map's values
         if info.field_name and any(isinstance(item, bool) for item in items):
             if takes_numbers_only(cls.model_fields[info.field_name].annotation):
                 raise ValueError("must be a number, not true/false")
@@ -28,7 +29,8 @@ class SpecModel(BaseModel):
 
 
 def takes_numbers_only(annotation: Any) -> bool:
-    """Whether a field's type (or its list's items) takes int or float but not bool."""
+    """Whether a field's type (or its list's items, or its map's values) takes int or float but
+    not bool."""
     leaves = _leaf_types(annotation)
     return bool(leaves & {int, float}) and bool not in leaves
 
