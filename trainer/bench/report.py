@@ -113,6 +113,16 @@ def use_case(num_envs: int, cpus: int) -> str:
     return "More envs than cores (oversubscribed)"
 
 
+def same_device(a: str, b: str) -> bool:
+    """Whether two torch device names are one device: `cuda` is `cuda:0`, `cpu` is `cpu:0`."""
+
+    def parts(name: str) -> tuple[str, str]:
+        kind, _, index = name.partition(":")
+        return kind, index or "0"
+
+    return parts(a) == parts(b)
+
+
 def render_tables(report: BenchReport) -> list[Any]:
     """Rich tables: the seed-style scaling table with ratios, then the single figures."""
     from rich.table import Table
@@ -177,7 +187,8 @@ def render_tables(report: BenchReport) -> list[Any]:
         f"{report.learner_samples_per_second:,.0f} samples/s",
     )
     for device, rate in report.learner_by_device.items():
-        single.add_row(f"  on {device}", f"{rate:,.0f} samples/s")
+        if not same_device(device, report.device):  # the row above is that one
+            single.add_row(f"  on {device}", f"{rate:,.0f} samples/s")
     single.add_row("Memory per environment (worker PSS)", f"{report.memory_per_env_mb:.1f} MB")
     emulators = f"{report.startup_seconds:.2f} s"
     if report.trainer_startup_seconds == report.trainer_startup_seconds:  # NaN: not measured

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from trainer.bench.peer import compare_with_peer, require_peer
-from trainer.bench.report import BenchReport, EnvCountFigures, machine_description
+from trainer.bench.report import BenchReport, EnvCountFigures, machine_description, same_device
 from trainer.bench.stages import (
     bench_end_to_end,
     bench_learner,
@@ -105,9 +105,13 @@ def run_bench(
     probe.close()
     samples = 512 if quick else 8192
     report.learner_samples_per_second = bench_learner(spec, samples, shape, actions)
-    for device in learner_devices():
+    for device in learner_devices():  # the spec's own device was measured just above
         say(f"learner on {device}")
-        report.learner_by_device[device] = bench_learner(spec, samples, shape, actions, device)
+        report.learner_by_device[device] = (
+            report.learner_samples_per_second
+            if same_device(device, report.device)
+            else bench_learner(spec, samples, shape, actions, device)
+        )
     say("memory and start-up")
     report.memory_per_env_mb = bench_memory(spec)
     report.startup_seconds = bench_startup(spec)
