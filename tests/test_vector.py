@@ -505,7 +505,10 @@ CHILD = textwrap.dedent(
     from trainer.envs.vector import make_vec_env
 
     if __name__ == "__main__":
-        venv = make_vec_env([functools.partial(ToyEnv, index=i) for i in range(4)], envs_per_worker=2)
+        # A step that takes a while, as an emulator's: a dead forkserver's sentinel then wins.
+        sleep_us = 20000 if sys.argv[1] == "group-sigterm" else 0
+        fns = [functools.partial(ToyEnv, index=i, step_sleep_us=sleep_us) for i in range(4)]
+        venv = make_vec_env(fns, envs_per_worker=2)
         venv.reset()
         print(venv.shm_name, *venv.worker_pids(), flush=True)
         mode = sys.argv[1]
@@ -513,18 +516,19 @@ CHILD = textwrap.dedent(
             raise KeyboardInterrupt
         if mode == "self-sigkill":
             os.kill(os.getpid(), 9)
-        if mode == "group-sigterm":  # the parent's to handle, as `trainer run` does (a checkpoint)
+        stopping = []
+        if mode == "group-sigterm":  # the parent's to handle, as `trainer run` does
             import signal
 
-            def stop(signum, frame):
-                time.sleep(0.5)  # a checkpoint's time: the signal has reached the whole group
-                alive = [open(f"/proc/{{pid}}/stat").read().split()[2] != "Z" for pid in venv.worker_pids()]
-                print("workers alive when the parent handles SIGTERM:", all(alive), flush=True)
-                raise SystemExit(143)
-
-            signal.signal(signal.SIGTERM, stop)
-        while True:  # wait for Ctrl-C while stepping
+            signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+        while not stopping:  # wait for Ctrl-C (or SIGTERM) while stepping
             venv.step(np.zeros(4, dtype=int))
+        time.sleep(0.5)  # a checkpoint's time: the signal has reached the whole group
+        venv.step(np.zeros(4, dtype=int))  # on to the rollout's end: a dead forkserver's
+        # sentinels said every worker had crashed (code 255), and the pool restarted them all
+        alive = [open(f"/proc/{{pid}}/stat").read().split()[2] != "Z" for pid in venv.worker_pids()]
+        print("workers alive when the parent handles SIGTERM:", all(alive), flush=True)
+        raise SystemExit(143)
     """
 )
 
@@ -673,3 +677,26 @@ def test_real_env_reset_restores_the_exact_start():
         again = [r.obs for r in run(venv, actions)]
         for step, (a, b) in enumerate(zip(trajectory, again, strict=True)):
             np.testing.assert_array_equal(a, b, err_msg=f"obs at step {step} after reset")
+
+
+def test_children_started_within_ignore_sigterm_and_ours_is_not_lost():
+    from trainer.envs.vector.sigterm import children_ignore_sigterm
+
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with children_ignore_sigterm():
+            child = subprocess.Popen(["sleep", "30"])
+            os.kill(os.getpid(), signal.SIGTERM)  # ours, while the action is SIG_IGN
+            assert received == []  # blocked meanwhile, not discarded
+        assert received == [signal.SIGTERM]  # delivered once the mask is restored
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        ignored = int(
+            next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+        )
+        assert ignored & (1 << (signal.SIGTERM - 1)), "the child ignores SIGTERM"
+        child.kill()
+        child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -64,6 +64,7 @@ from trainer.envs.vector.buffers import (
 )
 from trainer.envs.vector.layout import resolve_envs_per_worker
 from trainer.envs.vector.protocol import Env, VecEnv, WorkerError
+from trainer.envs.vector.sigterm import children_ignore_sigterm
 from trainer.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -162,10 +163,8 @@ def _ensure_forkserver(ctx: Any) -> None:
     with a warnings filter, which the server does not inherit, so pass one through the
     environment for the moment it starts (its forked workers keep it; they never open a window).
 
-    SIGTERM is blocked while it starts, a mask it and its workers inherit (sigprocmask(2)): a
-    SIGTERM to the whole group (`timeout`, Slurm) is the parent's to handle. Killed by it, the
-    forkserver took the workers' exit statuses along and the pool restarted them all as crashed
-    (code 255) while the parent checkpointed. Pending here meanwhile, none is lost.
+    It starts ignoring SIGTERM, and so do the workers it forks: a SIGTERM to the whole process
+    group is the trainer's to handle (`sigterm`).
     """
     from multiprocessing import forkserver
 
@@ -174,11 +173,10 @@ def _ensure_forkserver(ctx: Any) -> None:
     os.environ["PYTHONWARNINGS"] = ",".join(
         filter(None, [saved, "ignore:Using SDL2 binaries:UserWarning"])
     )
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
-        forkserver.ensure_running()
+        with children_ignore_sigterm():
+            forkserver.ensure_running()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if saved is None:
             del os.environ["PYTHONWARNINGS"]
         else:
