@@ -679,24 +679,25 @@ def test_real_env_reset_restores_the_exact_start():
             np.testing.assert_array_equal(a, b, err_msg=f"obs at step {step} after reset")
 
 
-def test_children_started_within_ignore_sigterm_and_ours_is_not_lost():
-    from trainer.envs.vector.sigterm import children_ignore_sigterm
+def test_the_forkserver_ignores_sigterm_and_only_the_forkserver():
+    import importlib
 
-    received: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    try:
-        with children_ignore_sigterm():
-            child = subprocess.Popen(["sleep", "30"])
-            os.kill(os.getpid(), signal.SIGTERM)  # ours, while the action is SIG_IGN
-            assert received == []  # blocked meanwhile, not discarded
-        assert received == [signal.SIGTERM]  # delivered once the mask is restored
-        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
-        status = Path(f"/proc/{child.pid}/status").read_text()
-        ignored = int(
-            next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
-        )
-        assert ignored & (1 << (signal.SIGTERM - 1)), "the child ignores SIGTERM"
-        child.kill()
-        child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    import psutil
+
+    from trainer.envs.vector import forkserver_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    importlib.reload(forkserver_signals)  # imported here, outside the forkserver: no change
+    assert signal.getsignal(signal.SIGTERM) == before
+    with make("process", num_envs=2, envs_per_worker=1) as venv:
+        venv.reset()
+        servers = [
+            child.pid
+            for child in psutil.Process().children()
+            if "multiprocessing.forkserver" in " ".join(child.cmdline())
+        ]
+        assert servers, "a forkserver was started"
+        for pid in [*servers, *venv.worker_pids()]:
+            status = Path(f"/proc/{pid}/status").read_text()
+            ignored = next(line for line in status.splitlines() if line.startswith("SigIgn:"))
+            assert int(ignored.split()[1], 16) & (1 << (signal.SIGTERM - 1)), (pid, ignored)

@@ -64,14 +64,19 @@ from trainer.envs.vector.buffers import (
 )
 from trainer.envs.vector.layout import resolve_envs_per_worker
 from trainer.envs.vector.protocol import Env, VecEnv, WorkerError
-from trainer.envs.vector.sigterm import children_ignore_sigterm
 from trainer.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
 #: Modules the forkserver imports once, so every worker forks with them loaded. Missing ones
 #: are skipped silently by multiprocessing (pyboy is absent in a launcher-only install).
-FORKSERVER_PRELOAD = ("numpy", "pyboy", "trainer.envs.env", "trainer.envs.vector.worker")
+FORKSERVER_PRELOAD = (
+    "trainer.envs.vector.forkserver_signals",
+    "numpy",
+    "pyboy",
+    "trainer.envs.env",
+    "trainer.envs.vector.worker",
+)
 
 
 class _WorkerDied(Exception):
@@ -163,8 +168,8 @@ def _ensure_forkserver(ctx: Any) -> None:
     with a warnings filter, which the server does not inherit, so pass one through the
     environment for the moment it starts (its forked workers keep it; they never open a window).
 
-    It starts ignoring SIGTERM, and so do the workers it forks: a SIGTERM to the whole process
-    group is the trainer's to handle (`sigterm`).
+    It ignores SIGTERM, and so do the workers it forks (`forkserver_signals`, preloaded first):
+    a SIGTERM to the whole process group is the trainer's to handle.
     """
     from multiprocessing import forkserver
 
@@ -174,8 +179,7 @@ def _ensure_forkserver(ctx: Any) -> None:
         filter(None, [saved, "ignore:Using SDL2 binaries:UserWarning"])
     )
     try:
-        with children_ignore_sigterm():
-            forkserver.ensure_running()
+        forkserver.ensure_running()
     finally:
         if saved is None:
             del os.environ["PYTHONWARNINGS"]

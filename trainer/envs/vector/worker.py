@@ -51,10 +51,10 @@ def worker_main(
     answers: Any,
 ) -> None:
     """A worker's command loop: build envs, describe them, then serve one-byte commands."""
-    # Ctrl-C goes to the whole process group, and so may SIGTERM (`sigterm`): the parent handles
-    # them (a checkpoint, a clean close) and closes us; killed first, we would be restarted as
-    # crashed workers. We still stop on CLOSE, on the parent's exit (EOF on the command pipe)
-    # and on SIGKILL, which is how the pool ends a hung worker.
+    # Ctrl-C goes to the whole process group, and so may SIGTERM (`forkserver_signals`): the
+    # parent handles them (a checkpoint, a clean close) and closes us; killed first, we would be
+    # restarted as crashed workers. We still stop on CLOSE, on the parent's exit (EOF on the
+    # command pipe) and on SIGKILL, which is how the pool ends a hung worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     envs: list[Env] = []
