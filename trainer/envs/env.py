@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.games import GameError, adapter_for, resolve_rom
-from trainer.games.base import check_game_boy_rom
+from trainer.games import GameError, load_game
 from trainer.games.emulator import check_state_file, import_pyboy, play_to_start, start_pyboy
 from trainer.games.screen import NUM_TILE_IDS, SCREEN_TILES_H, SCREEN_TILES_W, screen_tiles
 from trainer.spec import JobSpec
@@ -38,10 +37,7 @@ class GameBoyEnv:
     ):
         self.index = index
         game, env = spec.game, spec.env
-        rom_path = resolve_rom(game.rom)
-        rom = rom_path.read_bytes()
-        self.adapter = adapter_for(game)
-        self.adapter.check_rom(rom, rom_path)
+        _, rom, self.adapter = load_game(game)
 
         self.frame_skip = env.frame_skip
         self.hold_frames = env.hold_frames
@@ -175,11 +171,7 @@ def check_game(spec: JobSpec) -> Path:
     reward terms known, save state present. Run in the parent before worker processes start, so
     a bad `game.*` value is one clear error (exit 2) rather than a crash in every worker.
     Returns the ROM's path."""
-    rom_path = resolve_rom(spec.game.rom)
-    rom = rom_path.read_bytes()
-    check_game_boy_rom(rom, rom_path)  # for every adapter, before its own look at the game
-    adapter = adapter_for(spec.game)
-    adapter.check_rom(rom, rom_path)
+    rom_path, _, adapter = load_game(spec.game)
     if adapter.requires_state and not spec.game.state:
         raise GameError(adapter.requires_state)
     if spec.game.state:

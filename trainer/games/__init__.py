@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from trainer.errors import directory_problem
-from trainer.games.base import GameAdapter, GameError
+from trainer.games.base import GameAdapter, GameError, check_game_boy_rom
 from trainer.spec.game_ram import RamSpec
 from trainer.spec.models import GameSpec
 
@@ -73,12 +73,25 @@ def resolve_rom(rom: str, key: str = "game.rom", missing_hint: str = MOUNT_HINT)
     return path
 
 
+def load_game(game: GameSpec) -> tuple[Path, bytes, GameAdapter]:
+    """(ROM path, ROM bytes, adapter) of a spec's `game` section, the ROM checked: a Game Boy
+    ROM PyBoy can run (whatever the adapter), then the adapter's own game. The one way the
+    trainer, its envs and `make-state` open a game, so a bad file is said the same everywhere."""
+    path = resolve_rom(game.rom)
+    rom = path.read_bytes()
+    check_game_boy_rom(rom, path)
+    adapter = adapter_for(game)
+    adapter.check_rom(rom, path)
+    return path, rom, adapter
+
+
 __all__ = [
     "ADAPTERS",
     "BUILTIN_ROMS",
     "GameAdapter",
     "GameError",
     "adapter_for",
+    "load_game",
     "make_adapter",
     "resolve_rom",
 ]

@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.games import adapter_for, resolve_rom
+from trainer.games import load_game
 from trainer.games.emulator import play_to_start, start_pyboy
 from trainer.spec import JobSpec
 
@@ -33,10 +33,7 @@ def screenshot_path(out: Path) -> Path:
 def make_state(spec: JobSpec, out: Path, window: bool = False) -> MadeState:
     """Play `spec`'s start (then, with `window`, whatever the user plays until closing the
     window) and write the save state to `out` and the screen to `out` + `.png`."""
-    rom_path = resolve_rom(spec.game.rom)
-    rom = rom_path.read_bytes()
-    adapter = adapter_for(spec.game)
-    adapter.check_rom(rom, rom_path)
+    _, rom, adapter = load_game(spec.game)
     pyboy = start_pyboy(rom, window="SDL2" if window else "null")
     try:
         play_to_start(pyboy, adapter, spec.game.state)

@@ -1,6 +1,6 @@
 """The process backend: envs in worker processes over shared memory.
 
-Longer than 500 lines because a pool's whole life (start, step, restart, signals, close) is one
+Longer than 500 lines because a pool's whole life (start, step, restart, close) is one
 state machine, read top to bottom.
 
 `ProcessVecEnv` runs worker processes that each own `envs_per_worker` envs. Each worker
