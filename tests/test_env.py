@@ -160,6 +160,11 @@ def test_custom_action_set():
         ({"reward": {"gold": 1.0}}, "game.reward.gold: names no reward term of adapter 'dungeon'"),
         ({"state": "/nonexistent.state"}, "game.state: save state not found"),
         ({"state": "/"}, "game.state: / is a directory; give the save state file's path"),
+        # A name stat() refuses (Path.is_file raised ENAMETOOLONG), a file read() refuses (EIO):
+        ({"rom": "/" + "r" * 300 + ".gb"}, "game.rom: cannot look at /rrr"),
+        ({"rom": "/proc/self/mem"}, "game.rom: cannot read /proc/self/mem (Input/output error)"),
+        ({"state": "/" + "s" * 300}, "game.state: cannot look at /sss"),
+        ({"state": "/proc/self/mem"}, "game.state: cannot read /proc/self/mem (Input/output"),
     ],
 )
 def test_bad_game_settings_name_the_key(game, message):

@@ -86,6 +86,9 @@ def test_ram_search_command_formats(tmp_path):
         (["builtin:dungeon", "--state", "missing.state"], "error: --state: save state not found"),
         (["builtin:dungeon", "--state", "README.md"], "error: --state: not a PyBoy save state"),
         (["builtin:dungeon", "--press", "jump"], "Invalid value for '--press'"),
+        (["/proc/self/mem"], "error: ROM: cannot read /proc/self/mem (Input/output error)"),
+        (["/" + "r" * 300 + ".gb"], "error: ROM: cannot look at /rrr"),
+        (["builtin:dungeon", "--state", "/proc/self/mem"], "error: --state: cannot read /proc"),
     ],
 )
 def test_ram_search_bad_input_exits_2(monkeypatch, args, message):

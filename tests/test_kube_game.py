@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -121,9 +122,16 @@ def test_a_rom_pyboy_cannot_run_is_refused_before_anything_is_sent(
     tmp_path: Path, rom: bytes, says: str
 ) -> None:
     """Found by probing: render shipped any file as the ROM, and each pod then failed at start."""
-    data = zelda(tmp_path, rom=rom)
+    assert_refused_before_sending(
+        tmp_path, zelda(tmp_path, rom=rom), f"game.rom: {tmp_path / 'zelda.gb'} {says}"
+    )
+
+
+def assert_refused_before_sending(tmp_path: Path, data: dict, says: str) -> None:
+    """`launch` raises SpecError saying `says` before any call to the cluster, and `render`
+    exits 2 saying it, with nothing on stdout."""
     cluster = FakeCluster()
-    with pytest.raises(SpecError, match=f"game.rom: {tmp_path / 'zelda.gb'} {says}"):
+    with pytest.raises(SpecError, match=re.escape(says)):
         launch(cluster, data, [2])
     assert cluster.calls == []
     path = tmp_path / "spec.yaml"
@@ -140,6 +148,25 @@ def test_a_relative_path_that_is_no_file_here_is_refused(game_values: dict, fiel
     data = {"name": "x", "game": {"adapter": "generic", "rom": "builtin:dungeon", **game_values}}
     with pytest.raises(SpecError, match=rf"{field}: .* is not a file here"):
         kube.render(validate_spec(data))
+
+
+@pytest.mark.parametrize(
+    ("game_values", "says"),
+    [
+        ({"rom": "/proc/self/mem"}, "game.rom: cannot read /proc/self/mem (Input/output error)"),
+        ({"state": "/proc/self/mem"}, "game.state: cannot read /proc/self/mem (Input/output"),
+        ({"rom": "/" + "r" * 300 + ".gb"}, "game.rom: cannot look at /rrr"),
+        ({"state": "/tmp"}, "game.state: /tmp is a directory; give the save state file's path"),
+    ],
+)
+def test_a_file_that_cannot_be_read_here_is_refused_before_anything_is_sent(
+    tmp_path: Path, game_values: dict, says: str
+) -> None:
+    """Found by probing: render and launch printed OSError's traceback (exit 1) for a ROM or
+    state whose name stat() refuses or whose read() fails."""
+    data = zelda(tmp_path)
+    data["game"].update(game_values)
+    assert_refused_before_sending(tmp_path, data, says)
 
 
 def test_an_absolute_path_not_here_is_left_for_a_volume_or_image() -> None:

@@ -686,6 +686,9 @@ def test_cli_launch_status_logs_cancel(cli_cluster: FakeCluster) -> None:
 
     result = runner.invoke(main, ["cancel", job, "-n", "ml"])  # already gone: not an error
     assert result.exit_code == 0 and "absent" in result.output
+    # A JOB longer than a file name may be: OSError's traceback before (the SPEC-or-JOB check).
+    result = runner.invoke(main, ["cancel", "j" * 300, "-n", "ml"])
+    assert result.exit_code == 0 and "absent" in result.output, result.output
 
 
 def test_status_says_what_holds_each_job_up_with_recent_warnings(cli_cluster: FakeCluster) -> None:

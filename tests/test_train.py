@@ -285,6 +285,46 @@ def test_a_tracking_uri_mlflow_cannot_open_is_refused_before_anything_starts(tmp
     )
 
 
+def mlflow_refuses_folder_stores() -> bool:
+    """MLflow 3 releases refuse a folder (file) store unless MLFLOW_ALLOW_FILE_STORE is set."""
+    import mlflow.environment_variables as variables
+
+    return hasattr(variables, "MLFLOW_ALLOW_FILE_STORE")
+
+
+@pytest.mark.parametrize("store", ["folder-is-a-file", "not-a-database", "folder-store"])
+def test_a_local_store_mlflow_cannot_open_is_refused_with_exit_2_and_no_traceback(tmp_path, store):
+    """Found by probing: MLflow's or SQLAlchemy's traceback (exit 1), after SQLAlchemy's store
+    had retried opening the file for about 100 s; and our own hint for a bad scheme suggested
+    file:///path, a folder store this MLflow refuses."""
+    (tmp_path / "afile").write_text("a file, not a folder")
+    uri, says = {
+        "folder-is-a-file": (
+            f"sqlite:///{tmp_path}/afile/mlflow.db",
+            f"cannot create its folder {tmp_path}/afile",
+        ),
+        "not-a-database": (f"sqlite:///{tmp_path}/afile", "file is not a database"),
+        "folder-store": (
+            f"file://{tmp_path}/mlruns",
+            "refuses folder stores" if mlflow_refuses_folder_stores() else None,
+        ),
+    }[store]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**small_spec(tmp_path), "mlflow": {"enabled": True}}))
+    proc = run_cli(
+        ["run", str(spec), "--set", f"mlflow.tracking_uri={uri}"],
+        env={"MLFLOW_ALLOW_FILE_STORE": ""},
+    )
+    if says is None:  # an MLflow that still takes folder stores trains into one
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"mlflow.tracking_uri: MLflow cannot open the tracking store {uri} (" in proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "afile").read_text() == "a file, not a folder", "left as it was"
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+
+
 def _foreign_torch_file(value: object) -> bytes:
     import torch
 
@@ -329,6 +369,27 @@ def test_play_refuses_an_out_file_that_is_not_a_gif_before_playing(tmp_path, nam
     assert result.exit_code == 2, result.output
     assert "give a file name ending in .gif (an animated GIF)" in result.output
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("/proc/self/mem", "error: CHECKPOINT: cannot read /proc/self/mem (Input/output error)"),
+        ("/" + "c" * 300 + ".pt", "error: CHECKPOINT: cannot look at /ccc"),
+    ],
+)
+def test_play_says_why_a_checkpoint_cannot_be_read(tmp_path, monkeypatch, source, says):
+    """Found by probing: OSError's traceback (exit 1) for a name stat() refuses, or a read()
+    that fails."""
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["play", source])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert not list(tmp_path.iterdir()), "no MLflow store made"
 
 
 def test_play_names_a_checkpoint_directory_and_the_checkpoints_in_it(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ Every layer raises these types (or subclasses); only the CLI turns them into exi
 from __future__ import annotations
 
 import signal
+import stat
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
@@ -63,10 +64,19 @@ def exit_code_for(exc: BaseException) -> int:
     return ExitCode.FAILURE
 
 
-def directory_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | None:
-    """When `path` is a directory: "PATH is a directory; give the WHAT file's path (it holds
-    a.gb, …)", naming the files in it that end with one of `suffixes`. Else None."""
-    if not path.is_dir():
+def path_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | None:
+    """Why `path` cannot be the WHAT file, before anything opens it: it cannot be looked at (a
+    name too long, a folder on the way without permission, a symlink loop), or it is a
+    directory: "PATH is a directory; give the WHAT file's path (it holds a.gb, …)", naming the
+    files in it that end with one of `suffixes`. None for a file, or when nothing is there
+    (the caller says "not found" in its own words)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:  # Path.is_file() raises these instead of answering (Python < 3.14)
+        return f"cannot look at {path} ({exc.strerror or exc}); give the {what} file's path"
+    if not stat.S_ISDIR(mode):
         return None
     try:
         found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in suffixes)
@@ -76,6 +86,16 @@ def directory_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | N
     return f"{path} is a directory; give the {what} file's path" + (
         f" (it holds {shown})" if found else ""
     )
+
+
+def read_input_file(path: Path, key: str, error: type[InvalidInput] = InvalidInput) -> bytes:
+    """The bytes of a file the user named (a ROM, a save state, a checkpoint); `error` "KEY:
+    cannot read PATH (why)" when the file is there but cannot be read (no permission for the
+    pod's user, an I/O error), instead of a traceback."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
 
 
 #: What a failed request's long message boils down to, for one console line.

@@ -28,11 +28,12 @@ from trainer.spec import BUTTONS
 
 def _rom_path(rom: str) -> Path:
     """ROM argument → file: `builtin:<name>` or an existing .gb/.gbc file with a valid header."""
+    from trainer.errors import read_input_file
     from trainer.games import resolve_rom
-    from trainer.games.base import check_game_boy_rom
+    from trainer.games.base import GameError, check_game_boy_rom
 
     path = resolve_rom(rom, key="ROM", missing_hint="; give a .gb/.gbc file or builtin:dungeon")
-    check_game_boy_rom(path.read_bytes(), path, key="ROM")
+    check_game_boy_rom(read_input_file(path, "ROM", GameError), path, key="ROM")
     return path
 
 

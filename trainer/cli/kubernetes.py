@@ -7,6 +7,7 @@ they start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -383,15 +384,13 @@ def cancel(
 ) -> None:
     """Delete Jobs (their pods with them) and their ConfigMaps and Services: those of SPEC, of
     --sweep ID, or the Job named JOB. Deleting what is already gone is not an error."""
-    from pathlib import Path
-
     from trainer import launcher
     from trainer.kube.client import selector
     from trainer.kube.manifests import dependents, plan_pods
 
     if bool(target) == bool(sweep):
         raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
-    is_spec = bool(target) and Path(target).is_file()
+    is_spec = bool(target) and os.path.isfile(target)  # False, not OSError, for a long JOB name
     spec, ns = _resolve_target(target if is_spec else None, overrides, namespace, context)
     client = launcher.make_client(context)
     if spec is not None:

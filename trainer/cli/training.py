@@ -127,12 +127,12 @@ def play(
     import torch
 
     from trainer.envs.env import GameBoyEnv
-    from trainer.errors import directory_problem
+    from trainer.errors import path_problem
     from trainer.rl.evaluate import load_policy, open_checkpoint, play_episode, write_gif
 
     with tempfile.TemporaryDirectory(prefix="trainer-play-") as tmp:
         path = Path(source).expanduser()
-        problem = directory_problem(path, "checkpoint", (".pt",))
+        problem = path_problem(path, "checkpoint", (".pt",))
         if problem:
             raise InvalidInput(f"CHECKPOINT: {problem}")
         if not path.is_file() and (path.suffix == ".pt" or "/" in source):

@@ -6,10 +6,11 @@ import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from trainer.errors import directory_problem
+from trainer.errors import path_problem, read_input_file
 from trainer.games.base import GameAdapter, GameError, check_game_boy_rom
 from trainer.spec.game_ram import RamSpec
 from trainer.spec.models import GameSpec
+from trainer.spec.rom_header import ROM_FILE
 
 #: adapter name → "module:Class" (imported on use, so listing adapters imports no game code).
 ADAPTERS: dict[str, str] = {
@@ -65,7 +66,7 @@ def resolve_rom(rom: str, key: str = "game.rom", missing_hint: str = MOUNT_HINT)
             )
         return BUILTIN_ROMS[name]
     path = Path(rom).expanduser()
-    problem = directory_problem(path, "ROM", (".gb", ".gbc"))
+    problem = path_problem(path, *ROM_FILE)
     if problem:
         raise GameError(f"{key}: {problem}")
     if not path.is_file():
@@ -78,7 +79,7 @@ def load_game(game: GameSpec) -> tuple[Path, bytes, GameAdapter]:
     ROM PyBoy can run (whatever the adapter), then the adapter's own game. The one way the
     trainer, its envs and `make-state` open a game, so a bad file is said the same everywhere."""
     path = resolve_rom(game.rom)
-    rom = path.read_bytes()
+    rom = read_input_file(path, "game.rom", GameError)
     check_game_boy_rom(rom, path)
     adapter = adapter_for(game)
     adapter.check_rom(rom, path)

@@ -10,8 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import InvalidInput, directory_problem
+from trainer.errors import InvalidInput, path_problem, read_input_file
 from trainer.games.base import GameAdapter, GameError
+from trainer.spec.rom_header import STATE_FILE
 
 
 def import_pyboy() -> type:
@@ -61,7 +62,7 @@ def play_to_start(pyboy: Any, adapter: GameAdapter, state: str | None) -> None:
 def check_state_file(path: Path, key: str = "game.state") -> None:
     """GameError naming `key` (the spec's `game.state`, or a command's `--state`) unless `path`
     is a file."""
-    problem = directory_problem(path, "save state", (".state",))
+    problem = path_problem(path, *STATE_FILE)
     if problem:
         raise GameError(f"{key}: {problem}")
     if not path.is_file():
@@ -71,9 +72,9 @@ def check_state_file(path: Path, key: str = "game.state") -> None:
 def load_state_file(pyboy: Any, path: Path) -> None:
     """`pyboy.load_state` from `path`; GameError naming `game.state` when it cannot be."""
     check_state_file(path)
+    state = io.BytesIO(read_input_file(path, "game.state", GameError))
     try:
-        with path.open("rb") as f:
-            pyboy.load_state(f)
+        pyboy.load_state(state)
     except Exception as exc:  # PyBoy raises various errors on a foreign state
         raise GameError(
             f"game.state: {path} is not a PyBoy save state for this ROM ({exc})"

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from trainer.errors import read_input_file
 from trainer.games.base import GameError
 from trainer.games.emulator import start_pyboy
 from trainer.games.generic import BOOT_FRAMES
@@ -232,9 +233,6 @@ def search(
     """Record `steps` steps of play on `rom_path` and classify the addresses that changed."""
     state = None
     if state_path is not None:
-        try:
-            state = state_path.read_bytes()
-        except OSError as exc:
-            raise GameError(f"--state: cannot read {state_path}: {exc.strerror}") from None
+        state = read_input_file(state_path, "--state", GameError)
     recording = record(rom_path.read_bytes(), state, steps, buttons, seed, progress=progress)
     return classify(recording, min_changes)

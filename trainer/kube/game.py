@@ -19,15 +19,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from trainer.errors import path_problem, read_input_file
 from trainer.spec import JobSpec, SpecError
 from trainer.spec.kube_rules import GAME_DIR
-from trainer.spec.rom_header import rom_problem
+from trainer.spec.rom_header import ROM_FILE, STATE_FILE, rom_problem
 
 #: A ConfigMap's data and binaryData together (k8s.io/kubernetes core.MaxSecretSize).
 MAX_BYTES = 1024 * 1024
 DIGEST_LENGTH = 10
 #: spec field → the suffix of its ConfigMap's name.
 FIELDS = {"game.rom": "rom", "game.state": "state"}
+FILE_KINDS = {"game.rom": ROM_FILE, "game.state": STATE_FILE}
 _KEY = re.compile(r"[^-._a-zA-Z0-9]")  # ConfigMap keys: IsConfigMapKey
 
 
@@ -73,6 +75,9 @@ def local_game_files(spec: JobSpec) -> list[GameFile]:
                 ]
             )
         path = Path(value).expanduser()
+        problem = path_problem(path, *FILE_KINDS[field])
+        if problem:
+            raise SpecError([f"{field}: {problem}"])
         if path.is_file():
             size = path.stat().st_size
             if size > MAX_BYTES:
@@ -84,7 +89,7 @@ def local_game_files(spec: JobSpec) -> list[GameFile]:
                         "and give its path in the pod"
                     ]
                 )
-            data = path.read_bytes()
+            data = read_input_file(path, field, SpecError)
             problem = rom_problem(data) if field == "game.rom" else None
             if problem:  # the pod would refuse it: say so before any Job is sent
                 raise SpecError([f"{field}: {path} {problem}"])

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from trainer.envs.env import GameBoyEnv
-from trainer.errors import InvalidInput
+from trainer.errors import InvalidInput, read_input_file
 from trainer.rl.ppo import Agent
 from trainer.rl.rollout import obs_to_tensor
 from trainer.spec import JobSpec
@@ -136,8 +136,9 @@ def open_checkpoint(path: Path) -> tuple[dict, JobSpec]:
     `path` when it is no checkpoint of `trainer run` (damaged, or another program's file)."""
     from trainer.tracking.checkpoints import CheckpointStore, CorruptCheckpoint
 
+    data = read_input_file(path, "CHECKPOINT")
     try:
-        checkpoint = CheckpointStore.load(path)
+        checkpoint = CheckpointStore.from_bytes(data)
     except CorruptCheckpoint as exc:
         raise InvalidInput(f"CHECKPOINT: {path} is unusable ({exc})") from None
     missing = [key for key in ("spec_yaml", "model", "global_step") if key not in checkpoint]

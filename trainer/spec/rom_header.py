@@ -15,6 +15,10 @@ OTHER_MAPPERS = {
     0x0B: "MMM01", 0x0C: "MMM01", 0x0D: "MMM01", 0x20: "MBC6", 0x22: "MBC7",
     0xFC: "Pocket Camera", 0xFD: "Bandai TAMA5", 0xFE: "HuC3", 0xFF: "HuC1",
 }  # fmt: skip
+#: The game files a spec names (`game.rom`, `game.state`): what messages call each, and the
+#: suffixes such files have (listed when a directory is given instead: `errors.path_problem`).
+ROM_FILE = ("ROM", (".gb", ".gbc"))
+STATE_FILE = ("save state", (".state",))
 #: A ROM bank: PyBoy splits the file into these and refuses a remainder (cartridge/rom.py).
 ROM_BANK = 16 * 1024
 #: RAM size codes (header byte 0x149) Pan Docs defines, and PyBoy's EXTERNAL_RAM_TABLE reads.

@@ -10,6 +10,7 @@ here would cost a second per `trainer validate`; the list is tested against MLfl
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -48,8 +49,9 @@ def tracking_uri_problem(uri: str) -> str | None:
         return None
     return (
         f"MLflow has no tracking store for the scheme '{scheme}:': use http(s)://host:port for a "
-        "tracking server, a path or file:///path for local files, or a database "
-        "(sqlite:///mlflow.db, postgresql://…, mysql://…, mssql://…)"
+        "tracking server, or a database: sqlite:///mlflow.db for a local file, postgresql://…, "
+        "mysql://…, mssql://… (MLflow 3 opens a folder store, a path or file:///path, only with "
+        "MLFLOW_ALLOW_FILE_STORE=true)"
     )
 
 
@@ -61,6 +63,16 @@ def environment_tracking_uri(environ: Mapping[str, str]) -> str | None:
     if problem:
         raise InvalidInput(f"$MLFLOW_TRACKING_URI: {problem} (got {uri!r})")
     return uri
+
+
+def tracking_uri_source(spec_uri: str | None, environ: Mapping[str, str]) -> str:
+    """Where a run's tracking URI came from (`mlflow.tracking_uri`, else the environment, else
+    MLflow's default), for messages that say what to fix."""
+    if spec_uri:
+        return "mlflow.tracking_uri"
+    if environ.get("MLFLOW_TRACKING_URI"):
+        return "$MLFLOW_TRACKING_URI"
+    return "MLflow's default store (or set mlflow.tracking_uri)"
 
 
 def local_store_path(uri: str) -> Path | None:
@@ -85,7 +97,7 @@ def missing_store_problem(uri: str) -> str | None:
     not exist: opening it would create an empty one (MLflow makes the database or folder on
     first use) and then report nothing found, which hides a mistyped path."""
     path = local_store_path(uri)
-    if path is None or path.exists():
+    if path is None or os.path.exists(path):  # False, not OSError, for a name too long
         return None
     return (
         f"no MLflow tracking store at {path} ({uri}): nothing was tracked there; run from the "

@@ -70,7 +70,7 @@ class CheckpointStore:
         checkpoints and their MLflow run. `flock` is released by the kernel when its holder
         dies, so a killed run leaves no stale lock (on NFS, after its lease); a filesystem
         without locks is said and not enforced."""
-        self._created_root = not self.root.exists()
+        self._created_root = not os.path.exists(self.root)  # False, not OSError, for a long name
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held until unlock()
@@ -195,7 +195,12 @@ class CheckpointStore:
     def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         """Load one checkpoint file: checksum checked, then `torch.load(weights_only=True)`
         (tensors, containers, numbers, str)."""
-        state = decode(Path(path).read_bytes())
+        return CheckpointStore.from_bytes(Path(path).read_bytes())
+
+    @staticmethod
+    def from_bytes(data: bytes) -> dict[str, Any]:
+        """A checkpoint file's contents, decoded as `load` does."""
+        state = decode(data)
         if not isinstance(state, dict):
             raise CorruptCheckpoint(f"not a checkpoint: a {type(state).__name__}, not a dict")
         return state

@@ -5,13 +5,17 @@ for it)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainer.errors import describe_failure
+from trainer.spec.tracking_uri import local_store_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -173,3 +177,48 @@ def check_server_reachable(uri: str, timeout_s: float = 10.0) -> None:
             f"MLflow at {uri} is unreachable ({describe_failure(exc)}): start the server, or "
             "point --tracking-uri or $MLFLOW_TRACKING_URI at one"
         ) from None
+
+
+def open_store(uri: str, where: str) -> MlflowClient:
+    """`MlflowClient(uri)`, which opens a database or folder store at once: an error naming
+    `where` (the spec key, option or variable the URI came from) when it cannot, instead of
+    MLflow's or SQLAlchemy's traceback. A local store (a SQLite file, a folder) that cannot be
+    opened is invalid input (exit 2); a database server that refuses is a failure (exit 1)."""
+    from mlflow import MlflowClient
+
+    from trainer.errors import InvalidInput, TrainerError
+
+    local = local_store_path(uri)
+    problem = sqlite_problem(local) if local is not None and is_sqlite(uri) else None
+    if problem is None:
+        try:
+            return MlflowClient(tracking_uri=uri)
+        except Exception as exc:  # MlflowException, sqlalchemy's OperationalError, OSError, …
+            problem = describe_failure(exc, limit=300)
+            if "MLFLOW_ALLOW_FILE_STORE" in str(exc):  # MLflow 3 (3.18 here): folders opt in
+                problem = (
+                    "this MLflow refuses folder stores (its file store is in maintenance mode); "
+                    "use a database such as sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true"
+                )
+    error = InvalidInput if local is not None else TrainerError
+    raise error(f"{where}: MLflow cannot open the tracking store {uri} ({problem})")
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.lower().startswith("sqlite:")
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why SQLite cannot open the database file `path`, found in one try: MLflow's store
+    retries opening it 10 times with back-off, about 100 s (mlflow/store/db/utils.py), which
+    a local file never needs. Done as MLflow would: its folders made, the file created."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create its folder {path.parent}: {exc.strerror}"
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as database:
+            database.execute("PRAGMA schema_version")
+    except (OSError, sqlite3.Error) as exc:
+        return f"SQLite cannot open {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None

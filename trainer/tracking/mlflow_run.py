@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrainerError
 from trainer.spec import ENV_JOB_NAME, ENV_SWEEP_ID, JobSpec, spec_hash, training_hash
-from trainer.spec.tracking_uri import environment_tracking_uri
+from trainer.spec.tracking_uri import environment_tracking_uri, tracking_uri_source
 from trainer.tracking.checkpoints import LATEST, CheckpointStore
 from trainer.tracking.client import (
     FAIL_FAST_HTTP,
@@ -49,6 +49,7 @@ from trainer.tracking.client import (
     experiment_id,
     is_transient,
     log_batch,
+    open_store,
     quote,
     retrying,
     set_defaults,
@@ -150,8 +151,6 @@ class MlflowTracker(Tracker):
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        from mlflow import MlflowClient
-
         if self._queue is not None:
             return
         self.tracking_uri = resolve_tracking_uri(self.spec, self.environ)
@@ -159,7 +158,9 @@ class MlflowTracker(Tracker):
         if self.target != self.tracking_uri:  # MLflow prints "View run at <URI>" on stdout
             quiet = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
         self._env_added = set_defaults({**FAIL_FAST_HTTP, **quiet})
-        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client = open_store(
+            self.tracking_uri, tracking_uri_source(self.spec.mlflow.tracking_uri, self.environ)
+        )
         self._queue = SendQueue(
             self._send_points,
             is_transient=is_transient,
@@ -178,7 +179,7 @@ class MlflowTracker(Tracker):
 
     def _start_failed(self, exc: Exception) -> None:
         mlflow = self.spec.mlflow
-        where = "mlflow.tracking_uri" if mlflow.tracking_uri else "$MLFLOW_TRACKING_URI"
+        where = tracking_uri_source(self.spec.mlflow.tracking_uri, self.environ)
         what = self.redact(describe_failure(exc, limit=300))
         if not is_transient(exc) or mlflow.required:
             self._shutdown()

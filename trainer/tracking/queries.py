@@ -21,6 +21,7 @@ from trainer.tracking.client import (
     check_server_reachable,
     experiment_id,
     log_batch,
+    open_store,
     quote,
 )
 from trainer.tracking.sweeps import (
@@ -67,14 +68,13 @@ def reading_client(tracking_uri: str | None) -> Any:
     does not exist, instead of creating an empty one there and finding nothing in it;
     `TrainerError` at once when it is a server that does not answer."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or mlflow.get_tracking_uri()
     problem = missing_store_problem(uri)
     if problem:
         raise InvalidInput(problem)
     check_server_reachable(uri)
-    return MlflowClient(uri)
+    return open_store(uri, "--tracking-uri" if tracking_uri else "MLflow's default store")
 
 
 def find_runs(
