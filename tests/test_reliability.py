@@ -234,6 +234,15 @@ def test_full_disk_while_writing_keeps_the_previous_checkpoint_and_fails_clearly
     assert store.load_latest()["global_step"] == 300
 
 
+def test_a_checkpoint_folder_that_cannot_be_made_fails_clearly(tmp_path):
+    """Found by probing: a name too long for a file name was OSError's traceback (the check
+    whether the folder existed raised before the creation's own error handling)."""
+    (tmp_path / "afile").write_text("")
+    for root, why in ((tmp_path / ("d" * 300), "File name too long"), (tmp_path / "afile", "")):
+        with pytest.raises(CheckpointWriteError, match=f"checkpoint.dir: cannot create .*{why}"):
+            CheckpointStore(root / "job").lock()
+
+
 # ---- bad input, property-based ---------------------------------------------------------------
 BASE = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
 
