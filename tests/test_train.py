@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from trainer.games import BUILTIN_ROMS
 from trainer.rl.console import Console
 from trainer.rl.train import train
 from trainer.spec import validate_spec
@@ -283,6 +284,29 @@ def test_a_tracking_uri_mlflow_cannot_open_is_refused_before_anything_starts(tmp
     assert proc.returncode == 2 and "mlflow.tracking_uri: MLflow has no tracking store" in (
         proc.stderr
     )
+
+
+def test_a_rom_that_hangs_pyboy_ends_the_run_after_worker_timeout_naming_the_rom(tmp_path):
+    """Another ROM: the dungeon with an illegal opcode (0xD3) at its entry point. PyBoy runs it
+    as an instruction of 0 cycles, so no frame ever ends: the workers hang while booting. The
+    pool gives up after env.worker_timeout_s and the run fails (exit 1) naming the ROM, no
+    checkpoint written. (The serial backend cannot be rescued: PyBoy's compiled loop holds the
+    interpreter, so not even SIGTERM gets through.)"""
+    rom = bytearray(BUILTIN_ROMS["dungeon"].read_bytes())
+    rom[0x100] = 0xD3  # the entry point; outside the header checksum (0x134-0x14C)
+    path = tmp_path / "hangs.gb"
+    path.write_bytes(bytes(rom))
+    document = small_spec(tmp_path)
+    document["game"] = {"rom": str(path), "adapter": "generic"}
+    document["env"].update(backend="process", worker_timeout_s=2)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    proc = run_cli(["run", str(spec)])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "did not answer within worker_timeout=2.0 s while starting" in proc.stderr
+    assert f"game.rom {path}, adapter generic; PyBoy never returned" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").rglob("*.pt"))
 
 
 def mlflow_refuses_folder_stores() -> bool:

@@ -175,7 +175,8 @@ def run_trainer(
     seed_everything(spec.seed)
     device = resolve_device(spec.ppo.device)
     preload = preload_optimizer_imports()  # while the emulators start
-    envs = start_envs(spec, console, first_index=replicas.rank * int(spec.env.num_envs))
+    with naming_the_game(spec):
+        envs = start_envs(spec, console, first_index=replicas.rank * int(spec.env.num_envs))
     try:
         preload.join()
         agent = build_agent(spec, envs.observation_shape, envs.num_actions, device)
@@ -186,12 +187,8 @@ def run_trainer(
         )  # fmt: skip
         if checkpoint is not None:
             trainer.resume(checkpoint)
-        try:
+        with naming_the_game(spec):
             summary = trainer.run()
-        except WorkerError as exc:  # name the game: the environments' index alone says little
-            raise WorkerError(
-                f"{exc}\n(game.rom {spec.game.rom}, adapter {spec.game.adapter})"
-            ) from exc
         print_summary(console, summary, spec.env.frame_skip)
         if replicas.size > 1:
             # One write: the replicas share the terminal, and print() writes the newline apart.
@@ -211,6 +208,24 @@ def run_trainer(
         plural = "s" if envs.num_envs > 1 else ""
         console.print(f"🧹 Cleaning up {envs.num_envs} environment{plural}...")
         envs.close()
+
+
+@contextlib.contextmanager
+def naming_the_game(spec: JobSpec) -> Iterator[None]:
+    """A `WorkerError` names the game: the environments' index alone says little. A worker that
+    did not answer says how a ROM hangs PyBoy: an illegal opcode costs it no cycles, so the
+    frame never ends (pyboy/core/opcodes.py `no_opcode`)."""
+    try:
+        yield
+    except WorkerError as exc:
+        hint = ""
+        if "did not answer within worker_timeout" in str(exc):
+            hint = (
+                "; PyBoy never returned: a ROM that runs an illegal opcode hangs it for good, "
+                "a game that is only slow needs a larger env.worker_timeout_s"
+            )
+        game = f"game.rom {spec.game.rom}, adapter {spec.game.adapter}"
+        raise WorkerError(f"{exc}\n({game}{hint})") from exc
 
 
 def start_envs(spec: JobSpec, console: Console, first_index: int = 0) -> VecEnv:
