@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -132,6 +133,37 @@ def test_bench_peer_rejects_bad_seeds():
         [sys.executable, "-m", "trainer", "bench", "--peer", "1,x"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--peer" in proc.stderr and "1,x" in proc.stderr
+
+
+def test_bench_refuses_a_rom_it_cannot_use_before_measuring(tmp_path):
+    """Found by probing: the raw-emulator stage's processes died on the ROM and the bench then
+    waited 600 s for their figures."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: b\ngame: {rom: /proc/self/mem, adapter: generic}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "bench", str(spec), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "game.rom: cannot read /proc/self/mem" in proc.stderr
+
+
+def test_a_raw_emulator_process_that_dies_ends_the_stage_at_once():
+    import multiprocessing as mp
+
+    from trainer.bench.stages import _gather
+    from trainer.errors import TrainerError
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=os._exit, args=(3,)), ctx.Process(target=time.sleep, args=(60,))]
+    for process in procs:
+        process.start()
+    with pytest.raises(TrainerError, match="a raw-emulator process exited with code 3"):
+        _gather(procs, ctx.Queue(), timeout_s=120)
+    procs[1].join(timeout=10)
+    assert procs[1].exitcode is not None, "the other process is stopped, not left waiting"
 
 
 def test_double_buffer_bench_runs_both_collections_on_each_game():

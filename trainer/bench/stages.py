@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import multiprocessing as mp
+import queue
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -56,11 +57,37 @@ def bench_raw_emulator(spec: JobSpec, num_envs: int, steps: int) -> float:
     ]
     for p in procs:
         p.start()
-    figures = [results.get(timeout=600) for _ in procs]
+    figures = _gather(procs, results)
     for p in procs:
         p.join()
     frames = sum(f for f, _ in figures)
     return frames / max(t for _, t in figures)
+
+
+def _gather(procs: Sequence[Any], results: Any, timeout_s: float = 600.0) -> list[Any]:
+    """One result from each process. A process that died without its result (its traceback is
+    on stderr above) is `TrainerError` at once, not a wait of `timeout_s`; the others, blocked
+    at the start barrier, are stopped."""
+    from trainer.errors import TrainerError
+
+    figures: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(figures) < len(procs):
+            try:
+                figures.append(results.get(timeout=0.5))
+            except queue.Empty:
+                failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if failed or time.monotonic() > deadline:
+                    why = (
+                        f"exited with code {failed[0]}" if failed else f"ran over {timeout_s:.0f} s"
+                    )
+                    raise TrainerError(f"bench: a raw-emulator process {why}") from None
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    return figures
 
 
 # ---- 2, 3, 6. the pool ---------------------------------------------------------------------

@@ -119,6 +119,9 @@ def bench(
         spec = validate_spec(SEED_TRAIN_20K)
         if overrides:
             raise click.UsageError("--set needs a SPEC")
+    from trainer.envs.env import check_game
+
+    check_game(spec)  # a ROM or state that cannot be used: exit 2 before any measuring
     if replica_counts:
         if envs or mlflow_experiment or no_train_sweep or peer_seeds or quick:
             raise click.UsageError(
