@@ -98,6 +98,17 @@ def test_ram_search_bad_input_exits_2(monkeypatch, args, message):
     assert message in result.output
 
 
+def test_make_state_says_in_one_line_why_its_output_cannot_be_written(monkeypatch):
+    """Found by probing: OSError's traceback after the whole start was played. /proc takes no
+    new file: as root the folder check passes (access() says writable) and the write fails."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    result = CliRunner().invoke(main, ["make-state", str(DUNGEON_RAM), "--out", "/proc/x.state"])
+    assert isinstance(result.exception, SystemExit) and result.exit_code in (1, 2), result.output
+    assert "error: No such file or directory: /proc/x.state" in result.output or (
+        "its folder /proc is not writable" in result.output  # when not run as root
+    )
+
+
 def test_make_state_writes_the_start_of_play_and_a_screenshot(tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)  # headless: no window to wait for
     out = tmp_path / "dungeon.state"

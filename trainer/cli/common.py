@@ -22,7 +22,9 @@ def handle_errors(func: F) -> F:
 
     Invalid input prints one `error:` line per problem; a run-time failure prints its message
     (a worker's traceback included) after one `error:`; a stop (SIGTERM) prints nothing more,
-    the loop already said what it saved."""
+    the loop already said what it saved. An OSError that reaches here (a file the system
+    refused where no check was made first, e.g. an output file) is one `error:` line naming
+    the file, exit 1 (an I/O failure in the table), not a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,6 +42,12 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            raise  # stdout closed by the reader (`| head`): not ours to report
+        except OSError as exc:  # the system refused a file no check caught first: still one line
+            named = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{named}", err=True)
+            sys.exit(ExitCode.FAILURE)
 
     return wrapper  # type: ignore[return-value]
 
