@@ -74,7 +74,7 @@ def path_problem(path: Path, what: str, suffixes: Sequence[str]) -> str | None:
         mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except OSError as exc:  # Path.is_file() raises these instead of answering (Python < 3.14)
+    except OSError as exc:  # Path.is_file() raises these (Python 3.11) instead of answering
         return f"cannot look at {path} ({exc.strerror or exc}); give the {what} file's path"
     if not stat.S_ISDIR(mode):
         return None
