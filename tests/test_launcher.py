@@ -430,6 +430,20 @@ def test_missing_kubeconfig_is_a_clear_error(
     assert result.output.startswith("backend: kubernetes (--backend)")
 
 
+@pytest.mark.parametrize("args", [["status"], ["logs", "some-job"], ["cancel", "some-job"]])
+def test_commands_without_a_backend_option_do_not_suggest_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Found by probing: status, logs and cancel said "use --backend local", an option only
+    launch has (click then answers "No such option")."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "no usable Kubernetes configuration" in result.output
+    assert "set KUBECONFIG (`trainer launch --backend local` trains here" in result.output
+    assert "or use --backend local" not in result.output
+
+
 @pytest.mark.parametrize(
     ("files", "args", "expected"),
     [

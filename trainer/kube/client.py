@@ -134,6 +134,11 @@ def _api_reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
+#: Said after a missing or broken kubeconfig: every Kubernetes command reaches it (status,
+#: logs and cancel have no `--backend`), and only `launch` can run without a cluster.
+WITHOUT_A_CLUSTER = " (`trainer launch --backend local` trains here without a cluster)"
+
+
 class KubeClient:
     """Create, list, read logs of and delete our objects through the official client's
     `BatchV1Api` and `CoreV1Api` (or any objects with the same methods: tests pass fakes that
@@ -166,12 +171,12 @@ class KubeClient:
             where = f"{_kubeconfig_path()}:{mark.line + 1}" if mark else _kubeconfig_path()
             raise KubeError(
                 f"no usable Kubernetes configuration: {where} is not valid YAML "
-                f"({getattr(exc, 'problem', None) or exc}); fix it, set KUBECONFIG to another "
-                "file, or use --backend local"
+                f"({getattr(exc, 'problem', None) or exc}); fix it or set KUBECONFIG to another "
+                f"file{WITHOUT_A_CLUSTER}"
             ) from None
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(
-                f"no usable Kubernetes configuration ({exc}); set KUBECONFIG or use --backend local"
+                f"no usable Kubernetes configuration ({exc}); set KUBECONFIG{WITHOUT_A_CLUSTER}"
             ) from None
         api = client.ApiClient()
         return cls(client.BatchV1Api(api), client.CoreV1Api(api), serializer=api)
