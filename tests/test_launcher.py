@@ -700,9 +700,14 @@ def test_cli_launch_status_logs_cancel(cli_cluster: FakeCluster) -> None:
 
     result = runner.invoke(main, ["cancel", job, "-n", "ml"])  # already gone: not an error
     assert result.exit_code == 0 and "absent" in result.output
-    # A JOB longer than a file name may be: OSError's traceback before (the SPEC-or-JOB check).
-    result = runner.invoke(main, ["cancel", "j" * 300, "-n", "ml"])
-    assert result.exit_code == 0 and "absent" in result.output, result.output
+    # Found by probing: a JOB longer than a file name may be was OSError's traceback (the
+    # SPEC-or-JOB check), and a mistyped SPEC path was a Job "absent": exit 0, nothing deleted.
+    calls = len(cli_cluster.calls)
+    for args in (["cancel", "j" * 300], ["cancel", "configs/quickstart.yml"], ["logs", "Job_1"]):
+        result = runner.invoke(main, [*args, "-n", "ml"])
+        assert result.exit_code == 2, result.output
+        assert "is not a Job name: it must be a DNS-1123 label" in result.output
+    assert len(cli_cluster.calls) == calls, "nothing asked of the cluster"
 
 
 def test_status_says_what_holds_each_job_up_with_recent_warnings(cli_cluster: FakeCluster) -> None:

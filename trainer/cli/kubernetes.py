@@ -48,6 +48,19 @@ def _image_callback(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
+def _job_problem(value: str) -> str | None:
+    """Why `value` cannot name a Job (kubectl refuses such a name before asking the cluster)."""
+    problem = kube_rules.dns1123_label_problem(value)
+    return problem and f"{value!r} is not a Job name: it {problem}"
+
+
+def _job_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    problem = value and _job_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
+
+
 _image_option = click.option(
     "--image",
     metavar="IMAGE",
@@ -326,7 +339,7 @@ def status(
 
 
 @click.command()
-@click.argument("job", required=False)
+@click.argument("job", required=False, callback=_job_callback)
 @click.option(
     "--sweep",
     "sweep",
@@ -391,6 +404,9 @@ def cancel(
     if bool(target) == bool(sweep):
         raise click.UsageError("give exactly one of SPEC, JOB or --sweep ID")
     is_spec = bool(target) and os.path.isfile(target)  # False, not OSError, for a long JOB name
+    problem = target and not is_spec and _job_problem(target)
+    if problem:  # a mistyped SPEC path was a Job name that "was absent": exit 0, nothing deleted
+        raise click.BadParameter(f"no such file, and {problem}", param_hint="'[SPEC|JOB]'")
     spec, ns = _resolve_target(target if is_spec else None, overrides, namespace, context)
     client = launcher.make_client(context)
     if spec is not None:
