@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainer.errors import describe_failure
-from trainer.spec.tracking_uri import local_store_path
+from trainer.spec.tracking_uri import local_store_path, tracking_uri_scheme
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -189,7 +189,8 @@ def open_store(uri: str, where: str) -> MlflowClient:
     from trainer.errors import InvalidInput, TrainerError
 
     local = local_store_path(uri)
-    problem = sqlite_problem(local) if local is not None and is_sqlite(uri) else None
+    sqlite = local is not None and tracking_uri_scheme(uri) == "sqlite"
+    problem = sqlite_problem(local) if sqlite else None
     if problem is None:
         try:
             return MlflowClient(tracking_uri=uri)
@@ -202,10 +203,6 @@ def open_store(uri: str, where: str) -> MlflowClient:
                 )
     error = InvalidInput if local is not None else TrainerError
     raise error(f"{where}: MLflow cannot open the tracking store {uri} ({problem})")
-
-
-def is_sqlite(uri: str) -> bool:
-    return uri.lower().startswith("sqlite:")
 
 
 def sqlite_problem(path: Path) -> str | None:
